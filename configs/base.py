@@ -1,0 +1,77 @@
+"""Every generic configuration key, declared once with a one-line comment.
+
+Experiment configs (`configs/<method>_<dataset>.py`, `configs/quickstart.py`) call `get_config()` and only
+override values; the method's own keys live in its `default_config()` and are placed under
+`config.method_config`. The config is locked, so a misspelt key in a file or on the command line
+(`--config.train.num_epochs=3`) is an error. Values are checked by `mlrpl_jax.config_validation`.
+"""
+
+import ml_collections
+
+from mlrpl_jax import methods
+
+
+def get_config(method: str = "plain") -> ml_collections.ConfigDict:
+    """Returns the base config for `method` (a key of `mlrpl_jax.methods.METHODS`)."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0  # Seeds parameter init, the step rng, shuffling and augmentation.
+    c.method = method  # Which method trains: a key of mlrpl_jax.methods.METHODS.
+    c.method_config = methods.get(method).default_config()  # The method's own keys.
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "synthetic_scenes"  # 'synthetic_scenes' | 'voc/2007' | 'coco/2014'.
+    c.data.data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS data dir; None = default.
+    c.data.train_split = "train"  # TFDS split to train on (VOC reference: 'train+validation').
+    c.data.test_split = "test"  # TFDS split to evaluate on (COCO: 'validation').
+    c.data.setting = "pal"  # Partial-label setting: 'pal' | 'ppl' | 'spl' | 'fal' (partial_labels.py).
+    c.data.known_proportion = 0.5  # pal: fraction of entries kept; ppl: fraction of positives kept.
+    c.data.label_seed = 0  # Seed of the known-label mask (independent of `seed`).
+    c.data.mask_mode = "hash"  # 'hash' (per example id) | 'reference' (np.random.seed(0) over (N, C)).
+    c.data.partial_labels_file = ml_collections.FieldReference(None, field_type=str)  # .npy/.txt (N, C).
+    c.data.scale_size = 512  # Train: resize to this square size first (reference 512).
+    c.data.crop_sizes = (512, 448, 384, 320, 256)  # Train: square crop side drawn from these.
+    c.data.image_size = 448  # Network input side, train and test (reference 448).
+    c.data.size_factor = 1.0  # Multiplies scale_size, crop_sizes and image_size (small images).
+    c.data.worker_count = 0  # grain worker processes for the train pipeline (0 = in the main process).
+    c.data.eval_worker_count = 0  # grain worker processes for evaluation.
+    c.data.synthetic = ml_collections.ConfigDict()  # Only for data.name == 'synthetic_scenes'.
+    c.data.synthetic.image_size = 96  # Side of the generated images.
+    c.data.synthetic.num_classes = 10  # Number of object classes.
+    c.data.synthetic.num_train = 4000  # Number of train images.
+    c.data.synthetic.num_test = 1000  # Number of test images.
+    c.data.synthetic.seed = 0  # Generation seed.
+    c.data.synthetic.difficulty = 1.0  # Scales colour jitter, clutter, noise and object size.
+
+    c.model = ml_collections.ConfigDict()
+    c.model.backbone = "resnet101"  # 'resnet18' | 'resnet34' | 'resnet50' | 'resnet101'.
+    c.model.width = 64  # ResNet base width (64 = torchvision; smaller for CPU-scale runs).
+    c.model.avg_pool_2x2 = True  # Reference: AvgPool2d(2) after layer4 (7x7 map at 448 px).
+    c.model.frozen_stages = 4  # Frozen (no grad, BN in inference mode): 0 none .. 4 stem+layer1-3.
+    c.model.dtype = "float32"  # Computation dtype: 'float32' | 'bfloat16'.
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.name = "adam"  # 'adam' (coupled L2 as torch.optim.Adam) | 'adamw' | 'sgd'.
+    c.optim.learning_rate = 1e-5  # Peak learning rate.
+    c.optim.weight_decay = 5e-4  # adam: L2 added to the gradient; adamw: decoupled; sgd: L2.
+    c.optim.b1 = 0.9  # Adam beta1 / SGD momentum.
+    c.optim.b2 = 0.999  # Adam beta2.
+    c.optim.eps = 1e-8  # Adam epsilon.
+    c.optim.schedule = "step"  # 'step' | 'cosine' | 'constant'.
+    c.optim.decay_every_epochs = 10  # step: multiply the lr by decay_factor every this many epochs.
+    c.optim.decay_factor = 0.1  # step: the factor.
+    c.optim.warmup_epochs = 0.0  # Linear warm-up length (fraction of epochs allowed).
+
+    c.train = ml_collections.ConfigDict()
+    c.train.num_epochs = 20  # Training length in epochs (an epoch = len(train split) // batch_size steps).
+    c.train.batch_size = 32  # Global batch size, split over all devices of all hosts.
+    c.train.eval_batch_size = 64  # Global evaluation batch size.
+    c.train.log_every_steps = 50  # Fetch, check and write train metrics every this many steps.
+    c.train.eval_every_epochs = 1  # Evaluate (and maybe save the best checkpoint) every this many epochs.
+    c.train.max_steps_per_epoch = -1  # >0 truncates epochs (smoke tests); -1 = full epochs.
+    c.train.progress_bar = True  # tqdm progress bar with loss and images/s.
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every_epochs = 1  # Save TrainState + data iterator every this many epochs.
+    c.checkpoint.max_to_keep = 2  # Number of periodic checkpoints kept (the best one is kept apart).
+    c.checkpoint.keep_best = True  # Also keep the checkpoint with the best test mAP in workdir/best.
+    return c

@@ -1,0 +1,83 @@
+"""Checks config values before anything is built; every error names the key, the value and the fix.
+
+Unknown keys are already rejected by the locked ConfigDict (`--config.trian.x=1` fails in ml_collections);
+this module checks the values of the known ones.
+"""
+
+import ml_collections
+
+from mlrpl_jax import methods
+
+SETTINGS = ("pal", "ppl", "spl", "fal")
+DATASETS = ("synthetic_scenes", "voc/2007", "coco/2014")
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+
+
+def _fail(key: str, value, why: str) -> None:
+    raise ValueError(f"config.{key}={value!r}: {why}")
+
+
+def _choice(config: ml_collections.ConfigDict, key: str, allowed) -> None:
+    value = config
+    for part in key.split("."):
+        value = value[part]
+    if value not in allowed:
+        _fail(key, value, f"must be one of {list(allowed)}.")
+
+
+def _positive(config: ml_collections.ConfigDict, key: str, allow_zero: bool = False) -> None:
+    value = config
+    for part in key.split("."):
+        value = value[part]
+    if not (value >= 0 if allow_zero else value > 0):
+        _fail(key, value, "must be >= 0." if allow_zero else "must be > 0.")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError for the first invalid value found."""
+    if config.method not in methods.METHODS:
+        _fail("method", config.method, f"unknown method; known: {sorted(methods.METHODS)}.")
+    expected = set(methods.get(config.method).default_config().keys())
+    if set(config.method_config.keys()) != expected:
+        _fail(
+            "method_config",
+            sorted(config.method_config.keys()),
+            f"does not hold the keys of method {config.method!r} ({sorted(expected)}); build the "
+            f"config with configs/base.py get_config({config.method!r}) instead of overriding "
+            "config.method alone.",
+        )
+    _choice(config, "data.name", DATASETS)
+    _choice(config, "data.setting", SETTINGS)
+    _choice(config, "data.mask_mode", ("hash", "reference"))
+    p = config.data.known_proportion
+    if not 0.0 < p <= 1.0:
+        _fail("data.known_proportion", p, "must be in (0, 1] (the fraction of labels kept).")
+    if config.data.mask_mode == "reference" and config.data.setting != "pal":
+        _fail("data.mask_mode", "reference", "the reference masks exist only for setting 'pal'.")
+    for key in ("data.scale_size", "data.image_size", "data.size_factor"):
+        _positive(config, key)
+    if not config.data.crop_sizes or min(config.data.crop_sizes) <= 0:
+        _fail("data.crop_sizes", config.data.crop_sizes, "must be a non-empty tuple of positive sizes.")
+    if max(config.data.crop_sizes) > config.data.scale_size:
+        _fail("data.crop_sizes", config.data.crop_sizes, "crops cannot exceed data.scale_size.")
+    for key in ("data.worker_count", "data.eval_worker_count"):
+        _positive(config, key, allow_zero=True)
+    _choice(config, "model.backbone", BACKBONES)
+    _choice(config, "model.dtype", ("float32", "bfloat16"))
+    if not 0 <= config.model.frozen_stages <= 5:
+        _fail("model.frozen_stages", config.model.frozen_stages, "must be in 0..5.")
+    _positive(config, "model.width")
+    _choice(config, "optim.name", ("adam", "adamw", "sgd"))
+    _choice(config, "optim.schedule", ("step", "cosine", "constant"))
+    for key in ("optim.learning_rate", "optim.decay_every_epochs", "optim.eps"):
+        _positive(config, key)
+    _positive(config, "optim.weight_decay", allow_zero=True)
+    _positive(config, "optim.warmup_epochs", allow_zero=True)
+    for key in ("train.num_epochs", "train.batch_size", "train.eval_batch_size"):
+        _positive(config, key)
+    for key in ("train.log_every_steps", "train.eval_every_epochs", "checkpoint.every_epochs"):
+        _positive(config, key)
+    _positive(config, "checkpoint.max_to_keep")
+    if config.data.name == "synthetic_scenes":
+        for key in ("image_size", "num_classes", "num_train", "num_test"):
+            _positive(config, f"data.synthetic.{key}")

@@ -1,0 +1,152 @@
+"""grain input pipelines: the shuffled, augmented, checkpointable train loader and the evaluation batches.
+
+Multi-host: every process reads only its own shard (`grain.sharding.ShardByJaxProcess`) and produces its
+slice of the global batch; `sharding.host_to_global` assembles the global arrays.
+"""
+
+import math
+from typing import Iterator
+
+import grain
+import ml_collections
+import numpy as np
+
+from mlrpl_jax.data import partial_labels as pl
+from mlrpl_jax.data import sources, transforms
+
+
+def make_source(data: ml_collections.ConfigDict, split: str) -> sources.Source:
+    """The dataset split named by `config.data`."""
+    return sources.make_source(
+        data.name, split, data_dir=data.data_dir, synthetic=data.synthetic.to_dict()
+    )
+
+
+def _sizes(data: ml_collections.ConfigDict) -> tuple[int, tuple[int, ...], int]:
+    return transforms.scaled_sizes(
+        data.scale_size, data.crop_sizes, data.image_size, data.size_factor
+    )
+
+
+def image_size(data: ml_collections.ConfigDict) -> int:
+    """The network input side after `size_factor`."""
+    return _sizes(data)[2]
+
+
+def make_mask_transform(
+    data: ml_collections.ConfigDict, source: sources.Source
+) -> transforms.MaskLabels:
+    """The partial-label transform for the train split (from the setting or a labels file)."""
+    fixed = None
+    if data.partial_labels_file is not None:
+        fixed = pl.load_partial_labels_file(data.partial_labels_file, len(source), source.num_classes)
+    return transforms.MaskLabels(
+        dataset=f"{data.name}[{data.train_split}]",
+        num_examples=len(source),
+        num_classes=source.num_classes,
+        setting=data.setting,
+        proportion=data.known_proportion,
+        seed=data.label_seed,
+        mode=data.mask_mode,
+        fixed_labels=fixed,
+    )
+
+
+class TrainBatches:
+    """Endless iterator of train batches, stacked in the main process from the grain record stream.
+
+    Stacking here rather than in grain's workers makes the batches independent of `worker_count`
+    (grain batches within each worker, which changes batch composition with the worker count). The
+    iterator state is that of the underlying grain iterator, taken at batch boundaries; it is
+    checkpointable with `grain.checkpoint.CheckpointSave/Restore`.
+    """
+
+    def __init__(self, loader: grain.DataLoader, batch_size: int):
+        self._records = iter(loader)
+        self.batch_size = batch_size
+
+    def __iter__(self) -> "TrainBatches":
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        records = [next(self._records) for _ in range(self.batch_size)]
+        return {k: np.stack([r[k] for r in records]) for k in records[0]}
+
+    def get_state(self) -> bytes:
+        return self._records.get_state()
+
+    def set_state(self, state: bytes) -> None:
+        self._records.set_state(state)
+
+    def start_prefetch(self) -> None:
+        """Called by grain's checkpoint handler after a restore."""
+        start = getattr(self._records, "start_prefetch", None)
+        if start is not None:
+            start()
+
+
+def make_train_loader(
+    data: ml_collections.ConfigDict, source: sources.Source, local_batch_size: int, seed: int
+) -> TrainBatches:
+    """An endless, shuffled (new permutation every pass), augmented iterator of this process's batches.
+
+    Batches: {'image': uint8 (b, S, S, 3), 'labels': int8 (b, C), 'example_id': int32 (b,)} with
+    b = local_batch_size; batches run across pass boundaries. Its state is checkpointable.
+    """
+    scale, crops, size = _sizes(data)
+    sampler = grain.samplers.IndexSampler(
+        num_records=len(source),
+        shard_options=grain.sharding.ShardByJaxProcess(drop_remainder=True),
+        shuffle=True,
+        num_epochs=None,
+        seed=seed,
+    )
+    loader = grain.DataLoader(
+        data_source=source,
+        sampler=sampler,
+        operations=[make_mask_transform(data, source), transforms.TrainAugment(scale, crops, size)],
+        worker_count=data.worker_count,
+    )
+    return TrainBatches(loader, local_batch_size)
+
+
+def eval_batches(
+    data: ml_collections.ConfigDict,
+    source: sources.Source,
+    local_batch_size: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Iterator[dict[str, np.ndarray]]:
+    """This process's evaluation batches, covering every example exactly once (no drop_last).
+
+    Each process gets a contiguous slice of the split; the last batches are padded (valid=False) so that
+    every process yields the same number of full-size batches.
+    Batches: {'image': uint8 (b, S, S, 3), 'targets': uint8 (b, C), 'valid': bool (b,)}.
+    """
+    bounds = np.linspace(0, len(source), process_count + 1).round().astype(int)
+    longest = int(np.max(np.diff(bounds)))
+    num_batches = math.ceil(longest / local_batch_size)
+    start, stop = int(bounds[process_index]), int(bounds[process_index + 1])
+    dataset = (
+        grain.MapDataset.source(source)[start:stop]
+        .map(transforms.EvalTransform(_sizes(data)[2], f"{data.name}[{data.test_split}]"))
+        .batch(local_batch_size, drop_remainder=False)
+        .to_iter_dataset()
+    )
+    if data.eval_worker_count > 0:
+        dataset = dataset.mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=data.eval_worker_count)
+        )
+    size = _sizes(data)[2]
+    padding = {
+        "image": np.zeros((local_batch_size, size, size, 3), np.uint8),
+        "targets": np.zeros((local_batch_size, source.num_classes), np.uint8),
+        "valid": np.zeros((local_batch_size,), bool),
+    }
+    count = 0
+    for batch in dataset:
+        n = len(batch["valid"])
+        yield {k: np.concatenate([v, padding[k][n:]]) for k, v in batch.items()}
+        count += 1
+    for _ in range(num_batches - count):
+        yield padding

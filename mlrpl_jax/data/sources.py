@@ -1,0 +1,453 @@
+"""Random-access data sources: one uniform `Source` per dataset split, read by the grain pipeline.
+
+`make_source(name, split)` returns a `Source` for
+
+* ``'synthetic_scenes'``: the built-in procedurally generated scenes
+  (`mlrpl_jax.data.tfds_builders.synthetic_scenes`, prepared on first use);
+* ``'voc/2007'``: the TFDS catalogue dataset ``voc/2007`` (splits ``'train'`` 2,501,
+  ``'validation'`` 2,510, ``'test'`` 4,952); the reference trains on trainval =
+  ``'train+validation'`` (5,011). Any TFDS split string works (``'test[:100]'``, ...);
+* ``'coco/2014'``: the TFDS catalogue dataset ``coco/2014`` (``'train'`` 82,783 = train2014,
+  ``'validation'`` 40,504 = val2014, as in the reference).
+
+Every record is ``{'image': uint8 (H, W, 3), 'labels': uint8 (C,) in {0, 1}, 'example_id': int64}``.
+``example_id`` is the index of the record within the split (``source[i]['example_id'] == i``); the
+partial-label masks are keyed by it. ``labels`` is the full ground truth. Image sizes vary per
+image for VOC and COCO. Images are decoded here with pillow and converted with ``.convert('RGB')``,
+as the reference does (``Image.open(path).convert('RGB')``), so grayscale (COCO has some), palette
+and CMYK JPEGs all come out as 3 channels.
+
+Label rules (they reproduce the reference's ``datasets/voc2007.py`` and ``datasets/coco2014.py``):
+
+* VOC 2007: class ``c`` is positive iff the image has at least one object of class ``c`` whose
+  ``objects/is_difficult`` flag is False. Difficult objects are ignored, so a class whose only
+  objects in the image are difficult is **negative** (0), not unknown. (This equals TFDS's own
+  ``labels_no_difficult`` feature.) Class order is TFDS's ``objects/label`` order, which is the
+  reference order: aeroplane, bicycle, ..., tvmonitor (`VOC_CLASS_NAMES`; checked at load time).
+* COCO 2014: class ``c`` is positive iff the image has any annotation of category ``c``; crowd
+  annotations (``objects/is_crowd``) count like any other. Images without annotations are kept
+  with all-zero labels (the reference keeps every image of ``coco.imgs``). TFDS's contiguous label
+  ``k`` is the ``k``-th entry of the ``categories`` array of ``instances_{train,val}2014.json``,
+  which lists the 80 categories in ascending COCO category id; the reference's ``category.json``
+  maps category id -> (1-based) rank in ascending id order (``"1": 1, ..., "11": 11, "13": 12, ...,
+  "90": 80``), so both give label ``k`` = ``k``-th smallest category id (`COCO_CATEGORY_IDS`,
+  names in `COCO_CLASS_NAMES`; checked against the prepared dataset's names at load time).
+
+Example order: TFDS stores VOC and COCO examples in its own (hash-shuffled) order, not in the
+reference's order (VOC ``trainval.txt``, COCO annotation-file order), so ``example_id`` ``i`` is not
+the reference's ``i``-th image. `Source.image_names` gives each record's file name, from which a
+permutation to the reference order can be built (e.g. to apply the reference's partial-label files).
+
+VOC and COCO must be prepared once in TFDS's ``array_record`` format (see `prepare_instructions`);
+reading them needs neither TensorFlow nor network access. An unprepared dataset, or one prepared
+in the ``tfrecord`` format, raises `DatasetNotPreparedError` with the exact commands to run.
+"""
+
+from __future__ import annotations
+
+import io
+import operator
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+SUPPORTED_DATASETS: tuple[str, ...] = ("synthetic_scenes", "voc/2007", "coco/2014")
+
+# fmt: off
+VOC_CLASS_NAMES: tuple[str, ...] = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
+)
+
+# The 80 COCO category ids in ascending order (1..90 minus the 10 unused ones); label k <->
+# COCO_CATEGORY_IDS[k] <-> COCO_CLASS_NAMES[k].
+COCO_CATEGORY_IDS: tuple[int, ...] = tuple(
+    sorted(set(range(1, 91)) - {12, 26, 29, 30, 45, 66, 68, 69, 71, 83})
+)
+
+COCO_CLASS_NAMES: tuple[str, ...] = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
+    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
+    "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush",
+)
+# fmt: on
+
+# TFDS versions read (and prepared) here: tensorflow-datasets 4.9.x generates exactly these.
+TFDS_VERSIONS: dict[str, str] = {"voc/2007": "5.0.0", "coco/2014": "1.1.0"}
+
+LabelFn = Callable[[Mapping[str, Any], int], np.ndarray]
+
+
+class DatasetNotPreparedError(FileNotFoundError):
+    """A TFDS dataset is not prepared (or not in the ``array_record`` format) in its data_dir."""
+
+
+def _voc_labels(record: Mapping[str, Any], num_classes: int) -> np.ndarray:
+    """Multi-hot uint8 (C,): classes with at least one non-difficult object (reference rule)."""
+    objects = record["objects"]
+    label = np.asarray(objects["label"], dtype=np.int64).reshape(-1)
+    difficult = np.asarray(objects["is_difficult"], dtype=bool).reshape(-1)
+    if label.shape != difficult.shape:
+        raise ValueError(
+            f"voc/2007 record has {label.size} object labels but {difficult.size} difficult flags."
+        )
+    return _multi_hot(label[~difficult], num_classes, "voc/2007")
+
+
+def _coco_labels(record: Mapping[str, Any], num_classes: int) -> np.ndarray:
+    """Multi-hot uint8 (C,): classes with any annotation, crowd ones included (reference rule)."""
+    label = np.asarray(record["objects"]["label"], dtype=np.int64).reshape(-1)
+    return _multi_hot(label, num_classes, "coco/2014")
+
+
+def _tensor_labels(record: Mapping[str, Any], num_classes: int) -> np.ndarray:
+    """The stored multi-hot ``labels`` (C,) of a synthetic record, as uint8."""
+    labels = np.asarray(record["labels"])
+    if labels.shape != (num_classes,) or not np.isin(labels, (0, 1)).all():
+        raise ValueError(
+            f"synthetic_scenes record labels must be (C,)={num_classes} values in {{0, 1}}, got "
+            f"shape {labels.shape}."
+        )
+    return labels.astype(np.uint8)
+
+
+def _multi_hot(label: np.ndarray, num_classes: int, dataset: str) -> np.ndarray:
+    """uint8 (C,) with ones at the class indices ``label`` (repeats allowed)."""
+    if label.size and (label.min() < 0 or label.max() >= num_classes):
+        raise ValueError(f"{dataset}: object label out of range [0, {num_classes}): {label}.")
+    out = np.zeros((num_classes,), dtype=np.uint8)
+    out[label] = 1
+    return out
+
+
+def _to_rgb(image: Any) -> np.ndarray:
+    """Decodes encoded image bytes with pillow (``.convert('RGB')``); arrays get 3 channels."""
+    if isinstance(image, (bytes, bytearray, memoryview, np.bytes_)):
+        with Image.open(io.BytesIO(bytes(image))) as pil_image:
+            return np.asarray(pil_image.convert("RGB"), dtype=np.uint8)
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 3):
+        raise ValueError(f"Expected an (H, W, 3) or (H, W, 1) image, got shape {array.shape}.")
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    return array.astype(np.uint8, copy=False)
+
+
+def _as_str(value: Any) -> str:
+    """A text feature value (bytes or str) as str."""
+    return value.decode("utf-8") if isinstance(value, (bytes, np.bytes_)) else str(value)
+
+
+class Source:
+    """A random-access split of one dataset (grain ``RandomAccessDataSource``).
+
+    ``source[i]`` is ``{'image': uint8 (H, W, 3), 'labels': uint8 (C,) in {0, 1} (full ground
+    truth), 'example_id': np.int64 (= i)}``. Instances hold only picklable state (the TFDS data
+    source, which re-opens its files in each grain worker, and numpy caches).
+
+    Attributes:
+        name: Dataset name, one of `SUPPORTED_DATASETS`.
+        split: The split string the source was opened with.
+        num_classes: Number of classes ``C``.
+        class_names: ``C`` class names, in label order.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        split: str,
+        data: Sequence[Mapping[str, Any]],
+        class_names: Sequence[str],
+        labels_fn: LabelFn,
+        filename_key: str | None,
+    ) -> None:
+        """Wraps an underlying random-access source; use `make_source` instead.
+
+        Args:
+            name: Dataset name.
+            split: Split string.
+            data: Underlying source (``__len__``, ``__getitem__``) of raw records.
+            class_names: Class names in label order.
+            labels_fn: Maps (raw record, C) to the uint8 (C,) multi-hot labels; must be a
+                module-level function (picklable).
+            filename_key: Record key of the image file name, or None (names are the indices).
+        """
+        self.name = name
+        self.split = split
+        self.class_names = tuple(class_names)
+        self.num_classes = len(self.class_names)
+        self._data = data
+        self._labels_fn = labels_fn
+        self._filename_key = filename_key
+        self._labels: np.ndarray | None = None
+        self._names: tuple[str, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return (
+            f"Source(name={self.name!r}, split={self.split!r}, num_examples={len(self)}, "
+            f"num_classes={self.num_classes})"
+        )
+
+    def _index(self, index: int) -> int:
+        """Validates ``index`` (negative counts from the end) and returns it in [0, N)."""
+        index = operator.index(index)
+        size = len(self)
+        if index < 0:
+            index += size
+        if not 0 <= index < size:
+            raise IndexError(f"Index out of range for {self!r}.")
+        return index
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        """Returns the decoded record ``index`` (see the class docstring)."""
+        index = self._index(index)
+        record = self._data[index]
+        return {
+            "image": _to_rgb(record["image"]),
+            "labels": self._labels_fn(record, self.num_classes),
+            "example_id": np.int64(index),
+        }
+
+    def _scan(self) -> None:
+        """Reads every record once (images are not decoded) and caches labels and file names."""
+        labels = np.zeros((len(self), self.num_classes), dtype=np.uint8)
+        names = []
+        for i in range(len(self)):
+            record = self._data[i]
+            labels[i] = self._labels_fn(record, self.num_classes)
+            key = self._filename_key
+            names.append(_as_str(record[key]) if key is not None else str(i))
+        self._labels, self._names = labels, tuple(names)
+
+    def labels_matrix(self) -> np.ndarray:
+        """Full labels of the whole split, without decoding any image.
+
+        Returns:
+            uint8 (N, C) in {0, 1}; row ``i`` equals ``self[i]['labels']``. Computed on the first
+            call (one pass over the records) and cached on the instance.
+        """
+        if self._labels is None:
+            self._scan()
+        return self._labels
+
+    def image_names(self) -> tuple[str, ...]:
+        """File name of each record (``image/filename``; the index as text for synthetic data).
+
+        Use it to map ``example_id`` to the reference's image order. Cached like `labels_matrix`.
+        """
+        if self._names is None:
+            self._scan()
+        return self._names
+
+
+def prepare_instructions(name: str, data_dir: str | os.PathLike[str] | None = None) -> str:
+    """Instructions for preparing TFDS dataset ``name`` (at `TFDS_VERSIONS`) as ``array_record``.
+
+    Args:
+        name: ``'voc/2007'`` or ``'coco/2014'``.
+        data_dir: TFDS data directory root, or None for TFDS's default.
+
+    Returns:
+        A multi-line message: what is needed, and two equivalent prepare commands.
+    """
+    versioned = f"{name}:{TFDS_VERSIONS[name]}"
+    dir_arg = f", data_dir={os.fspath(data_dir)!r}" if data_dir is not None else ""
+    dir_flag = f" --data_dir={os.fspath(data_dir)}" if data_dir is not None else ""
+    size_note = {
+        "voc/2007": "VOC 2007 downloads ~0.9 GB",
+        "coco/2014": (
+            "COCO 2014 downloads automatically, no manual step, but coco/2014 also fetches the "
+            "test2014 and test2015 images: ~40 GB of zips, as much again extracted, and ~40 GB "
+            "prepared"
+        ),
+    }[name]
+    return (
+        f"Prepare it once ({size_note}; needs network access and TensorFlow to encode the "
+        f"images; reading needs neither):\n"
+        f"  pip install 'mlrpl_jax[tfds-prepare]' importlib_resources\n"
+        f"  python -c \"import tensorflow_datasets as tfds; tfds.builder('{versioned}'{dir_arg}, "
+        f"file_format='array_record').download_and_prepare()\"\n"
+        f"or with the TFDS command line (in tensorflow-datasets 4.9.10 it also needs "
+        f"`pip install apache-beam mlcroissant`):\n"
+        f"  tfds build {versioned}{dir_flag} --file_format=array_record\n"
+        f"(tensorflow-datasets 4.9.10 imports `importlib_resources` when preparing catalogue "
+        f"datasets but does not declare it as a dependency.)"
+    )
+
+
+def _open_tfds(name: str, split: str, data_dir: str | os.PathLike[str] | None) -> tuple[Any, Any]:
+    """Opens the TFDS array_record data source of ``name``/``split``, images left encoded.
+
+    The versioned name makes TFDS read the prepared files (a ``ReadOnlyBuilder``) instead of
+    instantiating the builder code, whose ``coco`` features import TensorFlow.
+
+    Returns:
+        ``(builder, data_source)``.
+
+    Raises:
+        DatasetNotPreparedError: Not prepared in ``data_dir``, or prepared only as tfrecord.
+    """
+    import tensorflow_datasets as tfds  # Lazy: importing TFDS takes ~1 s.
+
+    data_dir = None if data_dir is None else os.fspath(data_dir)
+    searched = (
+        data_dir
+        if data_dir is not None
+        else "TFDS default ($TFDS_DATA_DIR or ~/tensorflow_datasets)"
+    )
+    versioned = f"{name}:{TFDS_VERSIONS[name]}"
+    try:
+        builder = tfds.builder(versioned, data_dir=data_dir)
+    except ImportError as err:
+        # The files were not found, so TFDS fell back to the builder code, which needs TF.
+        raise DatasetNotPreparedError(
+            f"TFDS dataset {versioned!r} is not prepared (no files found; TFDS then failed to "
+            f"build it from code: {err}). Searched data_dir: {searched}.\n"
+            f"{prepare_instructions(name, data_dir)}"
+        ) from err
+    try:
+        data = builder.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
+    except (KeyError, ValueError, NotImplementedError, AssertionError) as err:
+        problem = _preparation_problem(builder)
+        if problem is None:
+            raise
+        raise DatasetNotPreparedError(
+            f"TFDS dataset {versioned!r} {problem}. Searched data_dir: {searched} (expected "
+            f"files under {builder.data_dir}).\n"
+            f"{prepare_instructions(name, data_dir)}"
+        ) from err
+    return builder, data
+
+
+def _preparation_problem(builder: Any) -> str | None:
+    """Why ``builder`` cannot be read as array_record, or None if it looks readable."""
+    from tensorflow_datasets.core import file_adapters
+
+    if not builder.is_prepared():
+        return "is not prepared"
+    formats = builder.info.available_file_formats()
+    if file_adapters.FileFormat.ARRAY_RECORD not in formats:
+        found = ", ".join(sorted(f.value for f in formats)) or "unknown"
+        return (
+            f"is prepared in the {found} format, but random access needs array_record; delete "
+            f"{builder.data_dir} (or use another data_dir) and prepare it again as array_record"
+        )
+    return None
+
+
+def _check_class_names(name: str, found: Sequence[str], expected: Sequence[str]) -> None:
+    """Raises if a prepared dataset's class names are not the reference order."""
+    if tuple(found) != tuple(expected):
+        raise RuntimeError(
+            f"{name}: TFDS class names {tuple(found)} differ from the expected (reference) order "
+            f"{tuple(expected)}; the labels would not match the reference's class indices."
+        )
+
+
+def _make_voc(split: str, data_dir: str | os.PathLike[str] | None) -> Source:
+    """The ``voc/2007`` source (see the module docstring for the label rule)."""
+    builder, data = _open_tfds("voc/2007", split, data_dir)
+    names = builder.info.features["objects"]["label"].names
+    _check_class_names("voc/2007", names, VOC_CLASS_NAMES)
+    return Source(
+        name="voc/2007",
+        split=split,
+        data=data,
+        class_names=VOC_CLASS_NAMES,
+        labels_fn=_voc_labels,
+        filename_key="image/filename",
+    )
+
+
+def _make_coco(split: str, data_dir: str | os.PathLike[str] | None) -> Source:
+    """The ``coco/2014`` source (see the module docstring for the label rule)."""
+    builder, data = _open_tfds("coco/2014", split, data_dir)
+    names = builder.info.features["objects"]["label"].names
+    # Before preparation (e.g. under tfds.testing.mock_data) the names are placeholders '0'..'79'.
+    if tuple(names) != tuple(str(i) for i in range(len(COCO_CLASS_NAMES))):
+        _check_class_names("coco/2014", names, COCO_CLASS_NAMES)
+    return Source(
+        name="coco/2014",
+        split=split,
+        data=data,
+        class_names=COCO_CLASS_NAMES,
+        labels_fn=_coco_labels,
+        filename_key="image/filename",
+    )
+
+
+def _make_synthetic(
+    split: str, data_dir: str | os.PathLike[str] | None, synthetic: Mapping[str, Any] | None
+) -> Source:
+    """The ``synthetic_scenes`` source, prepared on first use with the ``synthetic`` parameters."""
+    if not synthetic or "num_classes" not in synthetic:
+        raise ValueError(
+            "synthetic_scenes needs synthetic={'image_size': ..., 'num_classes': ..., "
+            f"'num_train': ..., 'num_test': ..., 'seed': ...}}, got {synthetic!r}."
+        )
+    # Lazy: the builder package imports TFDS and registers the builder.
+    from mlrpl_jax.data.tfds_builders import synthetic_scenes
+
+    data = synthetic_scenes.load_source(split, data_dir, **dict(synthetic))
+    num_classes = int(synthetic["num_classes"])
+    width = len(str(num_classes - 1))
+    return Source(
+        name="synthetic_scenes",
+        split=split,
+        data=data,
+        class_names=tuple(f"class_{c:0{width}d}" for c in range(num_classes)),
+        labels_fn=_tensor_labels,
+        filename_key=None,
+    )
+
+
+def make_source(
+    name: str,
+    split: str,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    synthetic: Mapping[str, Any] | None = None,
+) -> Source:
+    """Opens split ``split`` of dataset ``name`` as a `Source`.
+
+    Args:
+        name: One of `SUPPORTED_DATASETS`: ``'synthetic_scenes'``, ``'voc/2007'``, ``'coco/2014'``.
+        split: A TFDS split string, e.g. ``'train'``, ``'test'``, ``'train+validation'`` (VOC
+            trainval), ``'validation'`` (COCO val2014), ``'train[:10%]'``.
+        data_dir: TFDS data directory root (default: TFDS's default, ``~/tensorflow_datasets`` or
+            ``$TFDS_DATA_DIR``).
+        synthetic: Parameters of ``synthetic_scenes`` (``image_size``, ``num_classes``,
+            ``num_train``, ``num_test``, ``seed``, ...), passed to its ``load_source``; required
+            for ``'synthetic_scenes'``, ignored for the other datasets.
+
+    Returns:
+        The `Source`.
+
+    Raises:
+        ValueError: Unknown ``name``, or ``synthetic`` missing for ``'synthetic_scenes'``.
+        DatasetNotPreparedError: VOC/COCO is not prepared as array_record in ``data_dir``.
+    """
+    if name == "synthetic_scenes":
+        return _make_synthetic(split, data_dir, synthetic)
+    if name == "voc/2007":
+        return _make_voc(split, data_dir)
+    if name == "coco/2014":
+        return _make_coco(split, data_dir)
+    raise ValueError(f"Unknown dataset {name!r}; supported: {', '.join(SUPPORTED_DATASETS)}.")

@@ -1,0 +1,1 @@
+"""data tfds_builders package."""

@@ -1,0 +1,129 @@
+"""grain transforms: partial-label masking, the papers' train augmentation and the test resize.
+
+Images stay uint8 on the host (4x less host->device traffic); normalisation happens on device
+(`train_state.normalize_images`).
+
+Train augmentation (reference, torchvision on PIL images; every size times `size_factor`):
+  1. resize to scale x scale (512, aspect ratio not kept), bicubic;
+  2. square crop of a side drawn uniformly from crop_sizes ({512, 448, 384, 320, 256}) at a uniformly
+     random offset;
+  3. resize to image_size x image_size (448), bicubic;
+  4. horizontal flip with probability 0.5.
+Test: resize straight to image_size x image_size, bicubic.
+"""
+
+from typing import Any, Sequence
+
+import grain
+import numpy as np
+from PIL import Image
+
+from mlrpl_jax.data import partial_labels as pl
+
+
+def scaled_sizes(
+    scale_size: int, crop_sizes: Sequence[int], image_size: int, size_factor: float
+) -> tuple[int, tuple[int, ...], int]:
+    """Applies `size_factor` to the three sizes of the augmentation (rounded, crops <= scale)."""
+    scale = max(1, round(scale_size * size_factor))
+    crops = tuple(sorted({min(scale, max(1, round(c * size_factor))) for c in crop_sizes}, reverse=True))
+    return scale, crops, max(1, round(image_size * size_factor))
+
+
+def _resize(image: np.ndarray, size: int) -> Image.Image:
+    img = Image.fromarray(image)
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.BICUBIC)
+    return img
+
+
+def check_full_labels(labels: np.ndarray, example_id: int, dataset: str) -> None:
+    """Raises a ValueError naming the example if its full ground truth is not multi-hot {0, 1}."""
+    bad = np.flatnonzero((labels != 0) & (labels != 1))
+    if bad.size:
+        raise ValueError(
+            f"{dataset}: example {example_id} has label value {labels[bad[0]].item()!r} at class {bad[0]}; full "
+            "ground-truth labels must be multi-hot in {0, 1} (partial labels {-1, 0, 1} come from "
+            "config.data.setting or config.data.partial_labels_file)."
+        )
+
+
+class MaskLabels(grain.transforms.Map):
+    """Full labels {0, 1} -> partial labels int8 {-1, 0, 1}, deterministic per example id.
+
+    Output: {'image': uint8 (H, W, 3), 'labels': int8 (C,), 'example_id': int32}.
+    """
+
+    def __init__(
+        self,
+        *,
+        dataset: str,
+        num_examples: int,
+        num_classes: int,
+        setting: str,
+        proportion: float,
+        seed: int,
+        mode: str,
+        fixed_labels: np.ndarray | None = None,
+    ):
+        """Args: see `config.data`; `fixed_labels` (N, C) int8 from a user file overrides the masking."""
+        self.dataset = dataset
+        self.setting, self.proportion, self.seed, self.mode = setting, proportion, seed, mode
+        self.fixed_labels = fixed_labels
+        self.keep = None
+        if fixed_labels is None and mode == "reference":
+            if setting != "pal":
+                raise ValueError(
+                    f"config.data.mask_mode='reference' reproduces the reference code's 'pal' masks only; "
+                    f"got config.data.setting={setting!r}. Use mask_mode='hash' for other settings."
+                )
+            self.keep = pl.reference_keep_mask(num_examples, num_classes, proportion, seed)
+
+    def map(self, record: dict[str, Any]) -> dict[str, Any]:
+        example_id = int(record["example_id"])
+        full = np.asarray(record["labels"])
+        check_full_labels(full, example_id, self.dataset)
+        if self.fixed_labels is not None:
+            labels = self.fixed_labels[example_id]
+        elif self.keep is not None:
+            labels = np.where(self.keep[example_id], 2 * full.astype(np.int8) - 1, 0)
+        else:
+            labels = pl.partial_labels(
+                full[None], self.setting, self.proportion, self.seed, np.asarray([example_id])
+            )[0]
+        return {
+            "image": record["image"],
+            "labels": labels.astype(np.int8),
+            "example_id": np.int32(example_id),
+        }
+
+
+class TrainAugment(grain.transforms.RandomMap):
+    """The papers' train augmentation (module docstring), on uint8 images."""
+
+    def __init__(self, scale_size: int, crop_sizes: Sequence[int], image_size: int):
+        self.scale_size, self.crop_sizes, self.image_size = scale_size, tuple(crop_sizes), image_size
+
+    def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        img = _resize(element["image"], self.scale_size)
+        crop = int(self.crop_sizes[rng.integers(len(self.crop_sizes))])
+        x0, y0 = (int(v) for v in rng.integers(0, self.scale_size - crop + 1, size=2))
+        img = img.crop((x0, y0, x0 + crop, y0 + crop))
+        if img.size != (self.image_size, self.image_size):
+            img = img.resize((self.image_size, self.image_size), Image.BICUBIC)
+        if rng.random() < 0.5:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        return dict(element, image=np.asarray(img, dtype=np.uint8))
+
+
+class EvalTransform(grain.transforms.Map):
+    """Test transform: resize to image_size. Output {'image', 'targets' uint8 (C,) {0,1}, 'valid'}."""
+
+    def __init__(self, image_size: int, dataset: str):
+        self.image_size, self.dataset = image_size, dataset
+
+    def map(self, record: dict[str, Any]) -> dict[str, Any]:
+        full = np.asarray(record["labels"])
+        check_full_labels(full, int(record["example_id"]), self.dataset)
+        image = np.asarray(_resize(record["image"], self.image_size), dtype=np.uint8)
+        return {"image": image, "targets": full.astype(np.uint8), "valid": np.bool_(True)}

@@ -1,0 +1,52 @@
+"""Evaluate a trained run: `python -m mlrpl_jax.evaluate --config configs/quickstart.py --workdir runs/qs`.
+
+Restores the best checkpoint (or `--checkpoint=latest`) of the workdir, scores the test split, prints the
+metrics table and writes workdir/eval_<which>.json.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by mlrpl_jax.train.")
+_CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def evaluate_workdir(config, workdir: str, which: str = "best") -> dict[str, float]:
+    """Restores `which` checkpoint of `workdir`, evaluates it on the test split and returns the metrics."""
+    import jax
+
+    from mlrpl_jax import checkpointing, trainer
+    from mlrpl_jax.metric_writer import atomic_write_json, format_table
+
+    exp = trainer.setup(config)
+    ckpt = checkpointing.Checkpointer(
+        workdir, max_to_keep=config.checkpoint.max_to_keep, keep_best=True
+    )
+    state, step = ckpt.restore_state(exp.state, which=which)
+    metrics, _, _ = trainer.evaluate(exp, state)
+    ckpt.close()
+    if jax.process_index() == 0:
+        atomic_write_json(
+            os.path.join(workdir, f"eval_{which}.json"), {"step": step, "metrics": metrics}
+        )
+        title = f"{config.method} on {config.data.name}, {which} checkpoint (step {step}): test (%)"
+        print(format_table(metrics, title=title))
+    return metrics
+
+
+def main(argv):
+    del argv
+    from mlrpl_jax.train import maybe_initialize_distributed
+
+    maybe_initialize_distributed()
+    evaluate_workdir(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

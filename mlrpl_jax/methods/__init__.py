@@ -1,0 +1,15 @@
+"""The one registry of methods: name -> `Method` (see `methods/base.py`)."""
+
+from mlrpl_jax.methods import plain
+from mlrpl_jax.methods.base import Method
+
+METHODS: dict[str, Method] = {
+    "plain": plain.METHOD,
+}
+
+
+def get(name: str) -> Method:
+    """Returns the method called `name`, or raises a ValueError listing the known ones."""
+    if name not in METHODS:
+        raise ValueError(f"Unknown method {name!r}; known methods: {sorted(METHODS)}.")
+    return METHODS[name]

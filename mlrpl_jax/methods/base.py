@@ -1,0 +1,66 @@
+"""The method contract: a NamedTuple of pure functions (after optax's GradientTransformation).
+
+A method is everything that differs between SSGRL, SST, HST, SARB, ... : its model, its losses, its explicit
+state and how that state evolves. The trainer, data pipeline, checkpointing and evaluation are shared and
+never branch on the method.
+
+Shapes: B batch, C classes, H/W spatial, D feature dim.
+
+Batches seen by a method (produced by `mlrpl_jax.data.pipeline`, images already normalised on device):
+  train: {'image': (B, H, W, 3) float32, 'labels': (B, C) int8 in {-1, 0, 1}, 'example_id': (B,) int32}
+  eval:  {'image': (B, H, W, 3) float32, ...}; only 'image' is passed to `predict_fn`.
+"""
+
+from typing import Any, Callable, NamedTuple
+
+import flax.linen as nn
+import jax
+import ml_collections
+
+Batch = dict[str, jax.Array]
+MethodState = Any  # a pytree of arrays; {} when the method keeps no state
+Aux = dict[str, Any]  # {'metrics': {name: scalar}, 'batch_stats': new BN statistics, ... method extras}
+Config = ml_collections.ConfigDict
+
+
+class Method(NamedTuple):
+    """Pure functions that define a method. `config` is the whole (locked) experiment config.
+
+    Attributes:
+      name: the key of the method in `mlrpl_jax.methods.METHODS`.
+      default_config: () -> ConfigDict of the method's own keys (placed at `config.method_config`).
+      make_model: (config, num_classes) -> flax.linen.Module whose
+        `apply({'params', 'batch_stats'}, images, train=...)` returns (logits (B, C), aux dict).
+      init_state: (config, num_classes, rng) -> MethodState.
+      loss_fn: (model, config, params, batch_stats, method_state, batch, rng, step) -> (loss, aux), where
+        aux['metrics'] holds scalars to log and aux['batch_stats'] the updated BN statistics.
+      update_state: (config, method_state, aux, step) -> MethodState, run after the gradient update in the
+        same compiled step, without gradient.
+      predict_fn: (model, config, params, batch_stats, method_state, images) -> logits (B, C).
+      frozen_params: (config) -> tuple of parameter path prefixes (tuples of names) that are frozen: they
+        get no gradient and no optimiser state.
+      refresh: optional (state, data_iter_fn) -> state for work over the whole train set at epoch
+        boundaries (e.g. K-means prototypes); None when the method needs none.
+    """
+
+    name: str
+    default_config: Callable[[], Config]
+    make_model: Callable[[Config, int], nn.Module]
+    init_state: Callable[[Config, int, jax.Array], MethodState]
+    loss_fn: Callable[..., tuple[jax.Array, Aux]]
+    update_state: Callable[[Config, MethodState, Aux, jax.Array], MethodState]
+    predict_fn: Callable[..., jax.Array]
+    frozen_params: Callable[[Config], tuple[tuple[str, ...], ...]]
+    refresh: Callable[..., Any] | None = None
+
+
+def no_state(config: Config, num_classes: int, rng: jax.Array) -> MethodState:
+    """`init_state` for methods without state."""
+    del config, num_classes, rng
+    return {}
+
+
+def keep_state(config: Config, method_state: MethodState, aux: Aux, step: jax.Array) -> MethodState:
+    """`update_state` for methods without state."""
+    del config, aux, step
+    return method_state

@@ -1,0 +1,63 @@
+"""`plain`: backbone + global pooling + linear head trained with the partial BCE.
+
+The simplest MLR-PL baseline ("Partial BCE" in the HST and DSRB papers' tables): unknown labels are
+ignored and the known ones are scored with binary cross-entropy.
+"""
+
+import jax
+import ml_collections
+
+from mlrpl_jax import losses, models
+from mlrpl_jax.methods import base
+from mlrpl_jax.models.classifier import GlobalPoolClassifier
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The method's keys."""
+    c = ml_collections.ConfigDict()
+    c.bce_margin = 0.0  # Partial BCE ignores targets with |y| <= margin (reference BCELoss(margin)).
+    return c
+
+
+def make_model(config: base.Config, num_classes: int) -> GlobalPoolClassifier:
+    """Backbone from `config.model` + linear head with `num_classes` outputs."""
+    return GlobalPoolClassifier(backbone=models.make_backbone(config.model), num_classes=num_classes)
+
+
+def loss_fn(model, config, params, batch_stats, method_state, batch, rng, step):
+    """Partial BCE of the logits against the partial labels. See `base.Method.loss_fn`."""
+    del method_state, rng, step
+    (logits, _), new_vars = model.apply(
+        {"params": params, "batch_stats": batch_stats},
+        batch["image"],
+        train=True,
+        mutable=["batch_stats"],
+    )
+    loss, metrics = losses.partial_bce(
+        logits, batch["labels"], margin=config.method_config.bce_margin
+    )
+    return loss, {"metrics": {"bce": loss, **metrics}, "batch_stats": new_vars["batch_stats"]}
+
+
+def predict_fn(model, config, params, batch_stats, method_state, images) -> jax.Array:
+    """Logits (B, C) in inference mode."""
+    del config, method_state
+    logits, _ = model.apply({"params": params, "batch_stats": batch_stats}, images, train=False)
+    return logits
+
+
+def frozen_params(config: base.Config) -> tuple[tuple[str, ...], ...]:
+    """The frozen backbone stages (`config.model.frozen_stages`)."""
+    return models.backbone_frozen_params(config.model)
+
+
+METHOD = base.Method(
+    name="plain",
+    default_config=default_config,
+    make_model=make_model,
+    init_state=base.no_state,
+    loss_fn=loss_fn,
+    update_state=base.keep_state,
+    predict_fn=predict_fn,
+    frozen_params=frozen_params,
+)

@@ -1,0 +1,60 @@
+"""Device mesh and shardings: data parallelism over every device of every host.
+
+The mesh has one axis, 'data'. Batches are sharded along their leading axis; TrainState is replicated.
+Each host feeds only its own slice of the global batch (`host_to_global`).
+"""
+
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh over `devices` (default: all devices of all processes) with axis 'data'."""
+    devices = jax.devices() if devices is None else list(devices)
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over the 'data' axis."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Fully replicated over the mesh."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def local_batch_size(global_batch_size: int, mesh: Mesh) -> int:
+    """This process's share of a global batch; checks divisibility with a clear message."""
+    num_devices = mesh.devices.size
+    if global_batch_size % num_devices:
+        raise ValueError(
+            f"Batch size {global_batch_size} is not divisible by the {num_devices} devices of the mesh; "
+            f"set config.train.batch_size / eval_batch_size to a multiple of {num_devices}."
+        )
+    return global_batch_size // jax.process_count()
+
+
+def host_to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Turns this process's numpy batch slice into global jax.Arrays sharded over 'data'."""
+    sharding = batch_sharding(mesh)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+
+def to_host(x: jax.Array) -> np.ndarray:
+    """The full value of a (possibly multi-host) global array as numpy, on every process."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
+
+def tree_replicated(tree: Any, mesh: Mesh) -> Any:
+    """A pytree of replicated shardings with the structure of `tree`."""
+    return jax.tree.map(lambda _: replicated(mesh), tree)

@@ -1,0 +1,100 @@
+"""Every config loads and validates; unknown keys and bad values give errors that name them."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+from ml_collections import config_flags
+
+from mlrpl_jax import config_validation
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_FILES = sorted(
+    f for f in glob.glob(os.path.join(ROOT, "configs", "*.py")) if not f.endswith("__init__.py")
+)
+
+
+def load(path):
+    return config_flags._LoadConfigModule("config", path).get_config()  # noqa: SLF001
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
+def test_every_config_loads_and_validates(path):
+    config = load(path)
+    config_validation.validate(config)
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
+def test_configs_only_override_base_keys(path):
+    """Experiment configs may not add keys: every key exists in configs/base.py for that method."""
+    from configs import base
+
+    config = load(path)
+    reference = base.get_config(config.method)
+
+    def keys(c, prefix=""):
+        out = set()
+        for k, v in c.items():
+            out.add(prefix + k)
+            if hasattr(v, "items"):
+                out |= keys(v, prefix + k + ".")
+        return out
+
+    assert keys(config) <= keys(reference)
+
+
+def test_unknown_config_key_is_an_error():
+    from configs import base
+
+    config = base.get_config("plain")
+    config.lock()
+    with pytest.raises(AttributeError, match="trian"):
+        config.trian = 3
+    with pytest.raises(AttributeError, match="num_epoch"):
+        config.train.num_epoch = 3
+
+
+def test_cli_rejects_unknown_override_key():
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "mlrpl_jax.train", "--config", "configs/quickstart.py",
+            "--workdir", "/tmp/unused", "--config.train.num_epoch=3",
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "num_epoch" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("data.known_proportion", 1.5, r"known_proportion=1.5: must be in \(0, 1\]"),
+        ("data.known_proportion", 0.0, r"known_proportion=0.0: must be in \(0, 1\]"),
+        ("data.setting", "xyz", r"data.setting='xyz': must be one of \['pal', 'ppl'"),
+        ("data.name", "imagenet", r"data.name='imagenet': must be one of"),
+        ("model.backbone", "vgg16", r"model.backbone='vgg16'"),
+        ("optim.learning_rate", -1.0, r"optim.learning_rate=-1.0: must be > 0"),
+        ("train.batch_size", 0, r"train.batch_size=0: must be > 0"),
+        ("model.frozen_stages", 7, r"model.frozen_stages=7: must be in 0..5"),
+        ("data.crop_sizes", (600, 448), r"crops cannot exceed data.scale_size"),
+    ],
+)
+def test_invalid_values_name_key_and_reason(key, value, message):
+    config = load(os.path.join(ROOT, "configs", "quickstart.py"))
+    node = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+    with pytest.raises(ValueError, match=message):
+        config_validation.validate(config)
+
+
+def test_changing_method_alone_is_an_error():
+    config = load(os.path.join(ROOT, "configs", "quickstart.py"))
+    config.method = "nonexistent"
+    with pytest.raises(ValueError, match="unknown method"):
+        config_validation.validate(config)

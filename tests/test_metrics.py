@@ -1,0 +1,242 @@
+"""Tests for mlrpl_jax.metrics: against scikit-learn and independent per-class loops."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, precision_score, recall_score
+
+from mlrpl_jax import metrics
+
+
+def _random_problem(seed: int, n: int = 300, c: int = 7, pos_rate: float = 0.2, decimals=None):
+    """Random (scores, targets) with at least one positive per class; scores optionally rounded."""
+    rng = np.random.default_rng(seed)
+    targets = (rng.random((n, c)) < pos_rate).astype(np.int64)
+    targets[0] = 1  # Every class has a positive.
+    scores = rng.normal(size=(n, c)) + 1.5 * targets  # Informative but imperfect ranking.
+    if decimals is not None:
+        scores = np.round(scores, decimals)
+    return scores, targets
+
+
+def _voc_ap_loop(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Straightforward per-class transcription of the VOC2012 all-point AP (stable sort)."""
+    aps = []
+    for c in range(scores.shape[1]):
+        order = np.argsort(-scores[:, c], kind="stable")
+        gt = targets[order, c] > 0
+        tp = np.cumsum(gt).astype(np.float64)
+        fp = np.cumsum(~gt).astype(np.float64)
+        num_pos = gt.sum()
+        if num_pos == 0:
+            aps.append(np.nan)
+            continue
+        rec = tp / num_pos
+        prec = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+        mrec = np.concatenate([[0.0], rec, [1.0]])
+        mpre = np.concatenate([[0.0], prec, [0.0]])
+        for i in range(len(mpre) - 2, -1, -1):
+            mpre[i] = max(mpre[i], mpre[i + 1])
+        ap = 0.0
+        for i in range(len(mrec) - 1):
+            if mrec[i + 1] != mrec[i]:
+                ap += (mrec[i + 1] - mrec[i]) * mpre[i + 1]
+        aps.append(ap)
+    return np.array(aps)
+
+
+def _reference_overall_loop(pred: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """Hand loop of the reference threshold metrics (CR over classes with positives), in percent."""
+    n_c, n_p, n_g = [], [], []
+    for c in range(pred.shape[1]):
+        n_g.append(sum(1 for i in range(pred.shape[0]) if targets[i, c] == 1))
+        n_p.append(sum(1 for i in range(pred.shape[0]) if pred[i, c]))
+        n_c.append(sum(1 for i in range(pred.shape[0]) if pred[i, c] and targets[i, c] == 1))
+    n_p = [max(x, 1) for x in n_p]
+    op = sum(n_c) / sum(n_p)
+    o_r = sum(n_c) / sum(n_g)
+    cp = sum(nc / npp for nc, npp in zip(n_c, n_p)) / len(n_c)
+    per_class_r = [nc / ng for nc, ng in zip(n_c, n_g) if ng > 0]
+    cr = sum(per_class_r) / len(per_class_r)
+    out = {"OP": 100 * op, "OR": 100 * o_r, "CP": 100 * cp, "CR": 100 * cr}
+    for name, (p, r) in {"OF1": ("OP", "OR"), "CF1": ("CP", "CR")}.items():
+        p, r = out[p], out[r]
+        out[name] = 0.0 if p + r == 0 else 2 * p * r / (p + r)
+    return out
+
+
+def _top3_loop(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Positive iff among the row's 3 highest scores (lower index wins ties) and >= threshold."""
+    pred = np.zeros(scores.shape, dtype=bool)
+    for i in range(scores.shape[0]):
+        ranked = sorted(range(scores.shape[1]), key=lambda c: (-scores[i, c], c))
+        for c in ranked[:3]:
+            pred[i, c] = scores[i, c] >= threshold
+    return pred
+
+
+@pytest.mark.parametrize("decimals", [None, 1, 0])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_average_precision_matches_sklearn(seed, decimals):
+    scores, targets = _random_problem(seed, decimals=decimals)
+    got = metrics.average_precision(scores, targets)
+    want = [average_precision_score(targets[:, c], scores[:, c]) for c in range(targets.shape[1])]
+    np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
+
+
+def test_average_precision_sklearn_independent_of_tie_order():
+    scores, targets = _random_problem(3, decimals=0)
+    perm = np.random.default_rng(0).permutation(len(scores))
+    np.testing.assert_allclose(
+        metrics.average_precision(scores, targets),
+        metrics.average_precision(scores[perm], targets[perm]),
+        atol=1e-12,
+    )
+
+
+@pytest.mark.parametrize("decimals", [None, 1, 0])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_average_precision_voc_matches_loop(seed, decimals):
+    scores, targets = _random_problem(seed, decimals=decimals)
+    got = metrics.average_precision(scores, targets, mode="voc")
+    np.testing.assert_allclose(got, _voc_ap_loop(scores, targets), atol=1e-6, rtol=0)
+
+
+def test_voc_ap_is_at_least_sklearn_ap_without_ties():
+    # Interpolated precision >= raw precision, so VOC AP >= sklearn AP when no score is tied.
+    scores, targets = _random_problem(5)
+    assert np.all(
+        metrics.average_precision(scores, targets, mode="voc")
+        >= metrics.average_precision(scores, targets) - 1e-12
+    )
+
+
+def test_average_precision_perfect_and_constant_scores():
+    targets = np.array([[1, 0], [1, 1], [0, 0], [0, 1]])
+    perfect = np.where(targets == 1, 1.0, 0.0)
+    np.testing.assert_allclose(metrics.average_precision(perfect, targets), [1.0, 1.0])
+    np.testing.assert_allclose(metrics.average_precision(perfect, targets, mode="voc"), [1.0, 1.0])
+    constant = np.zeros((4, 2))  # One threshold: AP = prevalence.
+    np.testing.assert_allclose(metrics.average_precision(constant, targets), [0.5, 0.5])
+
+
+@pytest.mark.parametrize("mode", ["sklearn", "voc"])
+def test_class_without_positives_is_nan(mode):
+    scores, targets = _random_problem(0, n=50, c=4)
+    targets[:, 2] = 0
+    ap = metrics.average_precision(scores, targets, mode=mode)
+    assert np.isnan(ap[2])
+    assert not np.isnan(ap[[0, 1, 3]]).any()
+    result = metrics.compute_metrics(scores, targets, ap_mode=mode)
+    np.testing.assert_allclose(result["mAP"], 100 * np.mean(ap[[0, 1, 3]]))
+
+
+def test_mean_ap_is_nan_when_no_class_has_positives():
+    result = metrics.compute_metrics(np.zeros((5, 3)), np.zeros((5, 3), dtype=int))
+    assert np.isnan(result["mAP"])
+    assert np.isnan(result["OR"]) and np.isnan(result["CR"]) and np.isnan(result["OF1"])
+
+
+def test_compute_metrics_keys_and_percent_scale():
+    scores, targets = _random_problem(0)
+    result = metrics.compute_metrics(scores, targets)
+    base = ["OP", "OR", "OF1", "CP", "CR", "CF1"]
+    assert set(result) == {"mAP", *base, *(f"{k}_top3" for k in base)}
+    assert all(isinstance(v, float) for v in result.values())
+    assert all(0.0 <= v <= 100.0 for v in result.values())
+    ap = metrics.average_precision(scores, targets)
+    np.testing.assert_allclose(result["mAP"], 100 * ap.mean())
+    voc = metrics.compute_metrics(scores, targets, ap_mode="voc")
+    np.testing.assert_allclose(voc["mAP"], 100 * _voc_ap_loop(scores, targets).mean())
+
+
+def test_threshold_metrics_match_sklearn_when_formulas_coincide():
+    # Every class has predicted positives and positives, so the reference formulas are exactly
+    # micro / macro precision and recall.
+    scores, targets = _random_problem(1, n=400, c=6)
+    pred = scores >= 0
+    assert pred.sum(axis=0).min() > 0
+    result = metrics.compute_metrics(scores, targets)
+    assert result["OP"] == pytest.approx(100 * precision_score(targets, pred, average="micro"))
+    assert result["OR"] == pytest.approx(100 * recall_score(targets, pred, average="micro"))
+    assert result["CP"] == pytest.approx(100 * precision_score(targets, pred, average="macro"))
+    assert result["CR"] == pytest.approx(100 * recall_score(targets, pred, average="macro"))
+    op, o_r, cp, cr = (result[k] for k in ("OP", "OR", "CP", "CR"))
+    assert result["OF1"] == pytest.approx(2 * op * o_r / (op + o_r))
+    assert result["CF1"] == pytest.approx(2 * cp * cr / (cp + cr))
+
+
+def test_threshold_metrics_match_reference_loop_with_empty_classes():
+    scores, targets = _random_problem(2, n=120, c=6)
+    scores[:, 1] = -5.0  # No predicted positive: Np is set to 1.
+    targets[:, 4] = 0  # No positive: excluded from CR.
+    result = metrics.compute_metrics(scores, targets)
+    want = _reference_overall_loop(scores >= 0, targets)
+    for key, value in want.items():
+        assert result[key] == pytest.approx(value), key
+
+
+def test_f1_is_zero_when_nothing_correct():
+    targets = np.array([[1, 0], [0, 1]])
+    scores = np.array([[-1.0, 1.0], [1.0, -1.0]])
+    result = metrics.compute_metrics(scores, targets)
+    assert result["OP"] == 0.0 and result["OR"] == 0.0 and result["OF1"] == 0.0
+    assert result["CF1"] == 0.0
+
+
+@pytest.mark.parametrize("decimals", [None, 0])
+def test_top3_metrics_match_loop(decimals):
+    scores, targets = _random_problem(4, n=150, c=8, pos_rate=0.4, decimals=decimals)
+    result = metrics.compute_metrics(scores, targets)
+    want = _reference_overall_loop(_top3_loop(scores, 0.0), targets)
+    for key, value in want.items():
+        assert result[f"{key}_top3"] == pytest.approx(value), key
+
+
+def test_top3_with_fewer_than_three_classes_uses_all_classes():
+    scores, targets = _random_problem(6, n=40, c=2)
+    result = metrics.compute_metrics(scores, targets)
+    for key in ("OP", "OR", "OF1", "CP", "CR", "CF1"):
+        assert result[f"{key}_top3"] == result[key]
+
+
+def test_probabilities_give_same_metrics_as_logits():
+    scores, targets = _random_problem(7)
+    probs = 1.0 / (1.0 + np.exp(-scores))
+    from_logits = metrics.compute_metrics(scores, targets)
+    from_probs = metrics.compute_metrics(probs, targets, from_logits=False)
+    for key, value in from_logits.items():
+        assert from_probs[key] == pytest.approx(value), key
+
+
+def test_bool_and_float32_inputs():
+    scores, targets = _random_problem(8)
+    a = metrics.compute_metrics(scores.astype(np.float32), targets.astype(bool))
+    b = metrics.compute_metrics(scores.astype(np.float32).astype(np.float64), targets)
+    assert a == b
+
+
+@pytest.mark.parametrize(
+    "scores, targets, match",
+    [
+        (np.zeros(5), np.zeros(5), r"2-D"),
+        (np.zeros((5, 3)), np.zeros((5, 4)), r"same shape"),
+        (np.zeros((0, 3)), np.zeros((0, 3)), r"non-empty"),
+        (np.zeros((2, 2)), np.array([[0, 1], [-1, 1]]), r"only 0 and 1.*targets\[1, 0\] = -1"),
+        (np.zeros((2, 2)), np.array([[0, 1], [1, 0.5]]), r"targets\[1, 1\] = 0.5"),
+        (np.array([[0.0, np.nan], [0.0, 1.0]]), np.zeros((2, 2)), r"NaN.*row 0, class 1"),
+        (np.array([["a", "b"]]), np.zeros((1, 2)), r"real numbers"),
+    ],
+)
+def test_validation_errors(scores, targets, match):
+    with pytest.raises(ValueError, match=match):
+        metrics.compute_metrics(scores, targets)
+    with pytest.raises(ValueError, match=match):
+        metrics.average_precision(scores, targets)
+
+
+def test_unknown_mode_raises():
+    scores, targets = _random_problem(0, n=10, c=2)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        metrics.average_precision(scores, targets, mode="trapezoid")
+    with pytest.raises(ValueError, match="ap_mode must be one of"):
+        metrics.compute_metrics(scores, targets, ap_mode="trapezoid")

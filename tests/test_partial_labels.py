@@ -1,0 +1,276 @@
+"""Tests for mlrpl_jax.data.partial_labels: statistics, determinism, reference parity, errors."""
+
+import numpy as np
+import pytest
+
+from mlrpl_jax.data import partial_labels as pl
+
+
+def _full_labels(n: int = 2000, c: int = 20, pos_rate: float = 0.3, seed: int = 0) -> np.ndarray:
+    """Random {0, 1} int (n, C) full labels."""
+    return (np.random.default_rng(seed).random((n, c)) < pos_rate).astype(np.int64)
+
+
+def _within_binomial(kept: int, total: int, p: float, sigmas: float = 5.0) -> bool:
+    """Whether kept / total is within `sigmas` binomial standard deviations of p."""
+    return abs(kept - p * total) <= sigmas * np.sqrt(total * p * (1 - p))
+
+
+@pytest.mark.parametrize("proportion", [0.1, 0.5, 0.9])
+def test_pal_keeps_proportion_of_positives_and_negatives(proportion):
+    y = _full_labels()
+    out = pl.partial_labels(y, "pal", proportion, seed=3, example_ids=np.arange(len(y)))
+    assert out.dtype == np.int8 and out.shape == y.shape
+    pos, neg = y == 1, y == 0
+    # Known entries carry the true sign.
+    assert np.all(out[pos] >= 0) and np.all(out[neg] <= 0)
+    assert _within_binomial(int((out[pos] == 1).sum()), int(pos.sum()), proportion)
+    assert _within_binomial(int((out[neg] == -1).sum()), int(neg.sum()), proportion)
+
+
+def test_pal_proportion_one_is_full_labels():
+    y = _full_labels(100, 5)
+    out = pl.partial_labels(y, "pal", 1.0, seed=0, example_ids=np.arange(100))
+    np.testing.assert_array_equal(out, 2 * y - 1)
+
+
+@pytest.mark.parametrize("proportion", [0.2, 0.7])
+def test_ppl_keeps_proportion_of_positives_and_no_negatives(proportion):
+    y = _full_labels()
+    out = pl.partial_labels(y, "ppl", proportion, seed=1, example_ids=np.arange(len(y)))
+    pos = y == 1
+    assert not np.any(out == -1)
+    assert np.all(out[~pos] == 0)
+    assert _within_binomial(int((out[pos] == 1).sum()), int(pos.sum()), proportion)
+
+
+def test_ppl_positives_are_those_of_pal_and_masks_are_nested():
+    y = _full_labels(500, 10)
+    ids = np.arange(500)
+    pal = pl.partial_labels(y, "pal", 0.4, seed=2, example_ids=ids)
+    ppl = pl.partial_labels(y, "ppl", 0.4, seed=2, example_ids=ids)
+    np.testing.assert_array_equal(ppl, np.where(pal == 1, 1, 0))
+    more = pl.partial_labels(y, "pal", 0.8, seed=2, example_ids=ids)
+    assert np.all(more[pal != 0] == pal[pal != 0])  # Raising the proportion only adds labels.
+
+
+def test_spl_one_true_positive_per_image_with_positives():
+    y = _full_labels(1000, 12, pos_rate=0.15)
+    y[:20] = 0  # Some images without positives.
+    out = pl.partial_labels(y, "spl", 0.123, seed=4, example_ids=np.arange(1000))
+    has_pos = y.any(axis=1)
+    assert not np.any(out == -1)
+    np.testing.assert_array_equal((out == 1).sum(axis=1), has_pos.astype(int))
+    assert np.all(y[out == 1] == 1)
+
+
+def test_spl_choice_is_roughly_uniform_among_positives():
+    n, c = 3000, 10
+    y = np.zeros((n, c), dtype=np.int64)
+    y[:, [1, 4, 8]] = 1  # Every image has the same three positives.
+    out = pl.partial_labels(y, "spl", 1.0, seed=5, example_ids=np.arange(n))
+    counts = (out == 1).sum(axis=0)[[1, 4, 8]]
+    assert counts.sum() == n
+    for count in counts:
+        assert _within_binomial(int(count), n, 1 / 3)
+
+
+def test_spl_ignores_proportion():
+    y = _full_labels(50, 6)
+    ids = np.arange(50)
+    a = pl.partial_labels(y, "spl", 0.1, seed=0, example_ids=ids)
+    b = pl.partial_labels(y, "spl", None, seed=0, example_ids=ids)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_fal_is_full_labels_in_plus_minus_one():
+    y = _full_labels(300, 7)
+    out = pl.partial_labels(y, "fal", None, seed=0, example_ids=np.arange(300))
+    assert out.dtype == np.int8
+    np.testing.assert_array_equal(out, 2 * y - 1)
+
+
+def test_plus_minus_one_and_bool_full_labels_are_accepted():
+    y = _full_labels(200, 8)
+    ids = np.arange(200)
+    ref = pl.partial_labels(y, "pal", 0.5, seed=0, example_ids=ids)
+    np.testing.assert_array_equal(pl.partial_labels(2 * y - 1, "pal", 0.5, 0, ids), ref)
+    np.testing.assert_array_equal(pl.partial_labels(y.astype(bool), "pal", 0.5, 0, ids), ref)
+    np.testing.assert_array_equal(pl.partial_labels(y.astype(np.float32), "pal", 0.5, 0, ids), ref)
+
+
+@pytest.mark.parametrize("setting", ["pal", "ppl", "spl"])
+def test_hash_mode_is_deterministic_and_row_order_independent(setting):
+    y = _full_labels(400, 9)
+    ids = np.arange(400) * 7 + 1000  # Arbitrary, non-contiguous ids.
+    out = pl.partial_labels(y, setting, 0.5, seed=11, example_ids=ids)
+    np.testing.assert_array_equal(out, pl.partial_labels(y, setting, 0.5, 11, ids))
+    perm = np.random.default_rng(0).permutation(400)[:150]  # Shuffled subset.
+    sub = pl.partial_labels(y[perm], setting, 0.5, seed=11, example_ids=ids[perm])
+    np.testing.assert_array_equal(sub, out[perm])
+    single = pl.partial_labels(y[perm[:1]], setting, 0.5, seed=11, example_ids=ids[perm[:1]])
+    np.testing.assert_array_equal(single, out[perm[:1]])
+
+
+@pytest.mark.parametrize("setting", ["pal", "ppl", "spl"])
+def test_different_seed_gives_different_labels(setting):
+    y = _full_labels(400, 9)
+    ids = np.arange(400)
+    a = pl.partial_labels(y, setting, 0.5, seed=0, example_ids=ids)
+    b = pl.partial_labels(y, setting, 0.5, seed=1, example_ids=ids)
+    assert np.mean(a != b) > 0.05
+
+
+def test_hash_mask_independent_of_labels_and_across_classes():
+    # The keep decision depends on (seed, id, class) only; kept fractions per class are all ~p.
+    n, c = 4000, 6
+    ones = np.ones((n, c), dtype=np.int64)
+    out = pl.partial_labels(ones, "pal", 0.5, seed=9, example_ids=np.arange(n))
+    zeros_out = pl.partial_labels(0 * ones, "pal", 0.5, seed=9, example_ids=np.arange(n))
+    np.testing.assert_array_equal(out != 0, zeros_out != 0)
+    for count in (out == 1).sum(axis=0):
+        assert _within_binomial(int(count), n, 0.5)
+    both = ((out[:, 0] == 1) & (out[:, 1] == 1)).sum()  # Pairwise independence: ~p^2.
+    assert _within_binomial(int(both), n, 0.25)
+
+
+def _reference_change_label_proportion(labels_pm1: np.ndarray, prob: float) -> np.ndarray:
+    """Independent transcription of the reference: global seed 0, U < prob keeps, else 0."""
+    state = np.random.get_state()
+    try:
+        np.random.seed(0)
+        uniform = np.random.random(labels_pm1.shape)
+    finally:
+        np.random.set_state(state)
+    return np.where(uniform < prob, labels_pm1, 0)
+
+
+@pytest.mark.parametrize("proportion", [0.1, 0.3, 0.5, 0.9])
+def test_reference_mode_matches_reference_procedure(proportion):
+    y = _full_labels(501, 20)
+    want = _reference_change_label_proportion(2 * y - 1, proportion)
+    ids = np.arange(501)
+    got = pl.partial_labels(y, "pal", proportion, seed=0, example_ids=ids, mode="reference")
+    assert got.dtype == np.int8
+    np.testing.assert_array_equal(got, want)
+    mask = pl.reference_keep_mask(501, 20, proportion)
+    np.testing.assert_array_equal(mask, want != 0)
+    np.testing.assert_array_equal(pl.apply_keep_mask(y, mask), want)
+
+
+def test_reference_mode_subset_uses_rows_of_whole_split():
+    y = _full_labels(300, 5)
+    want = _reference_change_label_proportion(2 * y - 1, 0.5)
+    ids = np.array([299, 3, 150, 0])
+    got = pl.partial_labels(y[ids], "pal", 0.5, 0, ids, mode="reference", num_examples=300)
+    np.testing.assert_array_equal(got, want[ids])
+
+
+def test_reference_mode_fal_and_unsupported_settings():
+    y = _full_labels(20, 4)
+    ids = np.arange(20)
+    out = pl.partial_labels(y, "fal", None, 0, ids, mode="reference")
+    np.testing.assert_array_equal(out, 2 * y - 1)
+    for setting in ("ppl", "spl"):
+        with pytest.raises(ValueError, match=f"only has setting 'pal'.*got setting '{setting}'"):
+            pl.partial_labels(y, setting, 0.5, 0, ids, mode="reference")
+    with pytest.raises(ValueError, match=r"arange\(n\)"):
+        pl.partial_labels(y, "pal", 0.5, 0, ids[::-1], mode="reference")
+    with pytest.raises(ValueError, match=r"example_ids\[0\] = 20 is out of range"):
+        pl.partial_labels(y[:1], "pal", 0.5, 0, [20], mode="reference", num_examples=20)
+    with pytest.raises(ValueError, match=r"seed \(mode 'reference'\) must be in \[0, 4294967296\)"):
+        pl.partial_labels(y, "pal", 0.5, 2**32, ids, mode="reference")
+
+
+@pytest.mark.parametrize("setting", ["pal", "ppl"])
+@pytest.mark.parametrize("proportion", [0.0, -0.5, 1.5, float("nan")])
+def test_bad_proportion_raises(setting, proportion):
+    y = _full_labels(10, 3)
+    with pytest.raises(ValueError, match=rf"proportion must be in \(0, 1\].*'{setting}'.*got"):
+        pl.partial_labels(y, setting, proportion, 0, np.arange(10))
+
+
+def test_bad_arguments_raise():
+    y = _full_labels(10, 3)
+    ids = np.arange(10)
+    with pytest.raises(ValueError, match=r"setting must be one of .*'pl'"):
+        pl.partial_labels(y, "pl", 0.5, 0, ids)
+    with pytest.raises(ValueError, match=r"mode must be one of"):
+        pl.partial_labels(y, "pal", 0.5, 0, ids, mode="torch")
+    with pytest.raises(TypeError, match=r"proportion must be a number.*got '0.5'"):
+        pl.partial_labels(y, "pal", "0.5", 0, ids)
+    with pytest.raises(TypeError, match=r"seed \(mode 'hash'\) must be an integer; got 1.5"):
+        pl.partial_labels(y, "pal", 0.5, 1.5, ids)
+    with pytest.raises(ValueError, match=r"2-D"):
+        pl.partial_labels(y[0], "pal", 0.5, 0, ids[:1])
+    with pytest.raises(ValueError, match=r"10 rows but example_ids has 9"):
+        pl.partial_labels(y, "pal", 0.5, 0, ids[:9])
+    with pytest.raises(ValueError, match=r"example_ids must be integers"):
+        pl.partial_labels(y, "pal", 0.5, 0, ids.astype(float))
+    with pytest.raises(ValueError, match=r"example_ids must be >= 0; example_ids\[2\] = -1"):
+        pl.partial_labels(y, "pal", 0.5, 0, np.array([0, 1, -1, 3, 4, 5, 6, 7, 8, 9]))
+    with pytest.raises(ValueError, match=r"seed \(mode 'hash'\) must be in"):
+        pl.partial_labels(y, "pal", 0.5, -1, ids)
+    with pytest.raises(ValueError, match=r"num_examples is only used with mode='reference'"):
+        pl.partial_labels(y, "pal", 0.5, 0, ids, num_examples=10)
+
+
+def test_bad_label_value_names_row_class_value_and_example_id():
+    y = _full_labels(10, 3)
+    y[4, 2] = 2
+    y[6, 0] = 5
+    with pytest.raises(ValueError, match=r"full_labels\[4, 2\] = 2 \(example id 104\)"):
+        pl.partial_labels(y, "pal", 0.5, 0, np.arange(10) + 100)
+
+
+def test_mixed_minus_one_and_zero_is_rejected():
+    y = 2 * _full_labels(10, 3) - 1
+    y[3, 1] = 0
+    with pytest.raises(ValueError, match=r"mixes -1 .* and 0 \(e.g. \[3, 1\], example id 3\)"):
+        pl.partial_labels(y, "fal", None, 0, np.arange(10))
+
+
+def test_check_partial_labels():
+    labels = np.array([[1, 0, -1], [0, 0, 1]], dtype=np.float64)
+    out = pl.check_partial_labels(labels, source="mem")
+    assert out.dtype == np.int8
+    np.testing.assert_array_equal(out, labels)
+    labels[1, 2] = 0.5
+    with pytest.raises(ValueError, match=r"mem: .*0\.5 at \(row 1, col 2\).*-1 .*0 .*1"):
+        pl.check_partial_labels(labels, source="mem")
+    with pytest.raises(ValueError, match=r"mem: .*2-D"):
+        pl.check_partial_labels(np.zeros(3), source="mem")
+
+
+def test_load_text_and_npy(tmp_path):
+    labels = np.array([[1, 0, -1, 0], [-1, -1, 1, 0], [0, 0, 0, 1]], dtype=np.int8)
+    text = tmp_path / "train.txt"
+    text.write_text("\n".join(",".join(str(v) for v in row) for row in labels) + "\n")
+    np.testing.assert_array_equal(pl.load_partial_labels_file(text, 3, 4), labels)
+    spaced = tmp_path / "spaced.txt"
+    np.savetxt(spaced, labels.astype(np.float64))  # Whitespace and "-1.000000000000000000e+00".
+    np.testing.assert_array_equal(pl.load_partial_labels_file(spaced, 3, 4), labels)
+    npy = tmp_path / "train.npy"
+    np.save(npy, labels)
+    out = pl.load_partial_labels_file(str(npy), 3, 4)
+    assert out.dtype == np.int8
+    np.testing.assert_array_equal(out, labels)
+
+
+def test_load_file_errors_name_file_index_and_shape(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1,0,-1\n0,2,1\n")
+    with pytest.raises(ValueError, match=r"bad\.txt: invalid partial label 2 at \(row 1, col 1\)"):
+        pl.load_partial_labels_file(bad, 2, 3)
+    npy = tmp_path / "bad.npy"
+    np.save(npy, np.array([[0, 1], [2, 0]]))
+    with pytest.raises(ValueError, match=r"bad\.npy: invalid partial label 2 at \(row 1, col 0\)"):
+        pl.load_partial_labels_file(npy, 2, 2)
+    good = tmp_path / "good.txt"
+    good.write_text("1,0,-1\n0,1,1\n")
+    with pytest.raises(ValueError, match=r"good\.txt: expected .*\(3, 3\); got \(2, 3\)"):
+        pl.load_partial_labels_file(good, 3, 3)
+    ragged = tmp_path / "ragged.txt"
+    ragged.write_text("1,0,-1\n0,1\n")
+    with pytest.raises(ValueError, match=r"ragged\.txt: could not parse"):
+        pl.load_partial_labels_file(ragged, 2, 3)

@@ -1,0 +1,128 @@
+"""grain pipeline: augmentation, partial labels in batches, workers, iterator state, eval coverage."""
+
+import numpy as np
+import pytest
+from helpers import tiny_run_config
+
+from mlrpl_jax.data import partial_labels as pl
+from mlrpl_jax.data import pipeline, transforms
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    config = tiny_run_config(tmp_path_factory.mktemp("tfds"))
+    return config, pipeline.make_source(config.data, "train"), pipeline.make_source(config.data, "test")
+
+
+def test_scaled_sizes_follow_the_reference_at_full_and_small_scale():
+    assert transforms.scaled_sizes(512, (512, 448, 384, 320, 256), 448, 1.0) == (
+        512, (512, 448, 384, 320, 256), 448,
+    )  # fmt: skip
+    scale, crops, size = transforms.scaled_sizes(512, (512, 448, 384, 320, 256), 448, 96 / 448)
+    assert (scale, size) == (110, 96) and crops == (110, 96, 82, 69, 55)
+
+
+def test_train_augment_is_seeded_and_crops_the_right_region():
+    image = np.arange(20 * 20 * 3, dtype=np.uint8).reshape(20, 20, 3)
+    aug = transforms.TrainAugment(scale_size=20, crop_sizes=(20, 10), image_size=10)
+    out1 = aug.random_map({"image": image}, np.random.default_rng(3))["image"]
+    out2 = aug.random_map({"image": image}, np.random.default_rng(3))["image"]
+    assert out1.shape == (10, 10, 3) and out1.dtype == np.uint8
+    np.testing.assert_array_equal(out1, out2)
+    # With one crop size equal to the image size and no resize, the output is the image or its flip.
+    aug = transforms.TrainAugment(scale_size=20, crop_sizes=(20,), image_size=20)
+    seen = set()
+    for seed in range(20):
+        out = aug.random_map({"image": image}, np.random.default_rng(seed))["image"]
+        if np.array_equal(out, image):
+            seen.add("same")
+        elif np.array_equal(out, image[:, ::-1]):
+            seen.add("flipped")
+        else:
+            raise AssertionError("unexpected augmentation output")
+    assert seen == {"same", "flipped"}
+
+
+def test_train_batches_carry_the_partial_labels_of_their_examples(data):
+    config, train, _ = data
+    loader = pipeline.make_train_loader(config.data, train, 16, seed=0)
+    full = train.labels_matrix()
+    ids = []
+    for batch in (b for _, b in zip(range(4), loader)):
+        assert batch["image"].shape == (16, 32, 32, 3) and batch["image"].dtype == np.uint8
+        assert batch["labels"].dtype == np.int8
+        expected = pl.partial_labels(
+            full[batch["example_id"]], "pal", 0.5, config.data.label_seed, batch["example_id"]
+        )
+        np.testing.assert_array_equal(batch["labels"], expected)
+        ids.extend(batch["example_id"].tolist())
+    assert sorted(ids) == list(range(64))  # one pass = a permutation of the split
+
+
+def test_workers_and_restored_iterator_state_give_identical_batches(data):
+    config, train, _ = data
+    it0 = pipeline.make_train_loader(config.data, train, 16, seed=1)
+    reference = [next(it0) for _ in range(6)]
+    config.data.worker_count = 2
+    it2 = pipeline.make_train_loader(config.data, train, 16, seed=1)
+    for expected in reference[:2]:
+        got = next(it2)
+        for k in expected:
+            np.testing.assert_array_equal(got[k], expected[k])
+    state = it2.get_state()
+    it_restored = pipeline.make_train_loader(config.data, train, 16, seed=1)
+    it_restored.set_state(state)  # (grain requires the same worker_count to restore)
+    config.data.worker_count = 0
+    for expected in reference[2:]:  # crosses the epoch boundary (4 batches per epoch)
+        got = next(it_restored)
+        for k in expected:
+            np.testing.assert_array_equal(got[k], expected[k])
+
+
+@pytest.mark.parametrize("process_count", [1, 3])
+def test_eval_batches_cover_every_example_once_across_processes(data, process_count):
+    config, _, test = data
+    seen, num_batches = [], set()
+    for pid in range(process_count):
+        batches = list(pipeline.eval_batches(config.data, test, 5, pid, process_count))
+        num_batches.add(len(batches))
+        for b in batches:
+            assert b["image"].shape == (5, 32, 32, 3)
+            seen.append(b["targets"][b["valid"]])
+    assert len(num_batches) == 1  # every process runs the same number of steps
+    np.testing.assert_array_equal(np.concatenate(seen), test.labels_matrix())
+
+
+def test_partial_labels_file_with_a_bad_value_names_file_and_index(data, tmp_path):
+    config, train, _ = data
+    labels = np.zeros((64, 5), np.int8)
+    labels[7, 3] = 2
+    path = tmp_path / "labels.txt"
+    np.savetxt(path, labels, fmt="%d", delimiter=",")
+    config.data.partial_labels_file = str(path)
+    with pytest.raises(ValueError, match=r"labels.txt: invalid partial label 2 at \(row 7, col 3\)"):
+        pipeline.make_train_loader(config.data, train, 16, seed=0)
+    config.data.partial_labels_file = None
+
+
+def test_full_labels_outside_0_1_name_the_example():
+    mask = transforms.MaskLabels(
+        dataset="toy[train]", num_examples=3, num_classes=2, setting="pal", proportion=0.5,
+        seed=0, mode="hash",
+    )  # fmt: skip
+    record = {"image": np.zeros((4, 4, 3), np.uint8), "labels": np.array([1, 3]), "example_id": 2}
+    with pytest.raises(ValueError, match=r"toy\[train\]: example 2 has label value 3 at class 1"):
+        mask.map(record)
+
+
+def test_reference_mask_mode_in_the_pipeline(data):
+    config, train, _ = data
+    config.data.mask_mode = "reference"
+    mask = pipeline.make_mask_transform(config.data, train)
+    config.data.mask_mode = "hash"
+    full = train.labels_matrix()
+    np.random.seed(0)  # the reference: one uniform draw per entry over the whole (N, C) matrix
+    keep = np.random.random(full.shape) < 0.5
+    expected = np.where(keep, 2 * full.astype(np.int8) - 1, 0)
+    for i in (0, 5, 63):
+        np.testing.assert_array_equal(mask.map(train[i])["labels"], expected[i])

@@ -1,0 +1,102 @@
+"""The generic train step: 8 simulated devices give the 1-device result; frozen params; no retrace."""
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from configs import base
+from mlrpl_jax import methods, sharding, trainer
+from mlrpl_jax.train_state import split_params
+
+NUM_CLASSES = 6
+
+
+def tiny_config(frozen_stages: int = 0):
+    config = base.get_config("plain")
+    config.model.backbone = "resnet18"
+    config.model.width = 8
+    config.model.avg_pool_2x2 = False
+    config.model.frozen_stages = frozen_stages
+    config.data.size_factor = 48 / 448
+    config.optim.learning_rate = 1e-2
+    return config
+
+
+def fake_batch(batch_size: int = 16, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return {
+        "image": rng.integers(0, 256, size=(batch_size, 48, 48, 3), dtype=np.uint8),
+        "labels": rng.choice([-1, 0, 1], size=(batch_size, NUM_CLASSES)).astype(np.int8),
+        "example_id": np.arange(batch_size, dtype=np.int32),
+    }
+
+
+def run_steps(config, devices, num_steps: int = 2):
+    mesh = sharding.make_mesh(devices)
+    _, state, _, step_fn, eval_fn = trainer.make_train_fns(
+        config, methods.get(config.method), NUM_CLASSES, mesh, 10, 20
+    )
+    losses = []
+    for i in range(num_steps):
+        state, metrics = step_fn(state, sharding.host_to_global(fake_batch(seed=i), mesh))
+        losses.append(float(metrics["loss"]))
+    logits = eval_fn(state, sharding.host_to_global(fake_batch(seed=9), mesh)["image"])
+    return jax.device_get(state), losses, np.asarray(logits)
+
+
+def test_eight_devices_match_one_device():
+    assert jax.device_count() == 8, "conftest must provide 8 simulated CPU devices"
+    config = tiny_config()
+    state1, losses1, logits1 = run_steps(config, jax.devices()[:1])
+    state8, losses8, logits8 = run_steps(config, jax.devices())
+    np.testing.assert_allclose(losses1, losses8, rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_close(state1.params, state8.params, rtol=1e-3, atol=1e-4)
+    chex.assert_trees_all_close(state1.batch_stats, state8.batch_stats, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(logits1, logits8, rtol=1e-3, atol=1e-4)
+    assert losses1[1] != losses1[0]  # the step did update the model
+    assert int(state8.step) == 2
+
+
+def test_frozen_stages_get_no_update_and_no_optimizer_state():
+    config = tiny_config(frozen_stages=2)  # stem + layer1 frozen
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    _, state, _, step_fn, _ = trainer.make_train_fns(
+        config, methods.get("plain"), NUM_CLASSES, mesh, 10, 20
+    )
+    before = jax.device_get(state)
+    after, _ = step_fn(state, sharding.host_to_global(fake_batch(), mesh))
+    after = jax.device_get(after)
+    for name in ("conv1", "bn1", "layer1"):
+        chex.assert_trees_all_equal(before.params["backbone"][name], after.params["backbone"][name])
+        chex.assert_trees_all_equal(
+            before.batch_stats["backbone"][name], after.batch_stats["backbone"][name]
+        )
+    assert not np.allclose(
+        before.params["backbone"]["layer2"]["0"]["conv1"]["kernel"],
+        after.params["backbone"]["layer2"]["0"]["conv1"]["kernel"],
+    )
+    # Optimiser state exists only for trainable leaves: count Adam's first moments.
+    trainable, fixed = split_params(before.params, methods.get("plain").frozen_params(config))
+    mu = before.opt_state[1][0].mu
+    assert jax.tree.structure(mu) == jax.tree.structure(trainable)
+    assert "conv1" not in mu["backbone"] and "layer1" not in mu["backbone"]
+    assert fixed["backbone"].keys() == {"conv1", "bn1", "layer1"}
+
+
+def test_step_compiles_once():
+    config = tiny_config()
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    _, state, _, step_fn, _ = trainer.make_train_fns(
+        config, methods.get("plain"), NUM_CLASSES, mesh, 10, 20
+    )
+    for i in range(3):
+        state, _ = step_fn(state, sharding.host_to_global(fake_batch(seed=i), mesh))
+    assert step_fn._cache_size() == 1
+
+
+@pytest.mark.parametrize("bad", [12, 5])
+def test_batch_not_divisible_by_devices_is_a_clear_error(bad):
+    mesh = sharding.make_mesh()
+    with pytest.raises(ValueError, match="not divisible by the 8 devices"):
+        sharding.local_batch_size(bad, mesh)

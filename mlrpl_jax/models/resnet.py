@@ -257,7 +257,7 @@ class ResNet(nn.Module):
     @property
     def out_features(self) -> int:
         """Channel count D of the output feature map."""
-        return self.width * 8 * _BLOCKS[self.block].expansion
+        return self.width * 2 ** (len(self.stage_sizes) - 1) * _BLOCKS[self.block].expansion
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:

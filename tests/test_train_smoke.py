@@ -1,0 +1,105 @@
+"""End to end: train, log, checkpoint, resume, evaluate, and stop cleanly on NaN, on a tiny config."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from helpers import tiny_run_config
+
+from mlrpl_jax import checkpointing, evaluate, methods, trainer
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One complete 2-epoch run (8 steps) of the tiny config."""
+    root = tmp_path_factory.mktemp("run")
+    config = tiny_run_config(root / "tfds")
+    workdir = str(root / "work")
+    final = trainer.run(config, workdir)
+    return config, workdir, final
+
+
+def test_run_writes_metrics_checkpoints_and_results(finished_run):
+    config, workdir, final = finished_run
+    assert set(final) >= {"mAP", "OP", "OR", "OF1", "CP", "CR", "CF1", "OF1_top3", "CF1_top3"}
+    assert 0.0 <= final["mAP"] <= 100.0
+    records = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    train = [r for r in records if "train/loss" in r]
+    assert [r["step"] for r in train] == list(range(1, 9))
+    assert all(np.isfinite(r["train/loss"]) and r["train/images_per_second"] > 0 for r in train)
+    evals = [r for r in records if "eval/synthetic_scenes/mAP" in r]
+    assert [r["epoch"] for r in evals] == [1, 2]
+    assert evals[-1]["eval/synthetic_scenes/mAP"] == pytest.approx(final["mAP"])
+    with open(os.path.join(workdir, "results.json")) as f:
+        assert json.load(f)["metrics"]["mAP"] == pytest.approx(final["mAP"])
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(f"{workdir}/tensorboard"))
+    assert sorted(os.listdir(f"{workdir}/checkpoints")) == ["4", "8"]
+    assert len(os.listdir(f"{workdir}/best")) == 1
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["train"]["num_epochs"] == 2
+
+
+def test_rerun_resumes_instead_of_restarting(finished_run, capsys):
+    config, workdir, final = finished_run
+    again = trainer.run(config, workdir)
+    assert "Resumed from" in capsys.readouterr().out
+    assert again["mAP"] == pytest.approx(final["mAP"], abs=1e-6)
+    # No training step was repeated: still exactly one train record per step.
+    steps = [r["step"] for r in read_jsonl(f"{workdir}/metrics.jsonl") if "train/loss" in r]
+    assert steps == list(range(1, 9))
+
+
+def test_resume_from_epoch_one_equals_uninterrupted_run(finished_run, tmp_path):
+    """Delete the final checkpoint: resuming from epoch 1 must reproduce the same final metrics."""
+    config, workdir, final = finished_run
+    import shutil
+
+    copy = str(tmp_path / "work")
+    shutil.copytree(workdir, copy)
+    shutil.rmtree(os.path.join(copy, "checkpoints", "8"))
+    resumed = trainer.run(config, copy)
+    for key, value in final.items():
+        assert resumed[key] == pytest.approx(value, abs=1e-4), key
+
+
+def test_evaluate_cli_function_restores_the_best_checkpoint(finished_run):
+    config, workdir, final = finished_run
+    best = evaluate.evaluate_workdir(config, workdir, "best")
+    latest = evaluate.evaluate_workdir(config, workdir, "latest")
+    assert latest["mAP"] == pytest.approx(final["mAP"], abs=1e-6)
+    ckpt = checkpointing.Checkpointer(workdir, max_to_keep=2, keep_best=True)
+    assert best["mAP"] == pytest.approx(ckpt.best_map(), abs=1e-6)
+    assert best["mAP"] >= latest["mAP"] - 1e-6
+    ckpt.close()
+    assert os.path.exists(f"{workdir}/eval_best.json")
+
+
+def test_nan_loss_stops_with_step_and_terms_and_keeps_last_good_checkpoint(
+    tmp_path, monkeypatch
+):
+    plain = methods.get("plain")
+
+    def nan_after_epoch_one(model, config, params, batch_stats, method_state, batch, rng, step):
+        loss, aux = plain.loss_fn(model, config, params, batch_stats, method_state, batch, rng, step)
+        bad = np.float32(np.nan)
+        return loss + (step >= 5) * bad, aux  # steps 0-4 are fine, step index 5 is the 6th step
+
+    monkeypatch.setitem(methods.METHODS, "plain", plain._replace(loss_fn=nan_after_epoch_one))
+    config = tiny_run_config(tmp_path / "tfds", **{"train.log_every_steps": 100})
+    workdir = str(tmp_path / "work")
+    with pytest.raises(FloatingPointError, match=r"at step 5: .*'loss': nan.*last good checkpoint \(step 4\)"):
+        trainer.run(config, workdir)
+    assert sorted(os.listdir(f"{workdir}/checkpoints")) == ["4"]
+    assert not os.path.exists(f"{workdir}/results.json")
+
+
+def test_missing_dataset_says_how_to_prepare(tmp_path):
+    config = tiny_run_config(tmp_path / "empty", **{"data.name": "voc/2007"})
+    with pytest.raises(FileNotFoundError, match=r"(?s)voc/2007.*download_and_prepare"):
+        trainer.run(config, str(tmp_path / "work"))

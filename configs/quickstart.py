@@ -20,13 +20,13 @@ def get_config():
     # The reference augmentation at 96/448 of its sizes: resize 110, crops 110..55, input 96.
     config.data.size_factor = 96 / 448
     config.model.backbone = "resnet18"
-    config.model.width = 32
+    config.model.width = 16
     config.model.avg_pool_2x2 = False  # keep the 3x3 last stage (XLA:CPU is slow on 2x2 maps)
     config.model.frozen_stages = 0  # from scratch: train everything
     config.optim.learning_rate = 1e-3
     config.optim.weight_decay = 1e-4
-    config.optim.decay_every_epochs = 4
-    config.train.num_epochs = 5
+    config.optim.decay_every_epochs = 6
+    config.train.num_epochs = 8
     config.train.batch_size = 32
     config.train.eval_batch_size = 100
     config.train.log_every_steps = 20

@@ -42,8 +42,11 @@ def evaluate_workdir(config, workdir: str, which: str = "best") -> dict[str, flo
 
 def main(argv):
     del argv
+    from absl import logging
+
     from mlrpl_jax.train import maybe_initialize_distributed
 
+    logging.set_verbosity(logging.WARNING)
     maybe_initialize_distributed()
     evaluate_workdir(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value)
 

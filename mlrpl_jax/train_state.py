@@ -104,9 +104,9 @@ def train_step(
     metrics = {
         "loss": loss,
         **aux["metrics"],
-        "grad_norm": optax.global_norm(grads),
-        "update_norm": optax.global_norm(updates),
-        "param_norm": optax.global_norm(trainable),
+        "grad_norm": optax.tree_utils.tree_norm(grads),
+        "update_norm": optax.tree_utils.tree_norm(updates),
+        "param_norm": optax.tree_utils.tree_norm(trainable),
         "learning_rate": learning_rate_fn(state.step),
     }
     new_state = state.replace(

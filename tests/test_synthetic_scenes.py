@@ -135,12 +135,12 @@ def test_interrupted_preparation_recovers(
 
 def test_concurrent_preparation(tmp_path: pathlib.Path) -> None:
     params = {**TINY, "num_train": 16, "num_test": 4, "seed": 3}
-    errors: list[BaseException] = []
+    errors: list[Exception] = []
 
     def worker() -> None:
         try:
             ss.prepare(tmp_path, **params)
-        except BaseException as e:  # pylint: disable=broad-except
+        except Exception as e:  # noqa: BLE001 - reported by the assertion below.
             errors.append(e)
 
     threads = [threading.Thread(target=worker) for _ in range(2)]
@@ -183,8 +183,8 @@ def test_label_statistics_have_structure() -> None:
     support = joint * len(labels) >= 10
     assert (lift * support).max() > 2.0  # Some pair co-occurs far above independence.
     world = ss.class_world(10)
-    for a, b in world.exclusives:  # Exclusive pairs (almost) never co-occur.
-        assert joint[a, b] * len(labels) <= 3
+    for a, b in world.exclusives:  # Exclusive pairs co-occur far below independence.
+        assert joint[a, b] < 0.3 * freq[a] * freq[b]
 
 
 def test_classes_differ_in_appearance() -> None:
@@ -205,7 +205,6 @@ def test_classes_differ_in_appearance() -> None:
     assert dists[np.triu_indices(len(means), 1)].mean() > 20.0
 
 
-@pytest.mark.slow
 def test_builds_and_reads_without_tensorflow(tmp_path: pathlib.Path) -> None:
     script = textwrap.dedent(f"""
         import importlib.machinery, sys
@@ -226,7 +225,7 @@ def test_builds_and_reads_without_tensorflow(tmp_path: pathlib.Path) -> None:
         print("OK")
     """)
     result = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
+        [sys.executable, "-c", script], check=False, cwd=REPO_ROOT, capture_output=True, text=True,
         timeout=300, env={**os.environ, "PYTHONPATH": os.fspath(REPO_ROOT)},
     )
     assert result.returncode == 0, result.stderr[-3000:]

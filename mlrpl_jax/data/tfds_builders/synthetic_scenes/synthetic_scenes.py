@@ -39,12 +39,12 @@ Co-occurrence (the world)
 * Classes have Zipf-like base frequencies ``(rank + 1) ** -_ZIPF_EXPONENT`` (random ranks), so some
   classes are rare. Scene ``k`` samples class ``c`` with probability proportional to
   ``base[c] * (_SCENE_AFFINITY if home[c] == k else 1)``.
-* *Companion* pairs ``(a, b)`` (``max(1, C // 5)`` pairs, both with the same home scene): when
-  ``a`` is in the image and ``b`` is not, an instance of ``b`` is added with probability
-  ``_COMPANION_PROB``.
-* *Exclusive* pairs ``(a, b)`` (``max(1, C // 4)`` pairs with different home scenes): when both
-  are present, all instances of ``b`` are removed with probability ``_EXCLUSION_PROB``, so these
-  pairs rarely co-occur.
+* *Companion* pairs ``(a, b)`` (up to ``max(1, C // 5)`` pairs, at most one per scene, both
+  classes with that home scene): when ``a`` is in the image and ``b`` is not, an instance of ``b``
+  is added with probability ``_COMPANION_PROB``.
+* *Exclusive* pairs ``(a, b)`` (up to ``max(1, C // 4)`` disjoint pairs with different home
+  scenes, disjoint from the companions): when both are present, all instances of ``b`` are removed
+  with probability ``_EXCLUSION_PROB``, so these pairs rarely co-occur.
 
 Drawing one example
 -------------------
@@ -71,10 +71,11 @@ constants below (``_SCALE_MIN`` ...) set the base values.
 
 Storage
 -------
-Features are ``image``: ``tfds.features.Tensor`` ``(S, S, 3)`` uint8, and ``labels``:
-``tfds.features.Tensor`` ``(C,)`` uint8 in {0, 1}. The default file format is ``array_record``
-and examples are stored in index order (``disable_shuffling``), so ``source[i]`` is example
-``i``. Neither reading nor writing imports TensorFlow.
+Features are ``image``: ``tfds.features.Tensor`` ``(S, S, 3)`` uint8 (stored as raw bytes,
+``Encoding.BYTES``; the decoded arrays are read-only views, copy before writing in place), and
+``labels``: ``tfds.features.Tensor`` ``(C,)`` uint8 in {0, 1}. The default file format is
+``array_record`` and examples are stored in index order (``disable_shuffling``), so
+``source[i]`` is example ``i``. Neither reading nor writing imports TensorFlow.
 
 Config names encode every parameter, e.g. ``s96_c10_tr4000_te1000_seed0`` (``_d1.5`` is appended
 when ``difficulty != 1``), so different parameterisations never share a directory on disk. Any
@@ -92,7 +93,7 @@ import logging
 import os
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -295,7 +296,7 @@ def _texture_mask(texture: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise ValueError(f"Unknown texture {name!r}.")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _shape_area(shape: int) -> float:
     """Area of ``SHAPES[shape]`` at radius 1 (numerically, on a fine grid)."""
     n = 401
@@ -488,7 +489,7 @@ def generate_example(
 
     visible = np.bincount(owner.ravel() + 1, minlength=len(drawn) + 1)[1:]
     labels = np.zeros(num_classes, dtype=np.uint8)
-    for (cls, area), count in zip(drawn, visible):
+    for (cls, area), count in zip(drawn, visible, strict=True):
         if count >= _MIN_VISIBLE_FRACTION * area:
             labels[cls] = 1
     if not labels.any():  # Defensive: the top object is unoccluded, so this is not expected.
@@ -587,8 +588,8 @@ class SyntheticScenes(tfds.core.GeneratorBasedBuilder):
     """Procedurally generated multi-label scenes (see the module docstring)."""
 
     VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
-    BUILDER_CONFIGS = [SyntheticScenesConfig()]
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
+    BUILDER_CONFIGS: ClassVar[list[tfds.core.BuilderConfig]] = [SyntheticScenesConfig()]
     DEFAULT_BUILDER_CONFIG_NAME = BUILDER_CONFIGS[0].name
 
     def __init__(self, *, file_format: str | tfds.core.FileFormat | None = None, **kwargs: Any):
@@ -610,7 +611,11 @@ class SyntheticScenes(tfds.core.GeneratorBasedBuilder):
         size, num_classes = config.image_size, config.num_classes
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict({
-                "image": tfds.features.Tensor(shape=(size, size, 3), dtype=np.uint8),
+                # Raw bytes: ~10x faster to write and read than the default int64 list.
+                "image": tfds.features.Tensor(
+                    shape=(size, size, 3), dtype=np.uint8,
+                    encoding=tfds.features.Encoding.BYTES,
+                ),
                 "labels": tfds.features.Tensor(shape=(num_classes,), dtype=np.uint8),
             }),
             supervised_keys=("image", "labels"),
@@ -697,7 +702,8 @@ def prepare(
 
     Safe against concurrent and interrupted preparation: TFDS writes into a temporary directory
     that is renamed on success, and preparation is serialised with a file lock, so a second caller
-    waits and then reuses the data. Temporary directories left by a killed preparation are removed.
+    waits and then reuses the data. Temporary directories left by a killed preparation are removed
+    (while holding the lock, so only preparations that bypass ``prepare`` could be affected).
 
     Args:
         data_dir: TFDS data directory.
@@ -716,9 +722,14 @@ def prepare(
             for stale in parent.glob(f"incomplete.*_{builder.version}"):
                 _LOG.warning("Removing stale incomplete preparation %s.", stale)
                 stale.rmtree(missing_ok=True)
-            builder.download_and_prepare(
-                download_config=tfds.download.DownloadConfig(try_download_gcs=False)
-            )
+            try:
+                builder.download_and_prepare(
+                    download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+                )
+            except Exception:
+                # A preparer that bypassed the lock may have won the final rename.
+                if not _is_prepared(make_builder(data_dir, **params)):
+                    raise
             builder = make_builder(data_dir, **params)
     return builder
 

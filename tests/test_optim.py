@@ -1,0 +1,56 @@
+"""The default optimiser is torch.optim.Adam with coupled L2 and StepLR, written out by hand here."""
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import base
+from mlrpl_jax import optim
+
+
+def torch_adam_steps(w, grads, lrs, wd, b1=0.9, b2=0.999, eps=1e-8):
+    """torch.optim.Adam(weight_decay=wd) update rule (PyTorch docs' algorithm), in numpy."""
+    m = np.zeros_like(w)
+    v = np.zeros_like(w)
+    for t, (g, lr) in enumerate(zip(grads, lrs), start=1):
+        g = g + wd * w  # coupled L2: added to the gradient before the moments
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        m_hat = m / (1 - b1**t)
+        v_hat = v / (1 - b2**t)
+        w = w - lr * m_hat / (np.sqrt(v_hat) + eps)
+    return w
+
+
+def test_default_optimizer_is_torch_adam_with_coupled_l2_and_step_lr():
+    config = base.get_config("plain")
+    config.optim.learning_rate = 1e-2  # large enough for the differences to show
+    steps_per_epoch = 2
+    tx, schedule = optim.make_optimizer(config.optim, steps_per_epoch, total_steps=60)
+    rng = np.random.default_rng(0)
+    w0 = rng.normal(size=(5,)).astype(np.float64)
+    grads = [rng.normal(size=(5,)) for _ in range(44)]
+    # StepLR(step_size=10 epochs, gamma=0.1): epochs 0-9 at lr, 10-19 at lr/10, 20+ at lr/100.
+    lrs = [1e-2 * 0.1 ** ((t // steps_per_epoch) // 10) for t in range(44)]
+    np.testing.assert_allclose([float(schedule(t)) for t in range(44)], lrs, rtol=1e-6)
+    params = jnp.asarray(w0, jnp.float32)
+    state = tx.init(params)
+    for g in grads:
+        updates, state = tx.update(jnp.asarray(g, jnp.float32), state, params)
+        params = optax.apply_updates(params, updates)
+    expected = torch_adam_steps(w0, grads, lrs, wd=5e-4)
+    np.testing.assert_allclose(np.asarray(params), expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_other_optimizers_build_and_step(name):
+    config = base.get_config("plain")
+    config.optim.name = name
+    config.optim.schedule = "cosine"
+    config.optim.warmup_epochs = 1.0
+    tx, schedule = optim.make_optimizer(config.optim, steps_per_epoch=4, total_steps=20)
+    assert float(schedule(0)) == 0.0 and float(schedule(4)) == pytest.approx(1e-5)
+    params = jnp.ones(3)
+    updates, _ = tx.update(jnp.ones(3), tx.init(params), params)
+    assert np.all(np.isfinite(np.asarray(updates)))

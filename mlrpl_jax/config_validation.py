@@ -57,7 +57,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for key in ("data.scale_size", "data.image_size", "data.size_factor"):
         _positive(config, key)
     if not config.data.crop_sizes or min(config.data.crop_sizes) <= 0:
-        _fail("data.crop_sizes", config.data.crop_sizes, "must be a non-empty tuple of positive sizes.")
+        _fail(
+            "data.crop_sizes",
+            config.data.crop_sizes,
+            "must be a non-empty tuple of positive sizes.",
+        )
     if max(config.data.crop_sizes) > config.data.scale_size:
         _fail("data.crop_sizes", config.data.crop_sizes, "crops cannot exceed data.scale_size.")
     for key in ("data.worker_count", "data.eval_worker_count"):

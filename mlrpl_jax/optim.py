@@ -29,7 +29,9 @@ def make_schedule(optim: ml_collections.ConfigDict, steps_per_epoch: int) -> opt
     elif optim.schedule == "cosine":
         schedule = optax.cosine_decay_schedule(lr, decay_steps=max(1, optim.total_steps))
     else:
-        raise ValueError(f"config.optim.schedule={optim.schedule!r}: use 'step', 'cosine' or 'constant'.")
+        raise ValueError(
+            f"config.optim.schedule={optim.schedule!r}: use 'step', 'cosine' or 'constant'."
+        )
     warmup = int(optim.warmup_epochs * steps_per_epoch)
     if warmup > 0:
         schedule = optax.join_schedules(

@@ -4,7 +4,8 @@ The mesh has one axis, 'data'. Batches are sharded along their leading axis; Tra
 Each host feeds only its own slice of the global batch (`host_to_global`).
 """
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np

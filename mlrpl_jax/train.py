@@ -8,11 +8,13 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from absl import app, flags
+from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, TensorBoard).")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Run directory (checkpoints, metrics, TensorBoard)."
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -20,7 +22,9 @@ def maybe_initialize_distributed() -> None:
     """Initialises jax.distributed when launched as one of several processes (SLURM, TPU pods, ...)."""
     import jax
 
-    if any(k in os.environ for k in ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "TPU_WORKER_HOSTNAMES")):
+    if any(
+        k in os.environ for k in ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "TPU_WORKER_HOSTNAMES")
+    ):
         try:
             jax.distributed.initialize()
         except (RuntimeError, ValueError) as e:  # single-process launch in such an environment

@@ -184,7 +184,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     pending, tick, tick_step = [], time.perf_counter(), step
     while step < total:
         batch = sharding.host_to_global(next(train_iter), exp.mesh)
-        state, step_metrics = exp.step_fn(state, batch)
+        with jax.transfer_guard("disallow"):  # the step itself never moves data implicitly
+            state, step_metrics = exp.step_fn(state, batch)
         pending.append((step, step_metrics))
         step += 1
         bar.update(1)
@@ -205,7 +206,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         epoch = math.ceil(step / spe)
         if epoch % cfg.train.eval_every_epochs == 0 or step == total:
             final, _, _ = evaluate(exp, state)
-            writer.write(step, {f"eval/{cfg.data.name}/{k}": v for k, v in final.items()}, epoch=epoch)
+            writer.write(
+                step, {f"eval/{cfg.data.name}/{k}": v for k, v in final.items()}, epoch=epoch
+            )
             bar.write(f"epoch {epoch}: test mAP {final['mAP']:.2f}")
             ckpt.save_best(state, final)
         if epoch % cfg.checkpoint.every_epochs == 0 or step == total:
@@ -215,7 +218,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         final, _, _ = evaluate(exp, state)
     if jax.process_index() == 0:
         atomic_write_json(results_path, {"step": step, "epoch": step / spe, "metrics": final})
-        print(format_table(final, title=f"{cfg.method} on {cfg.data.name}: test metrics (%) at step {step}"))
+        print(
+            format_table(
+                final, title=f"{cfg.method} on {cfg.data.name}: test metrics (%) at step {step}"
+            )
+        )
     writer.close()
     ckpt.close()
     return final

@@ -9,7 +9,7 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
+import jax
 
 # Tests exercise tiny models for a few steps: XLA's optimisation passes cost more than they save
 # (as in flax's examples/*/train_test.py). Identical programs compiled by several tests are cached.
@@ -17,7 +17,7 @@ jax.config.update("jax_disable_most_optimizations", True)
 jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="mlrpl_jax_test_cache_"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
-from absl import flags  # noqa: E402
+from absl import flags
 
 # grain's worker processes read absl flags; the CLI parses them in app.run, tests mark them parsed.
 flags.FLAGS.mark_as_parsed()

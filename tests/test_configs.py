@@ -61,7 +61,7 @@ def test_unknown_config_key_is_an_error():
 
 
 def test_cli_rejects_unknown_override_key():
-    proc = subprocess.run(
+    proc = subprocess.run(  # noqa: PLW1510 (the exit code is asserted below)
         [
             sys.executable, "-m", "mlrpl_jax.train", "--config", "configs/quickstart.py",
             "--workdir", "/tmp/unused", "--config.train.num_epoch=3",

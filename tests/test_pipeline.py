@@ -11,7 +11,11 @@ from mlrpl_jax.data import pipeline, transforms
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     config = tiny_run_config(tmp_path_factory.mktemp("tfds"))
-    return config, pipeline.make_source(config.data, "train"), pipeline.make_source(config.data, "test")
+    return (
+        config,
+        pipeline.make_source(config.data, "train"),
+        pipeline.make_source(config.data, "test"),
+    )
 
 
 def test_scaled_sizes_follow_the_reference_at_full_and_small_scale():
@@ -100,7 +104,9 @@ def test_partial_labels_file_with_a_bad_value_names_file_and_index(data, tmp_pat
     path = tmp_path / "labels.txt"
     np.savetxt(path, labels, fmt="%d", delimiter=",")
     config.data.partial_labels_file = str(path)
-    with pytest.raises(ValueError, match=r"labels.txt: invalid partial label 2 at \(row 7, col 3\)"):
+    with pytest.raises(
+        ValueError, match=r"labels.txt: invalid partial label 2 at \(row 7, col 3\)"
+    ):
         pipeline.make_train_loader(config.data, train, 16, seed=0)
     config.data.partial_labels_file = None
 

@@ -46,8 +46,14 @@ def test_config_names_encode_parameters() -> None:
     assert ss.SyntheticScenes.BUILDER_CONFIGS[0].name == "s96_c10_tr4000_te1000_seed0"
     assert ss.config_name(difficulty=1.5).endswith("_d1.5")
     parsed = ss.SyntheticScenesConfig.from_name("s48_c12_tr7_te3_seed5_d0.5")
-    assert (parsed.image_size, parsed.num_classes, parsed.num_train, parsed.num_test,
-            parsed.seed, parsed.difficulty) == (48, 12, 7, 3, 5, 0.5)
+    assert (
+        parsed.image_size,
+        parsed.num_classes,
+        parsed.num_train,
+        parsed.num_test,
+        parsed.seed,
+        parsed.difficulty,
+    ) == (48, 12, 7, 3, 5, 0.5)
     assert ss.SyntheticScenesConfig.from_name("not_a_config") is None
     with pytest.raises(ValueError):
         ss.SyntheticScenesConfig(name="custom", image_size=32)
@@ -67,7 +73,9 @@ def test_build_and_read_back(tiny_dir: pathlib.Path) -> None:
     assert list(version_dir.glob("synthetic_scenes-test.array_record-*"))
     for split, n in (("train", 40), ("test", 10)):
         source = tfds.data_source(
-            f"synthetic_scenes/{TINY_NAME}", split=split, data_dir=os.fspath(tiny_dir),
+            f"synthetic_scenes/{TINY_NAME}",
+            split=split,
+            data_dir=os.fspath(tiny_dir),
             download=False,
         )
         assert len(source) == n
@@ -225,8 +233,13 @@ def test_builds_and_reads_without_tensorflow(tmp_path: pathlib.Path) -> None:
         print("OK")
     """)
     result = subprocess.run(
-        [sys.executable, "-c", script], check=False, cwd=REPO_ROOT, capture_output=True, text=True,
-        timeout=300, env={**os.environ, "PYTHONPATH": os.fspath(REPO_ROOT)},
+        [sys.executable, "-c", script],
+        check=False,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": os.fspath(REPO_ROOT)},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "OK" in result.stdout

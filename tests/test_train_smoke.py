@@ -26,7 +26,7 @@ def finished_run(tmp_path_factory):
 
 
 def test_run_writes_metrics_checkpoints_and_results(finished_run):
-    config, workdir, final = finished_run
+    _, workdir, final = finished_run
     assert set(final) >= {"mAP", "OP", "OR", "OF1", "CP", "CR", "CF1", "OF1_top3", "CF1_top3"}
     assert 0.0 <= final["mAP"] <= 100.0
     records = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
@@ -80,20 +80,22 @@ def test_evaluate_cli_function_restores_the_best_checkpoint(finished_run):
     assert os.path.exists(f"{workdir}/eval_best.json")
 
 
-def test_nan_loss_stops_with_step_and_terms_and_keeps_last_good_checkpoint(
-    tmp_path, monkeypatch
-):
+def test_nan_loss_stops_with_step_and_terms_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     plain = methods.get("plain")
 
     def nan_after_epoch_one(model, config, params, batch_stats, method_state, batch, rng, step):
-        loss, aux = plain.loss_fn(model, config, params, batch_stats, method_state, batch, rng, step)
+        loss, aux = plain.loss_fn(
+            model, config, params, batch_stats, method_state, batch, rng, step
+        )
         bad = np.float32(np.nan)
         return loss + (step >= 5) * bad, aux  # steps 0-4 are fine, step index 5 is the 6th step
 
     monkeypatch.setitem(methods.METHODS, "plain", plain._replace(loss_fn=nan_after_epoch_one))
     config = tiny_run_config(tmp_path / "tfds", **{"train.log_every_steps": 100})
     workdir = str(tmp_path / "work")
-    with pytest.raises(FloatingPointError, match=r"at step 5: .*'loss': nan.*last good checkpoint \(step 4\)"):
+    with pytest.raises(
+        FloatingPointError, match=r"at step 5: .*'loss': nan.*last good checkpoint \(step 4\)"
+    ):
         trainer.run(config, workdir)
     assert sorted(os.listdir(f"{workdir}/checkpoints")) == ["4"]
     assert not os.path.exists(f"{workdir}/results.json")

@@ -5,7 +5,7 @@ slice of the global batch; `sharding.host_to_global` assembles the global arrays
 """
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import grain
 import ml_collections
@@ -39,7 +39,9 @@ def make_mask_transform(
     """The partial-label transform for the train split (from the setting or a labels file)."""
     fixed = None
     if data.partial_labels_file is not None:
-        fixed = pl.load_partial_labels_file(data.partial_labels_file, len(source), source.num_classes)
+        fixed = pl.load_partial_labels_file(
+            data.partial_labels_file, len(source), source.num_classes
+        )
     return transforms.MaskLabels(
         dataset=f"{data.name}[{data.train_split}]",
         num_examples=len(source),

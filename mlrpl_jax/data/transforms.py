@@ -12,7 +12,8 @@ Train augmentation (reference, torchvision on PIL images; every size times `size
 Test: resize straight to image_size x image_size, bicubic.
 """
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import grain
 import numpy as np
@@ -26,7 +27,9 @@ def scaled_sizes(
 ) -> tuple[int, tuple[int, ...], int]:
     """Applies `size_factor` to the three sizes of the augmentation (rounded, crops <= scale)."""
     scale = max(1, round(scale_size * size_factor))
-    crops = tuple(sorted({min(scale, max(1, round(c * size_factor))) for c in crop_sizes}, reverse=True))
+    crops = tuple(
+        sorted({min(scale, max(1, round(c * size_factor))) for c in crop_sizes}, reverse=True)
+    )
     return scale, crops, max(1, round(image_size * size_factor))
 
 
@@ -102,7 +105,11 @@ class TrainAugment(grain.transforms.RandomMap):
     """The papers' train augmentation (module docstring), on uint8 images."""
 
     def __init__(self, scale_size: int, crop_sizes: Sequence[int], image_size: int):
-        self.scale_size, self.crop_sizes, self.image_size = scale_size, tuple(crop_sizes), image_size
+        self.scale_size, self.crop_sizes, self.image_size = (
+            scale_size,
+            tuple(crop_sizes),
+            image_size,
+        )
 
     def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         img = _resize(element["image"], self.scale_size)

@@ -11,7 +11,8 @@ Batches seen by a method (produced by `mlrpl_jax.data.pipeline`, images already 
   eval:  {'image': (B, H, W, 3) float32, ...}; only 'image' is passed to `predict_fn`.
 """
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -19,7 +20,9 @@ import ml_collections
 
 Batch = dict[str, jax.Array]
 MethodState = Any  # a pytree of arrays; {} when the method keeps no state
-Aux = dict[str, Any]  # {'metrics': {name: scalar}, 'batch_stats': new BN statistics, ... method extras}
+Aux = dict[
+    str, Any
+]  # {'metrics': {name: scalar}, 'batch_stats': new BN statistics, ... method extras}
 Config = ml_collections.ConfigDict
 
 

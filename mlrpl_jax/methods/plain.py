@@ -15,13 +15,17 @@ from mlrpl_jax.models.classifier import GlobalPoolClassifier
 def default_config() -> ml_collections.ConfigDict:
     """The method's keys."""
     c = ml_collections.ConfigDict()
-    c.bce_margin = 0.0  # Partial BCE ignores targets with |y| <= margin (reference BCELoss(margin)).
+    c.bce_margin = (
+        0.0  # Partial BCE ignores targets with |y| <= margin (reference BCELoss(margin)).
+    )
     return c
 
 
 def make_model(config: base.Config, num_classes: int) -> GlobalPoolClassifier:
     """Backbone from `config.model` + linear head with `num_classes` outputs."""
-    return GlobalPoolClassifier(backbone=models.make_backbone(config.model), num_classes=num_classes)
+    return GlobalPoolClassifier(
+        backbone=models.make_backbone(config.model), num_classes=num_classes
+    )
 
 
 def loss_fn(model, config, params, batch_stats, method_state, batch, rng, step):

@@ -108,7 +108,14 @@ _LOG = logging.getLogger(__name__)
 
 SPLIT_INDEX: Mapping[str, int] = {"train": 0, "test": 1}
 SHAPES: tuple[str, ...] = (
-    "disc", "square", "triangle", "ring", "cross", "bar", "diamond", "star",
+    "disc",
+    "square",
+    "triangle",
+    "ring",
+    "cross",
+    "bar",
+    "diamond",
+    "star",
 )
 TEXTURES: tuple[str, ...] = ("solid", "stripes", "checker", "dots")
 
@@ -224,7 +231,9 @@ def class_world(num_classes: int) -> ClassWorld:
         companions.append((int(a), int(b)))
     used = {x for pair in companions for x in pair}
     candidates = [
-        (a, b) for a in range(c) for b in range(c)
+        (a, b)
+        for a in range(c)
+        for b in range(c)
         if a != b and home_scene[a] != home_scene[b] and a not in used and b not in used
     ]
     exclusives: list[tuple[int, int]] = []
@@ -240,9 +249,16 @@ def class_world(num_classes: int) -> ClassWorld:
     for array in arrays:
         array.setflags(write=False)
     return ClassWorld(
-        num_classes=c, shape=shape, texture=texture, hsv=hsv, home_scene=home_scene,
-        base_freq=base_freq, scene_class_probs=scene_class_probs, scene_tint=scene_tint,
-        companions=tuple(companions), exclusives=tuple(exclusives),
+        num_classes=c,
+        shape=shape,
+        texture=texture,
+        hsv=hsv,
+        home_scene=home_scene,
+        base_freq=base_freq,
+        scene_class_probs=scene_class_probs,
+        scene_tint=scene_tint,
+        companions=tuple(companions),
+        exclusives=tuple(exclusives),
     )
 
 
@@ -302,7 +318,7 @@ def _shape_area(shape: int) -> float:
     n = 401
     grid = (np.arange(n) + 0.5) / n * 2.4 - 1.2
     u, v = np.meshgrid(grid, grid)
-    return float(_shape_mask(shape, u, v).mean() * 2.4 ** 2)
+    return float(_shape_mask(shape, u, v).mean() * 2.4**2)
 
 
 def _draw_object(
@@ -381,7 +397,8 @@ def _draw_clutter(canvas: np.ndarray, rng: np.random.Generator, count: int) -> N
             q = rng.uniform(0.0, size, size=2)
             width = rng.uniform(0.4, 1.2) * max(size / 64.0, 0.5)
             y0, y1, x0, x1 = box = _clip_box(
-                np.minimum(p, q) - width - 1.0, np.maximum(p, q) + width + 1.0, size)
+                np.minimum(p, q) - width - 1.0, np.maximum(p, q) + width + 1.0, size
+            )
             if x0 >= x1 or y0 >= y1:
                 continue
             dx = (np.arange(x0, x1, dtype=np.float32) + 0.5 - p[0])[None, :]
@@ -407,14 +424,13 @@ def _instance_colour(
     return np.asarray(colorsys.hsv_to_rgb(hue, sat, val))
 
 
-def _sample_instances(
-    world: ClassWorld, rng: np.random.Generator
-) -> tuple[int, list[int]]:
+def _sample_instances(world: ClassWorld, rng: np.random.Generator) -> tuple[int, list[int]]:
     """Samples the scene type and the classes of the object instances (before occlusion)."""
     scene = int(rng.integers(world.num_scenes))
     num = 1 + int(rng.choice(len(_OBJECT_COUNT_PROBS), p=_OBJECT_COUNT_PROBS))
-    classes = [int(x) for x in rng.choice(
-        world.num_classes, size=num, p=world.scene_class_probs[scene])]
+    classes = [
+        int(x) for x in rng.choice(world.num_classes, size=num, p=world.scene_class_probs[scene])
+    ]
     for a, b in world.companions:
         if a in classes and b not in classes and rng.random() < _COMPANION_PROB:
             classes.append(b)
@@ -460,7 +476,7 @@ def generate_example(
     base = base + _SCENE_TINT * world.scene_tint[scene]
     grad = rng.normal(0.0, 0.08, size=(2, 3))
     ramp = (np.arange(size) + 0.5) / size - 0.5
-    canvas = (base + ramp[None, :, None] * grad[0] + ramp[:, None, None] * grad[1])
+    canvas = base + ramp[None, :, None] * grad[0] + ramp[:, None, None] * grad[1]
     canvas = canvas.astype(np.float32)
     _draw_clutter(canvas, rng, int(rng.poisson(_CLUTTER_MEAN * difficulty)))
 
@@ -468,7 +484,7 @@ def generate_example(
     owner = np.full((size, size), -1, dtype=np.int32)
     order = rng.permutation(len(classes))
     drawn: list[tuple[int, float]] = []  # (class, nominal area in pixels) per drawn instance.
-    scale = difficulty ** -0.3
+    scale = difficulty**-0.3
     for obj_id, j in enumerate(order):
         cls = classes[j]
         radius = size * rng.uniform(_SCALE_MIN, _SCALE_MAX) * scale
@@ -554,8 +570,12 @@ class SyntheticScenesConfig(tfds.core.BuilderConfig):
         if not self.difficulty > 0:
             raise ValueError(f"difficulty must be > 0, got {self.difficulty}.")
         canonical = config_name(
-            image_size=self.image_size, num_classes=self.num_classes, num_train=self.num_train,
-            num_test=self.num_test, seed=self.seed, difficulty=self.difficulty,
+            image_size=self.image_size,
+            num_classes=self.num_classes,
+            num_train=self.num_train,
+            num_test=self.num_test,
+            seed=self.seed,
+            difficulty=self.difficulty,
         )
         if self.name and self.name != canonical:
             raise ValueError(
@@ -577,8 +597,11 @@ class SyntheticScenesConfig(tfds.core.BuilderConfig):
         if match is None:
             return None
         config = cls(
-            image_size=int(match["s"]), num_classes=int(match["c"]),
-            num_train=int(match["tr"]), num_test=int(match["te"]), seed=int(match["seed"]),
+            image_size=int(match["s"]),
+            num_classes=int(match["c"]),
+            num_train=int(match["tr"]),
+            num_test=int(match["te"]),
+            seed=int(match["seed"]),
             difficulty=float(match["d"]) if match["d"] else 1.0,
         )
         return config if config.name == name else None
@@ -610,14 +633,17 @@ class SyntheticScenes(tfds.core.GeneratorBasedBuilder):
         config: SyntheticScenesConfig = self.builder_config
         size, num_classes = config.image_size, config.num_classes
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                # Raw bytes: ~10x faster to write and read than the default int64 list.
-                "image": tfds.features.Tensor(
-                    shape=(size, size, 3), dtype=np.uint8,
-                    encoding=tfds.features.Encoding.BYTES,
-                ),
-                "labels": tfds.features.Tensor(shape=(num_classes,), dtype=np.uint8),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    # Raw bytes: ~10x faster to write and read than the default int64 list.
+                    "image": tfds.features.Tensor(
+                        shape=(size, size, 3),
+                        dtype=np.uint8,
+                        encoding=tfds.features.Encoding.BYTES,
+                    ),
+                    "labels": tfds.features.Tensor(shape=(num_classes,), dtype=np.uint8),
+                }
+            ),
             supervised_keys=("image", "labels"),
             disable_shuffling=True,
         )
@@ -635,10 +661,16 @@ class SyntheticScenes(tfds.core.GeneratorBasedBuilder):
     ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
         config: SyntheticScenesConfig = self.builder_config
         for index in range(num_examples):
-            yield index, generate_example(
-                index, split=split, image_size=config.image_size,
-                num_classes=config.num_classes, seed=config.seed,
-                difficulty=config.difficulty,
+            yield (
+                index,
+                generate_example(
+                    index,
+                    split=split,
+                    image_size=config.image_size,
+                    num_classes=config.num_classes,
+                    seed=config.seed,
+                    difficulty=config.difficulty,
+                ),
             )
 
 
@@ -667,8 +699,12 @@ def make_builder(
         A ``SyntheticScenes`` builder whose config name encodes all parameters.
     """
     config = SyntheticScenesConfig(
-        image_size=image_size, num_classes=num_classes, num_train=num_train,
-        num_test=num_test, seed=seed, difficulty=difficulty,
+        image_size=image_size,
+        num_classes=num_classes,
+        num_train=num_train,
+        num_test=num_test,
+        seed=seed,
+        difficulty=difficulty,
     )
     return SyntheticScenes(
         data_dir=None if data_dir is None else os.fspath(data_dir), config=config.name
@@ -734,9 +770,7 @@ def prepare(
     return builder
 
 
-def load_source(
-    split: str, data_dir: str | os.PathLike[str] | None = None, **params: Any
-) -> Any:
+def load_source(split: str, data_dir: str | os.PathLike[str] | None = None, **params: Any) -> Any:
     """Returns the random-access ``tfds.data_source`` of ``split``, preparing the data if needed.
 
     Args:
@@ -751,5 +785,7 @@ def load_source(
     builder = prepare(data_dir, **params)
     return tfds.data_source(
         f"{builder.name}/{builder.builder_config.name}:{builder.version}",
-        split=split, data_dir=os.fspath(builder.data_dir_root), download=False,
+        split=split,
+        data_dir=os.fspath(builder.data_dir_root),
+        download=False,
     )

@@ -82,6 +82,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for key in ("train.log_every_steps", "train.eval_every_epochs", "checkpoint.every_epochs"):
         _positive(config, key)
     _positive(config, "checkpoint.max_to_keep")
+    _choice(config, "train.ap_mode", ("sklearn", "voc"))
     if config.data.name == "synthetic_scenes":
         for key in ("image_size", "num_classes", "num_train", "num_test"):
             _positive(config, f"data.synthetic.{key}")

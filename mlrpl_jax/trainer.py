@@ -137,7 +137,10 @@ def evaluate(exp: Experiment, state: TrainState) -> tuple[dict[str, float], np.n
         np.concatenate([sharding.to_host(o[i]) for o in outputs]) for i in range(3)
     )
     logits, targets = logits[valid], targets[valid]
-    return metrics.compute_metrics(logits, targets, from_logits=True), logits, targets
+    scores = metrics.compute_metrics(
+        logits, targets, from_logits=True, ap_mode=exp.config.train.ap_mode
+    )
+    return scores, logits, targets
 
 
 def _check_finite(history: list[tuple[int, dict[str, float]]], workdir: str, last_ckpt) -> None:

@@ -80,6 +80,25 @@ def test_evaluate_cli_function_restores_the_best_checkpoint(finished_run):
     assert os.path.exists(f"{workdir}/eval_best.json")
 
 
+def test_evaluation_scores_every_test_example_with_the_configured_ap(finished_run):
+    from mlrpl_jax import metrics
+
+    config, workdir, final = finished_run
+    exp = trainer.setup(config)
+    ckpt = checkpointing.Checkpointer(workdir, max_to_keep=2, keep_best=True)
+    state, _ = ckpt.restore_state(exp.state, which="latest")
+    ckpt.close()
+    scores, logits, targets = trainer.evaluate(exp, state)
+    assert logits.shape == (24, 5)  # all 24 test images, although 24 is not a multiple of 16
+    np.testing.assert_array_equal(targets, exp.test_source.labels_matrix())
+    assert scores["mAP"] == pytest.approx(final["mAP"], abs=1e-6)
+    config.train.ap_mode = "voc"
+    voc, _, _ = trainer.evaluate(trainer.setup(config), state)
+    config.train.ap_mode = "sklearn"
+    expected = metrics.compute_metrics(logits, targets, ap_mode="voc")["mAP"]
+    assert voc["mAP"] == pytest.approx(expected, abs=1e-6)
+
+
 def test_nan_loss_stops_with_step_and_terms_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     plain = methods.get("plain")
 

@@ -1,7 +1,7 @@
 """Every generic configuration key, declared once with a one-line comment.
 
-Experiment configs (`configs/<method>_<dataset>.py`, `configs/quickstart.py`) call `get_config()` and only
-override values; the method's own keys live in its `default_config()` and are placed under
+Experiment configs (`configs/<method>_<dataset>.py`, `configs/quickstart.py`) call `get_config()`
+and only override values; the method's own keys live in its `default_config()` and are placed under
 `config.method_config`. The config is locked, so a misspelt key in a file or on the command line
 (`--config.train.num_epochs=3`) is an error. Values are checked by `mlrpl_jax.config_validation`.
 """
@@ -25,14 +25,10 @@ def get_config(method: str = "plain") -> ml_collections.ConfigDict:
     )  # TFDS data dir; None = default.
     c.data.train_split = "train"  # TFDS split to train on (VOC reference: 'train+validation').
     c.data.test_split = "test"  # TFDS split to evaluate on (COCO: 'validation').
-    c.data.setting = (
-        "pal"  # Partial-label setting: 'pal' | 'ppl' | 'spl' | 'fal' (partial_labels.py).
-    )
+    c.data.setting = "pal"  # Partial-label setting: 'pal' | 'ppl' | 'spl' | 'fal'.
     c.data.known_proportion = 0.5  # pal: fraction of entries kept; ppl: fraction of positives kept.
     c.data.label_seed = 0  # Seed of the known-label mask (independent of `seed`).
-    c.data.mask_mode = (
-        "hash"  # 'hash' (per example id) | 'reference' (np.random.seed(0) over (N, C)).
-    )
+    c.data.mask_mode = "hash"  # 'hash' (per example id) | 'reference' (np.random.seed(0)).
     c.data.partial_labels_file = ml_collections.FieldReference(
         None, field_type=str
     )  # .npy/.txt (N, C).
@@ -40,9 +36,7 @@ def get_config(method: str = "plain") -> ml_collections.ConfigDict:
     c.data.crop_sizes = (512, 448, 384, 320, 256)  # Train: square crop side drawn from these.
     c.data.image_size = 448  # Network input side, train and test (reference 448).
     c.data.size_factor = 1.0  # Multiplies scale_size, crop_sizes and image_size (small images).
-    c.data.worker_count = (
-        0  # grain worker processes for the train pipeline (0 = in the main process).
-    )
+    c.data.worker_count = 0  # grain worker processes for training (0 = main process).
     c.data.eval_worker_count = 0  # grain worker processes for evaluation.
     c.data.synthetic = ml_collections.ConfigDict()  # Only for data.name == 'synthetic_scenes'.
     c.data.synthetic.image_size = 96  # Side of the generated images.
@@ -72,24 +66,17 @@ def get_config(method: str = "plain") -> ml_collections.ConfigDict:
     c.optim.warmup_epochs = 0.0  # Linear warm-up length (fraction of epochs allowed).
 
     c.train = ml_collections.ConfigDict()
-    c.train.num_epochs = (
-        20  # Training length in epochs (an epoch = len(train split) // batch_size steps).
-    )
+    c.train.num_epochs = 20  # Epochs; one epoch = len(train split) // batch_size steps.
     c.train.batch_size = 32  # Global batch size, split over all devices of all hosts.
     c.train.eval_batch_size = 64  # Global evaluation batch size.
     c.train.log_every_steps = 50  # Fetch, check and write train metrics every this many steps.
-    c.train.eval_every_epochs = (
-        1  # Evaluate (and maybe save the best checkpoint) every this many epochs.
-    )
+    c.train.eval_every_epochs = 1  # Evaluate (and maybe save the best) every this many epochs.
+    c.train.ap_mode = "sklearn"  # AP: 'sklearn' (average_precision_score) | 'voc' (reference).
     c.train.max_steps_per_epoch = -1  # >0 truncates epochs (smoke tests); -1 = full epochs.
     c.train.progress_bar = True  # tqdm progress bar with loss and images/s.
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_epochs = 1  # Save TrainState + data iterator every this many epochs.
-    c.checkpoint.max_to_keep = (
-        2  # Number of periodic checkpoints kept (the best one is kept apart).
-    )
-    c.checkpoint.keep_best = (
-        True  # Also keep the checkpoint with the best test mAP in workdir/best.
-    )
+    c.checkpoint.max_to_keep = 2  # Periodic checkpoints kept (the best one is kept apart).
+    c.checkpoint.keep_best = True  # Also keep the best-test-mAP checkpoint in workdir/best.
     return c

@@ -1,9 +1,10 @@
-"""Quickstart: `plain` (ResNet-18 at width 32 + linear head, partial BCE) on the built-in synthetic scenes.
+"""Quickstart: `plain` (ResNet-18 at width 16 + linear head, partial BCE) on the synthetic scenes.
 
   python -m mlrpl_jax.train --config configs/quickstart.py --workdir /tmp/qs
 
-Runs on a laptop CPU in a few minutes (2 cores: see README for the measured time and mAP), from scratch
-(no pretrained weights), with 50% of the training labels known (setting 'pal').
+From scratch (no pretrained weights), 50% of the training labels known (setting 'pal'), 8 epochs.
+Measured on 2 CPU cores: 3 min 49 s including the one-off data preparation; test mAP 70.0 (the
+label-frequency baseline, a constant score per class, has mAP 18.1).
 """
 
 from configs import base

@@ -148,10 +148,15 @@ def _check_finite(history: list[tuple[int, dict[str, float]]], workdir: str, las
     for step, values in history:
         bad = {k: v for k, v in values.items() if not math.isfinite(v)}
         if bad:
+            kept = (
+                f"the last good checkpoint (step {last_ckpt}) in {workdir} is kept"
+                if last_ckpt is not None
+                else f"no checkpoint had been written to {workdir} yet"
+            )
             raise FloatingPointError(
                 f"Non-finite training values at step {step}: {bad} (all terms: {values}). Training "
-                f"stopped; the last good checkpoint (step {last_ckpt}) in {workdir} is kept. Lower "
-                "config.optim.learning_rate or check the data, then rerun to resume from it."
+                f"stopped; {kept}. Lower config.optim.learning_rate or check the data, then rerun "
+                "to resume."
             )
 
 

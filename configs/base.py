@@ -19,7 +19,7 @@ def get_config(method: str = "plain") -> ml_collections.ConfigDict:
     c.method_config = methods.get(method).default_config()  # The method's own keys.
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "synthetic_scenes"  # 'synthetic_scenes' | 'voc/2007' | 'coco/2014'.
+    c.data.name = "synthetic_scenes"  # 'synthetic_scenes' | 'voc/2007' | 'coco/2014' | 'vg200'.
     c.data.data_dir = ml_collections.FieldReference(
         None, field_type=str
     )  # TFDS data dir; None = default.
@@ -36,6 +36,13 @@ def get_config(method: str = "plain") -> ml_collections.ConfigDict:
     c.data.crop_sizes = (512, 448, 384, 320, 256)  # Train: square crop side drawn from these.
     c.data.image_size = 448  # Network input side, train and test (reference 448).
     c.data.size_factor = 1.0  # Multiplies scale_size, crop_sizes and image_size (small images).
+    c.data.label_embeddings = ml_collections.FieldReference(
+        None, field_type=str
+    )  # Category embeddings: GloVe .txt or .npy (C, E); None = fallback (label_semantics.py).
+    c.data.label_embedding_dim = 300  # E of the fallback embeddings (reference: 300-d GloVe).
+    c.data.cache_dir = ml_collections.FieldReference(
+        None, field_type=str
+    )  # Label-statistics cache; None = $MLRPL_JAX_CACHE or ~/.cache/mlrpl_jax.
     c.data.worker_count = 0  # grain worker processes for training (0 = main process).
     c.data.eval_worker_count = 0  # grain worker processes for evaluation.
     c.data.synthetic = ml_collections.ConfigDict()  # Only for data.name == 'synthetic_scenes'.
@@ -52,6 +59,14 @@ def get_config(method: str = "plain") -> ml_collections.ConfigDict:
     c.model.avg_pool_2x2 = True  # Reference: AvgPool2d(2) after layer4 (7x7 map at 448 px).
     c.model.frozen_stages = 4  # Frozen (no grad, BN in inference mode): 0 none .. 4 stem+layer1-3.
     c.model.dtype = "float32"  # Computation dtype: 'float32' | 'bfloat16'.
+    c.model.category_features = "sd"  # SSGRL heads: 'sd' semantic decoupling | 'sa' attention.
+    c.model.feature_dim = 1024  # SSGRL heads: D after the 1x1 channel reduction (reference 1024).
+    c.model.attention_dim = 512  # SSGRL heads: hidden width K of semantic decoupling (512).
+    c.model.gnn_steps = 3  # SSGRL heads: gated GNN propagation steps (reference 3).
+    c.model.sd_chunk = 16  # Semantic decoupling: classes per rematerialised chunk (memory/speed).
+    c.model.backbone_weights = ml_collections.FieldReference(
+        None, field_type=str
+    )  # torchvision ResNet weights (.pth/.safetensors/.npz); None = random init.
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "adam"  # 'adam' (coupled L2 as torch.optim.Adam) | 'adamw' | 'sgd'.

@@ -9,8 +9,8 @@ Its mAP is meaningless (8 steps).
 from configs import base
 
 
-def get_config():
-    config = base.get_config("plain")
+def get_config(method: str = "plain"):
+    config = base.get_config(method)
     config.data.synthetic.image_size = 32
     config.data.synthetic.num_classes = 5
     config.data.synthetic.num_train = 64

@@ -9,7 +9,7 @@ import ml_collections
 from mlrpl_jax import methods
 
 SETTINGS = ("pal", "ppl", "spl", "fal")
-DATASETS = ("synthetic_scenes", "voc/2007", "coco/2014")
+DATASETS = ("synthetic_scenes", "voc/2007", "coco/2014", "vg200")
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 
 
@@ -71,6 +71,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not 0 <= config.model.frozen_stages <= 5:
         _fail("model.frozen_stages", config.model.frozen_stages, "must be in 0..5.")
     _positive(config, "model.width")
+    _choice(config, "model.category_features", ("sd", "sa"))
+    for key in ("model.feature_dim", "model.attention_dim", "model.gnn_steps", "model.sd_chunk"):
+        _positive(config, key)
+    _positive(config, "data.label_embedding_dim")
     _choice(config, "optim.name", ("adam", "adamw", "sgd"))
     _choice(config, "optim.schedule", ("step", "cosine", "constant"))
     for key in ("optim.learning_rate", "optim.decay_every_epochs", "optim.eps"):

@@ -17,8 +17,9 @@ import numpy as np
 from tqdm import tqdm
 
 from mlrpl_jax import checkpointing, config_validation, methods, metrics, optim, sharding
-from mlrpl_jax.data import pipeline
+from mlrpl_jax.data import label_semantics, pipeline
 from mlrpl_jax.metric_writer import MetricWriter, atomic_write_json, format_table
+from mlrpl_jax.models import pretrained
 from mlrpl_jax.train_state import TrainState, eval_step, split_params, train_step
 
 
@@ -57,8 +58,15 @@ def setup(config: ml_collections.ConfigDict) -> Experiment:
     if config.train.max_steps_per_epoch > 0:
         steps_per_epoch = min(steps_per_epoch, config.train.max_steps_per_epoch)
     total_steps = steps_per_epoch * config.train.num_epochs
+    data_info = methods.DataInfo(
+        num_classes=num_classes,
+        class_names=train_source.class_names,
+        label_semantics=functools.cache(
+            lambda: label_semantics.label_semantics(config.data, train_source)
+        ),
+    )
     model, state, state_sharding, step_fn, eval_fn = make_train_fns(
-        config, method, num_classes, mesh, steps_per_epoch, total_steps
+        config, method, data_info, mesh, steps_per_epoch, total_steps
     )
     return Experiment(
         config, mesh, method, model, num_classes, steps_per_epoch, total_steps, state,
@@ -69,18 +77,20 @@ def setup(config: ml_collections.ConfigDict) -> Experiment:
 def make_train_fns(
     config: ml_collections.ConfigDict,
     method: methods.Method,
-    num_classes: int,
+    data_info: methods.DataInfo,
     mesh: Any,
     steps_per_epoch: int,
     total_steps: int,
 ) -> tuple[Any, TrainState, Any, Any, Any]:
     """Model, initial replicated TrainState and the jitted train/eval steps for `mesh`.
 
+    The backbone starts from `config.model.backbone_weights` when it names a file.
+
     Returns (model, state, state_sharding, step_fn, eval_fn) where step_fn(state, batch) -> (state,
     metrics) donates its state and eval_fn(state, images) -> logits (B, C).
     """
     tx, schedule = optim.make_optimizer(config.optim, steps_per_epoch, total_steps)
-    model = method.make_model(config, num_classes)
+    model = method.make_model(config, data_info)
     frozen = method.frozen_params(config)
     size = pipeline.image_size(config.data)
 
@@ -94,13 +104,22 @@ def make_train_fns(
             params=params,
             opt_state=tx.init(trainable),
             batch_stats=variables.get("batch_stats", {}),
-            method_state=method.init_state(config, num_classes, method_rng),
+            method_state=method.init_state(config, data_info, method_rng),
             rng=state_rng,
         )
 
     rng = jax.random.PRNGKey(config.seed)
     state_sharding = sharding.tree_replicated(jax.eval_shape(init, rng), mesh)
     state = jax.jit(init, out_shardings=state_sharding)(rng)
+    if config.model.backbone_weights is not None:
+        params, batch_stats = pretrained.load_backbone_weights(
+            config.model.backbone_weights,
+            jax.device_get(state.params),
+            jax.device_get(state.batch_stats),
+        )
+        state = jax.device_put(
+            state.replace(params=params, batch_stats=batch_stats), state_sharding
+        )
     batch_sh = sharding.batch_sharding(mesh)
     step_fn = jax.jit(
         functools.partial(

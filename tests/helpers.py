@@ -1,11 +1,16 @@
 """Shared test helpers."""
 
+import types
+
+import numpy as np
+
 from configs import tiny
+from mlrpl_jax import methods
 
 
-def tiny_run_config(data_dir, **overrides):
-    """configs/tiny.py with its TFDS data in `data_dir` and dotted-key `overrides`."""
-    config = tiny.get_config()
+def tiny_run_config(data_dir, method: str = "plain", **overrides):
+    """configs/tiny.py for `method` with its TFDS data in `data_dir` and dotted-key `overrides`."""
+    config = tiny.get_config(method)
     config.data.data_dir = str(data_dir)
     for key, value in overrides.items():
         node = config
@@ -14,3 +19,20 @@ def tiny_run_config(data_dir, **overrides):
             node = node[p]
         node[leaf] = value
     return config
+
+
+def fake_data_info(num_classes: int, embedding_dim: int = 8, seed: int = 0) -> methods.DataInfo:
+    """A DataInfo with random category embeddings and a random row-stochastic-like adjacency."""
+    rng = np.random.default_rng(seed)
+    adjacency = rng.random((num_classes, num_classes)).astype(np.float32)
+    np.fill_diagonal(adjacency, 1.0)
+    semantics = types.SimpleNamespace(
+        embeddings=rng.normal(size=(num_classes, embedding_dim)).astype(np.float32),
+        adjacency=adjacency,
+        embedding_source="random (test)",
+    )
+    return methods.DataInfo(
+        num_classes=num_classes,
+        class_names=tuple(f"class_{c}" for c in range(num_classes)),
+        label_semantics=lambda: semantics,
+    )

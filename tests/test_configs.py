@@ -12,7 +12,9 @@ from mlrpl_jax import config_validation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(
-    f for f in glob.glob(os.path.join(ROOT, "configs", "*.py")) if not f.endswith("__init__.py")
+    f
+    for f in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+    if not f.endswith(("__init__.py", "recipes.py"))  # recipes.py holds shared overrides
 )
 
 

@@ -45,7 +45,7 @@ def reference_sd(p, x, w):
 
 def reference_ggnn(p, h, adj, steps=3):
     """The GGNN equations, node by node."""
-    b, c, d = h.shape
+    b, c, _ = h.shape
 
     def lin(name, x):
         return x @ p[name]["kernel"] + p[name]["bias"]
@@ -76,7 +76,9 @@ def reference_head(params, f, steps=3):
     x = (x - mean) / np.sqrt(var + 1e-5) * bn["scale"] + bn["bias"]
     v, a = reference_sd(params["sd"], x, params["label_embeddings"])
     h = reference_ggnn(params["gnn"], v, params["adjacency"], steps)
-    o = np.tanh(np.concatenate([h, v], axis=-1) @ params["output"]["kernel"] + params["output"]["bias"])
+    o = np.tanh(
+        np.concatenate([h, v], axis=-1) @ params["output"]["kernel"] + params["output"]["bias"]
+    )
     cls = params["classifier"]
     logits = np.einsum("bcd,cd->bc", o, cls["kernel"]) + cls["bias"]
     return logits, v, a

@@ -4,16 +4,20 @@ import chex
 import jax
 import numpy as np
 import pytest
+from helpers import fake_data_info
 
 from configs import base
 from mlrpl_jax import methods, sharding, trainer
+from mlrpl_jax.models import resnet
 from mlrpl_jax.train_state import split_params
 
 NUM_CLASSES = 6
 
 
-def tiny_config(frozen_stages: int = 0, optimizer: str = "adam"):
-    config = base.get_config("plain")
+def tiny_config(frozen_stages: int = 0, optimizer: str = "adam", method: str = "plain"):
+    config = base.get_config(method)
+    config.model.feature_dim = 16
+    config.model.attention_dim = 8
     config.optim.name = optimizer
     config.model.backbone = "resnet18"
     config.model.width = 8
@@ -36,7 +40,7 @@ def fake_batch(batch_size: int = 16, seed: int = 0):
 def run_steps(config, devices, num_steps: int = 2):
     mesh = sharding.make_mesh(devices)
     _, state, _, step_fn, eval_fn = trainer.make_train_fns(
-        config, methods.get(config.method), NUM_CLASSES, mesh, 10, 20
+        config, methods.get(config.method), fake_data_info(NUM_CLASSES), mesh, 10, 20
     )
     losses = []
     for i in range(num_steps):
@@ -65,7 +69,7 @@ def test_frozen_stages_get_no_update_and_no_optimizer_state():
     config = tiny_config(frozen_stages=2)  # stem + layer1 frozen
     mesh = sharding.make_mesh(jax.devices()[:1])
     _, state, _, step_fn, _ = trainer.make_train_fns(
-        config, methods.get("plain"), NUM_CLASSES, mesh, 10, 20
+        config, methods.get("plain"), fake_data_info(NUM_CLASSES), mesh, 10, 20
     )
     before = jax.device_get(state)
     after, _ = step_fn(state, sharding.host_to_global(fake_batch(), mesh))
@@ -92,11 +96,44 @@ def test_frozen_stages_get_no_update_and_no_optimizer_state():
     assert fixed["backbone"].keys() == {"conv1", "bn1", "layer1"}
 
 
+@pytest.mark.parametrize("category_features", ["sd", "sa"])
+def test_ssgrl_step_trains_heads_and_layer4_only(category_features):
+    """Reference recipe: stem + layer1-3 frozen (BN on running stats), embeddings and adjacency are
+    frozen data; layer4 and every head parameter move."""
+    config = tiny_config(frozen_stages=4, method="ssgrl")
+    config.model.category_features = category_features
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    info = fake_data_info(NUM_CLASSES)
+    _, state, _, step_fn, _ = trainer.make_train_fns(
+        config, methods.get("ssgrl"), info, mesh, 10, 20
+    )
+    before = jax.device_get(state)
+    after, metrics = step_fn(state, sharding.host_to_global(fake_batch(), mesh))
+    after = jax.device_get(after)
+    head_b, head_a = before.params["head"], after.params["head"]
+    np.testing.assert_array_equal(head_a["adjacency"], info.label_semantics().adjacency)
+    np.testing.assert_array_equal(head_a["label_embeddings"], info.label_semantics().embeddings)
+    for name in ("conv1", "layer1", "layer3"):
+        chex.assert_trees_all_equal(before.params["backbone"][name], after.params["backbone"][name])
+    moved = ["classifier", "gnn", "output", "reduce", category_features]
+    for name in moved:
+        leaves_b, leaves_a = jax.tree.leaves(head_b[name]), jax.tree.leaves(head_a[name])
+        assert any(not np.allclose(x, y) for x, y in zip(leaves_b, leaves_a)), name
+    assert not np.allclose(
+        before.params["backbone"]["layer4"]["0"]["conv1"]["kernel"],
+        after.params["backbone"]["layer4"]["0"]["conv1"]["kernel"],
+    )
+    mu = before.opt_state[1].mu
+    assert "adjacency" not in mu["head"] and "label_embeddings" not in mu["head"]
+    assert set(mu["backbone"]) == {"layer4"}
+    assert ("cam_bce" in metrics) == (category_features == "sa")
+
+
 def test_step_compiles_once():
     config = tiny_config()
     mesh = sharding.make_mesh(jax.devices()[:1])
     _, state, _, step_fn, _ = trainer.make_train_fns(
-        config, methods.get("plain"), NUM_CLASSES, mesh, 10, 20
+        config, methods.get("plain"), fake_data_info(NUM_CLASSES), mesh, 10, 20
     )
     for i in range(3):
         state, _ = step_fn(state, sharding.host_to_global(fake_batch(seed=i), mesh))
@@ -108,3 +145,44 @@ def test_batch_not_divisible_by_devices_is_a_clear_error(bad):
     mesh = sharding.make_mesh()
     with pytest.raises(ValueError, match="not divisible by the 8 devices"):
         sharding.local_batch_size(bad, mesh)
+
+
+def test_backbone_weights_are_loaded_into_the_initial_state(tmp_path):
+    """config.model.backbone_weights fills the backbone (torchvision names and layout, .npz)."""
+    config = tiny_config(frozen_stages=2)
+    model = resnet.RESNETS["resnet18"](width=8)
+    abstract = jax.eval_shape(
+        lambda k: model.init(k, np.zeros((1, 48, 48, 3), np.float32), train=False),
+        jax.random.key(0),
+    )
+    rng = np.random.default_rng(0)
+    weights = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]:
+        shape = leaf.shape
+        if path[-1].key == "kernel":  # Flax (kh, kw, in, out) -> torchvision (out, in, kh, kw)
+            shape = (shape[3], shape[2], shape[0], shape[1])
+        value = rng.standard_normal(shape).astype(np.float32)
+        if path[-1].key == "var":
+            value = np.abs(value) + 0.5
+        weights[resnet.torchvision_name(path)] = value
+    weights["fc.weight"] = np.zeros((1000, 64), np.float32)  # ignored, as in the reference
+    path = str(tmp_path / "resnet18_w8.npz")
+    np.savez(path, **weights)
+    config.model.backbone_weights = path
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    _, state, _, _, _ = trainer.make_train_fns(
+        config, methods.get("plain"), fake_data_info(NUM_CLASSES), mesh, 10, 20
+    )
+    state = jax.device_get(state)
+    np.testing.assert_array_equal(
+        state.params["backbone"]["layer2"]["0"]["conv1"]["kernel"],
+        weights["layer2.0.conv1.weight"].transpose(2, 3, 1, 0),
+    )
+    np.testing.assert_array_equal(
+        state.batch_stats["backbone"]["bn1"]["var"], weights["bn1.running_var"]
+    )
+    config.model.backbone_weights = str(tmp_path / "missing.pth")
+    with pytest.raises(FileNotFoundError, match="config.model.backbone_weights"):
+        trainer.make_train_fns(
+            config, methods.get("plain"), fake_data_info(NUM_CLASSES), mesh, 10, 20
+        )

@@ -8,12 +8,15 @@
   ``'validation'`` 2,510, ``'test'`` 4,952); the reference trains on trainval =
   ``'train+validation'`` (5,011). Any TFDS split string works (``'test[:100]'``, ...);
 * ``'coco/2014'``: the TFDS catalogue dataset ``coco/2014`` (``'train'`` 82,783 = train2014,
-  ``'validation'`` 40,504 = val2014, as in the reference).
+  ``'validation'`` 40,504 = val2014, as in the reference);
+* ``'vg200'``: VG-200 (Visual Genome, 200 categories; splits ``'train'`` and ``'test'`` from the
+  authors' ``train_list_500.txt`` / ``test_list_500.txt``), built by our own TFDS builder
+  `mlrpl_jax.data.tfds_builders.vg200` from files the user places in a manual directory.
 
 Every record is ``{'image': uint8 (H, W, 3), 'labels': uint8 (C,) in {0, 1}, 'example_id': int64}``.
 ``example_id`` is the index of the record within the split (``source[i]['example_id'] == i``); the
 partial-label masks are keyed by it. ``labels`` is the full ground truth. Image sizes vary per
-image for VOC and COCO. Images are decoded here with pillow and converted with ``.convert('RGB')``,
+image for VOC, COCO and VG-200. Images are decoded here with pillow and converted with ``.convert('RGB')``,
 as the reference does (``Image.open(path).convert('RGB')``), so grayscale (COCO has some), palette
 and CMYK JPEGs all come out as 3 channels.
 
@@ -32,14 +35,19 @@ Label rules (they reproduce the reference's ``datasets/voc2007.py`` and ``datase
   maps category id -> (1-based) rank in ascending id order (``"1": 1, ..., "11": 11, "13": 12, ...,
   "90": 80``), so both give label ``k`` = ``k``-th smallest category id (`COCO_CATEGORY_IDS`,
   names in `COCO_CLASS_NAMES`; checked against the prepared dataset's names at load time).
+* VG-200: class ``c`` is positive iff ``c`` is listed for the image in the authors'
+  ``vg_category_200_labels_index.json`` (stored as multi-hot labels at preparation). Class names
+  come from an optional names file, else ``class_000`` .. ``class_199`` (see the builder).
 
 Example order: TFDS stores VOC and COCO examples in its own (hash-shuffled) order, not in the
 reference's order (VOC ``trainval.txt``, COCO annotation-file order), so ``example_id`` ``i`` is not
 the reference's ``i``-th image. `Source.image_names` gives each record's file name, from which a
 permutation to the reference order can be built (e.g. to apply the reference's partial-label files).
+VG-200 is stored in the reference's order (the split-list order), so there ``example_id`` ``i`` is
+the reference's ``i``-th image.
 
-VOC and COCO must be prepared once in TFDS's ``array_record`` format (see `prepare_instructions`);
-reading them needs neither TensorFlow nor network access. An unprepared dataset, or one prepared
+VOC, COCO and VG-200 must be prepared once in TFDS's ``array_record`` format (see
+`prepare_instructions`); reading them needs neither TensorFlow nor network access. An unprepared dataset, or one prepared
 in the ``tfrecord`` format, raises `DatasetNotPreparedError` with the exact commands to run.
 """
 
@@ -54,7 +62,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-SUPPORTED_DATASETS: tuple[str, ...] = ("synthetic_scenes", "voc/2007", "coco/2014")
+SUPPORTED_DATASETS: tuple[str, ...] = ("synthetic_scenes", "voc/2007", "coco/2014", "vg200")
 
 # fmt: off
 VOC_CLASS_NAMES: tuple[str, ...] = (
@@ -118,6 +126,17 @@ def _tensor_labels(record: Mapping[str, Any], num_classes: int) -> np.ndarray:
         raise ValueError(
             f"synthetic_scenes record labels must be (C,)={num_classes} values in {{0, 1}}, got "
             f"shape {labels.shape}."
+        )
+    return labels.astype(np.uint8)
+
+
+def _vg200_labels(record: Mapping[str, Any], num_classes: int) -> np.ndarray:
+    """The stored multi-hot ``labels`` (C,) of a VG-200 record, as uint8."""
+    labels = np.asarray(record["labels"])
+    if labels.shape != (num_classes,) or not np.isin(labels, (0, 1)).all():
+        raise ValueError(
+            f"vg200 record labels must be (C,)={num_classes} values in {{0, 1}}, got shape "
+            f"{labels.shape}."
         )
     return labels.astype(np.uint8)
 
@@ -261,12 +280,17 @@ def prepare_instructions(name: str, data_dir: str | os.PathLike[str] | None = No
     """Instructions for preparing TFDS dataset ``name`` (at `TFDS_VERSIONS`) as ``array_record``.
 
     Args:
-        name: ``'voc/2007'`` or ``'coco/2014'``.
+        name: ``'voc/2007'``, ``'coco/2014'`` or ``'vg200'``.
         data_dir: TFDS data directory root, or None for TFDS's default.
 
     Returns:
-        A multi-line message: what is needed, and two equivalent prepare commands.
+        A multi-line message: what is needed, and the prepare command(s) (for ``'vg200'``: where
+        to put which files, and the command).
     """
+    if name == "vg200":
+        from mlrpl_jax.data.tfds_builders import vg200
+
+        return vg200.prepare_instructions(data_dir)
     versioned = f"{name}:{TFDS_VERSIONS[name]}"
     dir_arg = f", data_dir={os.fspath(data_dir)!r}" if data_dir is not None else ""
     dir_flag = f" --data_dir={os.fspath(data_dir)}" if data_dir is not None else ""
@@ -393,6 +417,40 @@ def _make_coco(split: str, data_dir: str | os.PathLike[str] | None) -> Source:
     )
 
 
+def _make_vg200(split: str, data_dir: str | os.PathLike[str] | None) -> Source:
+    """The ``vg200`` source, read from the files prepared by our ``vg200`` TFDS builder."""
+    # Lazy: the builder package imports TFDS and registers the builder.
+    from mlrpl_jax.data.tfds_builders import vg200
+
+    searched = (
+        os.fspath(data_dir)
+        if data_dir is not None
+        else "TFDS default ($TFDS_DATA_DIR or ~/tensorflow_datasets)"
+    )
+    try:
+        builder = vg200.make_builder(data_dir)
+    except ValueError as err:  # TFDS refuses to open files of another format as array_record.
+        raise DatasetNotPreparedError(
+            f"Dataset 'vg200' in {searched} cannot be opened as array_record ({err}); delete "
+            f"its vg200/ folder (or use another data_dir) and prepare it again as array_record.\n"
+            f"{prepare_instructions('vg200', data_dir)}"
+        ) from err
+    problem = "is not prepared" if not vg200.is_prepared(builder) else _preparation_problem(builder)
+    if problem is not None:
+        raise DatasetNotPreparedError(
+            f"Dataset 'vg200' {problem}. Searched data_dir: {searched} (expected files under "
+            f"{builder.data_dir}).\n{prepare_instructions('vg200', data_dir)}"
+        )
+    return Source(
+        name="vg200",
+        split=split,
+        data=builder.as_data_source(split=split),
+        class_names=vg200.class_names(builder),
+        labels_fn=_vg200_labels,
+        filename_key="image/filename",
+    )
+
+
 def _make_synthetic(
     split: str, data_dir: str | os.PathLike[str] | None, synthetic: Mapping[str, Any] | None
 ) -> Source:
@@ -428,7 +486,8 @@ def make_source(
     """Opens split ``split`` of dataset ``name`` as a `Source`.
 
     Args:
-        name: One of `SUPPORTED_DATASETS`: ``'synthetic_scenes'``, ``'voc/2007'``, ``'coco/2014'``.
+        name: One of `SUPPORTED_DATASETS`: ``'synthetic_scenes'``, ``'voc/2007'``, ``'coco/2014'``,
+            ``'vg200'``.
         split: A TFDS split string, e.g. ``'train'``, ``'test'``, ``'train+validation'`` (VOC
             trainval), ``'validation'`` (COCO val2014), ``'train[:10%]'``.
         data_dir: TFDS data directory root (default: TFDS's default, ``~/tensorflow_datasets`` or
@@ -442,7 +501,7 @@ def make_source(
 
     Raises:
         ValueError: Unknown ``name``, or ``synthetic`` missing for ``'synthetic_scenes'``.
-        DatasetNotPreparedError: VOC/COCO is not prepared as array_record in ``data_dir``.
+        DatasetNotPreparedError: VOC/COCO/VG-200 is not prepared as array_record in ``data_dir``.
     """
     if name == "synthetic_scenes":
         return _make_synthetic(split, data_dir, synthetic)
@@ -450,4 +509,6 @@ def make_source(
         return _make_voc(split, data_dir)
     if name == "coco/2014":
         return _make_coco(split, data_dir)
+    if name == "vg200":
+        return _make_vg200(split, data_dir)
     raise ValueError(f"Unknown dataset {name!r}; supported: {', '.join(SUPPORTED_DATASETS)}.")

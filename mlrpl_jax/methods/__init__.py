@@ -1,10 +1,13 @@
 """The one registry of methods: name -> `Method` (see `methods/base.py`)."""
 
-from mlrpl_jax.methods import plain
-from mlrpl_jax.methods.base import Method
+from mlrpl_jax.methods import plain, ssgrl
+from mlrpl_jax.methods.base import DataInfo, Method
+
+__all__ = ["METHODS", "DataInfo", "Method", "get"]
 
 METHODS: dict[str, Method] = {
     "plain": plain.METHOD,
+    "ssgrl": ssgrl.METHOD,
 }
 
 

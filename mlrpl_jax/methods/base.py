@@ -18,6 +18,23 @@ import flax.linen as nn
 import jax
 import ml_collections
 
+
+class DataInfo(NamedTuple):
+    """What a method may know about the training data when it builds its model and state.
+
+    Attributes:
+      num_classes: C.
+      class_names: the C class names, in label order.
+      label_semantics: () -> `mlrpl_jax.data.label_semantics.LabelSemantics` (category embeddings
+        (C, E) and the adjacency matrix (C, C) of the known train labels); computed on first call
+        (one pass over the train labels, cached on disk), so methods that do not need it pay nothing.
+    """
+
+    num_classes: int
+    class_names: tuple[str, ...]
+    label_semantics: Callable[[], Any]
+
+
 Batch = dict[str, jax.Array]
 MethodState = Any  # a pytree of arrays; {} when the method keeps no state
 Aux = dict[
@@ -32,9 +49,9 @@ class Method(NamedTuple):
     Attributes:
       name: the key of the method in `mlrpl_jax.methods.METHODS`.
       default_config: () -> ConfigDict of the method's own keys (placed at `config.method_config`).
-      make_model: (config, num_classes) -> flax.linen.Module whose
+      make_model: (config, data_info: DataInfo) -> flax.linen.Module whose
         `apply({'params', 'batch_stats'}, images, train=...)` returns (logits (B, C), aux dict).
-      init_state: (config, num_classes, rng) -> MethodState.
+      init_state: (config, data_info: DataInfo, rng) -> MethodState.
       loss_fn: (model, config, params, batch_stats, method_state, batch, rng, step) -> (loss, aux), where
         aux['metrics'] holds scalars to log and aux['batch_stats'] the updated BN statistics.
       update_state: (config, method_state, aux, step) -> MethodState, run after the gradient update in the
@@ -48,8 +65,8 @@ class Method(NamedTuple):
 
     name: str
     default_config: Callable[[], Config]
-    make_model: Callable[[Config, int], nn.Module]
-    init_state: Callable[[Config, int, jax.Array], MethodState]
+    make_model: Callable[[Config, DataInfo], nn.Module]
+    init_state: Callable[[Config, DataInfo, jax.Array], MethodState]
     loss_fn: Callable[..., tuple[jax.Array, Aux]]
     update_state: Callable[[Config, MethodState, Aux, jax.Array], MethodState]
     predict_fn: Callable[..., jax.Array]
@@ -57,9 +74,9 @@ class Method(NamedTuple):
     refresh: Callable[..., Any] | None = None
 
 
-def no_state(config: Config, num_classes: int, rng: jax.Array) -> MethodState:
+def no_state(config: Config, data_info: DataInfo, rng: jax.Array) -> MethodState:
     """`init_state` for methods without state."""
-    del config, num_classes, rng
+    del config, data_info, rng
     return {}
 
 

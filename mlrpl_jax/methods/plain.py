@@ -21,10 +21,10 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-def make_model(config: base.Config, num_classes: int) -> GlobalPoolClassifier:
-    """Backbone from `config.model` + linear head with `num_classes` outputs."""
+def make_model(config: base.Config, data_info: base.DataInfo) -> GlobalPoolClassifier:
+    """Backbone from `config.model` + linear head with C outputs."""
     return GlobalPoolClassifier(
-        backbone=models.make_backbone(config.model), num_classes=num_classes
+        backbone=models.make_backbone(config.model), num_classes=data_info.num_classes
     )
 
 

@@ -288,7 +288,9 @@ class SSGRLHead(nn.Module):
         if self.category_features == "sd":
             v, attention = self.sd(x, self.embeddings)
         else:
-            v, attention, out["cam_logits"] = self.sa(f.astype(jnp.float32).reshape(b, h * w, -1), x)
+            v, attention, out["cam_logits"] = self.sa(
+                f.astype(jnp.float32).reshape(b, h * w, -1), x
+            )
         out["category_features"] = v
         out["attention"] = attention.reshape(b, h, w, self.num_classes)
         return out
@@ -328,4 +330,3 @@ class SSGRL(nn.Module):
     def __call__(self, images: jax.Array, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
         aux = self.features(images, train)
         return self.classify(aux["category_features"]), aux
-

@@ -1,0 +1,17 @@
+"""SSGRL with partial BCE on VG-200 at paper scale (ResNet-101, 448 px, batch 32; `recipes.paper_scale`).
+
+  python -m mlrpl_jax.train --config configs/ssgrl_vg.py --workdir runs/ssgrl_vg \
+      --config.data.known_proportion=0.5 --config.model.backbone_weights=weights/resnet101.pth
+
+Paper reference (HST paper Table 1, SSGRL row; VOC all-point mAP %) at 10%, 20%, ..., 90% known
+labels: 34.6 37.3 39.2 40.1 40.4 41.0 41.3 41.6 42.1 (average 39.7).
+Category embeddings: pass the reference's 300-d GloVe vectors with --config.data.label_embeddings
+(a .npy (C, 300) or a GloVe .txt); without them a documented fallback is used
+(`mlrpl_jax.data.label_semantics`), which need not reproduce the paper.
+"""
+
+from configs import base, recipes
+
+
+def get_config(method: str = "ssgrl"):
+    return recipes.paper_scale(base.get_config(method), "vg")

@@ -58,13 +58,15 @@ def setup(config: ml_collections.ConfigDict) -> Experiment:
     if config.train.max_steps_per_epoch > 0:
         steps_per_epoch = min(steps_per_epoch, config.train.max_steps_per_epoch)
     total_steps = steps_per_epoch * config.train.num_epochs
-    data_info = methods.DataInfo(
-        num_classes=num_classes,
-        class_names=train_source.class_names,
-        label_semantics=functools.cache(
-            lambda: label_semantics.label_semantics(config.data, train_source)
-        ),
-    )
+
+    @functools.cache
+    def semantics():
+        result = label_semantics.label_semantics(config.data, train_source)
+        if jax.process_index() == 0:
+            print(f"Category embeddings {result.embeddings.shape}: {result.embedding_source}.")
+        return result
+
+    data_info = methods.DataInfo(num_classes, train_source.class_names, semantics)
     model, state, state_sharding, step_fn, eval_fn = make_train_fns(
         config, method, data_info, mesh, steps_per_epoch, total_steps
     )

@@ -104,3 +104,14 @@ def test_changing_method_alone_is_an_error():
     config.method = "nonexistent"
     with pytest.raises(ValueError, match="unknown method"):
         config_validation.validate(config)
+
+
+def test_ssgrl_synthetic_runs_other_methods_in_the_same_setting():
+    """`configs/ssgrl_synthetic.py:plain` differs from the ssgrl config only in the method."""
+    from configs import ssgrl_synthetic
+
+    ssgrl, plain = ssgrl_synthetic.get_config(), ssgrl_synthetic.get_config("plain")
+    config_validation.validate(plain)
+    assert (ssgrl.method, plain.method) == ("ssgrl", "plain")
+    for key in ("data", "model", "optim", "train", "checkpoint", "seed"):
+        assert ssgrl[key] == plain[key], key

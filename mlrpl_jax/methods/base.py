@@ -84,3 +84,24 @@ def keep_state(config: Config, method_state: MethodState, aux: Aux, step: jax.Ar
     """`update_state` for methods without state."""
     del config, aux, step
     return method_state
+
+
+def apply_train(
+    model: nn.Module, params: Any, batch_stats: Any, *args, **kwargs
+) -> tuple[Any, Any]:
+    """``model.apply`` in training mode: returns (outputs, updated BatchNorm statistics)."""
+    outputs, new_vars = model.apply(
+        {"params": params, "batch_stats": batch_stats},
+        *args,
+        train=True,
+        mutable=["batch_stats"],
+        **kwargs,
+    )
+    return outputs, new_vars["batch_stats"]
+
+
+def predict_logits(model, config, params, batch_stats, method_state, images) -> jax.Array:
+    """`predict_fn` for models whose ``apply(..., images, train=False)`` returns (logits, aux)."""
+    del config, method_state
+    logits, _ = model.apply({"params": params, "batch_stats": batch_stats}, images, train=False)
+    return logits

@@ -4,7 +4,6 @@ The simplest MLR-PL baseline ("Partial BCE" in the HST and DSRB papers' tables):
 ignored and the known ones are scored with binary cross-entropy.
 """
 
-import jax
 import ml_collections
 
 from mlrpl_jax import losses, models
@@ -31,23 +30,11 @@ def make_model(config: base.Config, data_info: base.DataInfo) -> GlobalPoolClass
 def loss_fn(model, config, params, batch_stats, method_state, batch, rng, step):
     """Partial BCE of the logits against the partial labels. See `base.Method.loss_fn`."""
     del method_state, rng, step
-    (logits, _), new_vars = model.apply(
-        {"params": params, "batch_stats": batch_stats},
-        batch["image"],
-        train=True,
-        mutable=["batch_stats"],
-    )
+    (logits, _), batch_stats = base.apply_train(model, params, batch_stats, batch["image"])
     loss, metrics = losses.partial_bce(
         logits, batch["labels"], margin=config.method_config.bce_margin
     )
-    return loss, {"metrics": {"bce": loss, **metrics}, "batch_stats": new_vars["batch_stats"]}
-
-
-def predict_fn(model, config, params, batch_stats, method_state, images) -> jax.Array:
-    """Logits (B, C) in inference mode."""
-    del config, method_state
-    logits, _ = model.apply({"params": params, "batch_stats": batch_stats}, images, train=False)
-    return logits
+    return loss, {"metrics": {"bce": loss, **metrics}, "batch_stats": batch_stats}
 
 
 def frozen_params(config: base.Config) -> tuple[tuple[str, ...], ...]:
@@ -62,6 +49,6 @@ METHOD = base.Method(
     init_state=base.no_state,
     loss_fn=loss_fn,
     update_state=base.keep_state,
-    predict_fn=predict_fn,
+    predict_fn=base.predict_logits,
     frozen_params=frozen_params,
 )

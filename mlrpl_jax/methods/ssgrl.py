@@ -12,7 +12,6 @@ with the same partial BCE, weighted by ``method_config.cam_loss_weight`` (ADD-GC
 and the prediction is the GNN classifier's logits alone.
 """
 
-import jax
 import ml_collections
 
 from mlrpl_jax import losses, models
@@ -62,21 +61,9 @@ def supervised_loss(config, logits, aux, labels):
 def loss_fn(model, config, params, batch_stats, method_state, batch, rng, step):
     """Partial BCE of the logits against the partial labels. See `base.Method.loss_fn`."""
     del method_state, rng, step
-    (logits, aux), new_vars = model.apply(
-        {"params": params, "batch_stats": batch_stats},
-        batch["image"],
-        train=True,
-        mutable=["batch_stats"],
-    )
+    (logits, aux), batch_stats = base.apply_train(model, params, batch_stats, batch["image"])
     loss, metrics = supervised_loss(config, logits, aux, batch["labels"])
-    return loss, {"metrics": metrics, "batch_stats": new_vars["batch_stats"]}
-
-
-def predict_fn(model, config, params, batch_stats, method_state, images) -> jax.Array:
-    """Logits (B, C) in inference mode."""
-    del config, method_state
-    logits, _ = model.apply({"params": params, "batch_stats": batch_stats}, images, train=False)
-    return logits
+    return loss, {"metrics": metrics, "batch_stats": batch_stats}
 
 
 def frozen_params(config: base.Config) -> tuple[tuple[str, ...], ...]:
@@ -91,6 +78,6 @@ METHOD = base.Method(
     init_state=base.no_state,
     loss_fn=loss_fn,
     update_state=base.keep_state,
-    predict_fn=predict_fn,
+    predict_fn=base.predict_logits,
     frozen_params=frozen_params,
 )

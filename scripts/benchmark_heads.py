@@ -12,7 +12,7 @@ is jit-compiled for each. Printed per setting:
 * seconds per step: median over ``--iters`` runs after one warm-up run;
 * ratios ours / straightforward (memory target <= 0.25, time <= 1).
 
-The straightforward head (`mlrpl_jax.models.ssgrl_reference`) follows the PyTorch reference's order of
+The straightforward head (`mlrpl_jax.models.reference_heads`) follows the PyTorch reference's order of
 operations, including its ``repeat``-materialised (B*H*W, C, 512) and (B, H, W, C, 1024) tensors.
 It is only timed when its analysed peak fits in ``--max-run-gb``; otherwise the time is reported as
 skipped (the memory figure comes from compilation alone).
@@ -31,7 +31,7 @@ import numpy as np
 import optax
 
 from mlrpl_jax import losses
-from mlrpl_jax.models import ssgrl, ssgrl_reference
+from mlrpl_jax.models import ssgrl, reference_heads
 
 GB = 1024**3
 
@@ -100,7 +100,7 @@ def bench(batch: int, size: int, num_classes: int, args) -> dict:
         return logits
 
     def straightforward(p, bs, x):
-        return ssgrl_reference.head_apply(p, bs, x, train=True)[0]
+        return reference_heads.head_apply(p, bs, x, train=True)[0]
 
     row = {}
     for name, fn in (("ours", ours), ("straightforward", straightforward)):

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mlrpl_jax.models import ssgrl, ssgrl_reference
+from mlrpl_jax.models import ssgrl, reference_heads
 
 B, H, W, D_IN, D, K, C, E = 3, 3, 4, 12, 10, 8, 7, 5
 
@@ -119,10 +119,10 @@ def test_head_matches_reference_formulas(setup):
 
 
 def test_straightforward_transcription_matches_formulas(setup):
-    """`ssgrl_reference` (the benchmark's baseline) computes the same as the formulas."""
+    """`reference_heads` (the benchmark's baseline) computes the same as the formulas."""
     f, heads = setup
     _, variables = heads["sd"]
-    logits, v, a = ssgrl_reference.head_apply(
+    logits, v, a = reference_heads.head_apply(
         variables["params"], variables["batch_stats"], f, train=True
     )
     ref_logits, ref_v, ref_a = reference_head(_np(variables["params"]), np.asarray(f, np.float64))
@@ -145,7 +145,7 @@ def test_gradients_match_straightforward_transcription(setup):
         return jnp.sum(weights * logits) + jnp.sum(aux["category_features"] ** 2) * 1e-2
 
     def ref(params):
-        logits, v, _ = ssgrl_reference.head_apply(params, variables["batch_stats"], f, train=True)
+        logits, v, _ = reference_heads.head_apply(params, variables["batch_stats"], f, train=True)
         return jnp.sum(weights * logits) + jnp.sum(v**2) * 1e-2
 
     g_ours = jax.grad(ours)(variables["params"])

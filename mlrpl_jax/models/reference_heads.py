@@ -1,10 +1,12 @@
-"""A straightforward transcription of the reference PyTorch SSGRL head, for parity tests and benchmarks.
+"""Straightforward transcriptions of the reference PyTorch heads, for parity tests and benchmarks.
 
-Never used for training. It follows the order of operations of HCP-MLR-PL's
-``model/SemanticDecoupling.py``, ``model/GraphNeuralNetwork.py`` and ``Element_Wise_Layer.py``
-(``shared/reference/hcp_mlr_pl_notes.md`` §1.2-1.5), including the ``repeat``-materialised
-(B*H*W, C, K) and (B, H, W, C, D) tensors that `mlrpl_jax.models.ssgrl` avoids, and reads the
-parameters of an `SSGRLHead` ('sd' variant) so both can be compared on the same weights.
+Never used for training. They follow the order of operations of HCP-MLR-PL's
+``model/SemanticDecoupling.py``, ``model/GraphNeuralNetwork.py``, ``Element_Wise_Layer.py``
+(``shared/reference/hcp_mlr_pl_notes.md`` §1.2-1.5) and of SST/HST's intra-image co-occurrence head
+(§7.1), including the ``repeat``-materialised (B*H*W, C, K) and (B, H, W, C, D) tensors and the
+(B, P, 2D) pair concatenation that `mlrpl_jax.models.ssgrl` and `mlrpl_jax.models.ist` avoid. They
+read the parameters of our modules (`SSGRLHead` 'sd' variant, `ISTHead`) so both sides can be
+compared on the same weights.
 """
 
 import jax
@@ -73,3 +75,18 @@ def head_apply(params, batch_stats, f, train: bool, gnn_steps: int = 3):
     cls = params["classifier"]
     logits = (o * cls["kernel"][None]).sum(axis=2) + cls["bias"]
     return logits, v, a
+
+
+def ist_head_apply(params, v):
+    """The reference IST head on category features v (B, C, D) with `ISTHead` parameters.
+
+    u = fc1(v); for every pair p = (i < j) in row-major order: g = ReLU(fc2([u_i ; u_j]));
+    q = fc3(g); l[b, p] = <W_pair[p], q> + b_pair[p]. Returns pair logits (B, P).
+    """
+    c = v.shape[1]
+    i, j = jnp.triu_indices(c, k=1)
+    u = v @ params["fc1"]["kernel"] + params["fc1"]["bias"]  # (B, C, H)
+    pairs = jnp.concatenate([u[:, i], u[:, j]], axis=-1)  # (B, P, 2H)
+    g = jax.nn.relu(pairs @ params["fc2"]["kernel"] + params["fc2"]["bias"])
+    q = g @ params["fc3"]["kernel"] + params["fc3"]["bias"]
+    return (q * params["classifier"]["kernel"][None]).sum(-1) + params["classifier"]["bias"]

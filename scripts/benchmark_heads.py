@@ -31,7 +31,7 @@ import numpy as np
 import optax
 
 from mlrpl_jax import losses
-from mlrpl_jax.models import ssgrl, reference_heads
+from mlrpl_jax.models import reference_heads, ssgrl
 
 GB = 1024**3
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mlrpl_jax.models import ssgrl, reference_heads
+from mlrpl_jax.models import reference_heads, ssgrl
 
 B, H, W, D_IN, D, K, C, E = 3, 3, 4, 12, 10, 8, 7, 5
 

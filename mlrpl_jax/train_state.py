@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
-from mlrpl_jax.methods.base import Batch, Method
+from mlrpl_jax.methods.base import Batch, Method, make_clock
 
 # ImageNet statistics (the reference's torchvision Normalize), applied on device to uint8 images.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -75,32 +75,35 @@ def train_step(
     tx: optax.GradientTransformation,
     frozen: tuple[tuple[str, ...], ...],
     learning_rate_fn: optax.Schedule,
+    steps_per_epoch: int,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimiser step: method loss, gradients of the trainable parameters, update, method state.
 
     Args:
       state: the current TrainState (donated by the trainer).
       batch: {'image': (B, H, W, 3) uint8, 'labels': (B, C) int8, 'example_id': (B,) int32}.
-      model, config, method, tx, frozen, learning_rate_fn: static, bound by the trainer.
+      model, config, method, tx, frozen, learning_rate_fn, steps_per_epoch: static, bound by the
+        trainer.
 
     Returns:
       (new_state, metrics): metrics are scalars: 'loss', the method's terms, 'grad_norm', 'param_norm',
       'update_norm' and 'learning_rate'.
     """
     rng = jax.random.fold_in(state.rng, state.step)
+    clock = make_clock(state.step, steps_per_epoch)
     batch = dict(batch, image=normalize_images(batch["image"]))
     trainable, fixed = split_params(state.params, frozen)
 
     def loss_of(trainable_params):
         params = merge_params(trainable_params, fixed)
         return method.loss_fn(
-            model, config, params, state.batch_stats, state.method_state, batch, rng, state.step
+            model, config, params, state.batch_stats, state.method_state, batch, rng, clock
         )
 
     (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(trainable)
     updates, opt_state = tx.update(grads, state.opt_state, trainable)
     trainable = optax.apply_updates(trainable, updates)
-    method_state = method.update_state(config, state.method_state, aux, state.step)
+    method_state = method.update_state(config, state.method_state, aux, clock)
     metrics = {
         "loss": loss,
         **aux["metrics"],

@@ -91,7 +91,8 @@ def make_train_fns(
     Returns (model, state, state_sharding, step_fn, eval_fn) where step_fn(state, batch) -> (state,
     metrics) donates its state and eval_fn(state, images) -> logits (B, C).
     """
-    tx, schedule = optim.make_optimizer(config.optim, steps_per_epoch, total_steps)
+    delayed = method.delayed_params(config) if method.delayed_params is not None else ()
+    tx, schedule = optim.make_optimizer(config.optim, steps_per_epoch, total_steps, delayed)
     model = method.make_model(config, data_info)
     frozen = method.frozen_params(config)
     size = pipeline.image_size(config.data)
@@ -132,6 +133,7 @@ def make_train_fns(
             tx=tx,
             frozen=frozen,
             learning_rate_fn=schedule,
+            steps_per_epoch=steps_per_epoch,
         ),
         in_shardings=(state_sharding, batch_sh),
         out_shardings=(state_sharding, sharding.replicated(mesh)),

@@ -54,3 +54,28 @@ def test_other_optimizers_build_and_step(name):
     params = jnp.ones(3)
     updates, _ = tx.update(jnp.ones(3), tx.init(params), params)
     assert np.all(np.isfinite(np.asarray(updates)))
+
+
+def test_delayed_parameters_start_their_adam_at_their_first_gradient():
+    """A parameter outside the graph (zero gradient) gets no update, no L2 and no Adam step until
+    it first receives a gradient; then it runs torch.optim.Adam from t = 1 (notes §3)."""
+    config = base.get_config("plain")
+    config.optim.learning_rate = 1e-2
+    tx, schedule = optim.make_optimizer(config.optim, 2, total_steps=60, delayed=(("margin",),))
+    rng = np.random.default_rng(0)
+    params = {"w": jnp.asarray(rng.normal(size=(3,)), jnp.float32), "margin": jnp.float32(1.0)}
+    w_grads = [rng.normal(size=(3,)) for _ in range(30)]
+    m_grads = [0.0] * 7 + list(rng.normal(size=(23,)))  # enters the graph at step 7
+    lrs = [float(schedule(t)) for t in range(30)]
+    state = tx.init(params)
+    for t in range(30):
+        grads = {"w": jnp.asarray(w_grads[t], jnp.float32), "margin": jnp.float32(m_grads[t])}
+        updates, state = tx.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        if t < 7:
+            assert float(params["margin"]) == 1.0
+    wd = config.optim.weight_decay
+    w0 = np.asarray(np.random.default_rng(0).normal(size=(3,)))
+    np.testing.assert_allclose(params["w"], torch_adam_steps(w0, w_grads, lrs, wd), rtol=1e-5)
+    expected = torch_adam_steps(np.array([1.0]), [np.array([g]) for g in m_grads[7:]], lrs[7:], wd)
+    np.testing.assert_allclose(params["margin"], expected[0], rtol=1e-5)

@@ -102,12 +102,14 @@ def test_evaluation_scores_every_test_example_with_the_configured_ap(finished_ru
 def test_nan_loss_stops_with_step_and_terms_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     plain = methods.get("plain")
 
-    def nan_after_epoch_one(model, config, params, batch_stats, method_state, batch, rng, step):
+    def nan_after_epoch_one(model, config, params, batch_stats, method_state, batch, rng, clock):
         loss, aux = plain.loss_fn(
-            model, config, params, batch_stats, method_state, batch, rng, step
+            model, config, params, batch_stats, method_state, batch, rng, clock
         )
         bad = np.float32(np.nan)
-        return loss + (step >= 5) * bad, aux  # steps 0-4 are fine, step index 5 is the 6th step
+        return loss + (
+            clock.step >= 5
+        ) * bad, aux  # steps 0-4 are fine, step index 5 is the 6th step
 
     monkeypatch.setitem(methods.METHODS, "plain", plain._replace(loss_fn=nan_after_epoch_one))
     config = tiny_run_config(tmp_path / "tfds", **{"train.log_every_steps": 100})

@@ -1,9 +1,9 @@
 """The one registry of methods: name -> `Method` (see `methods/base.py`)."""
 
 from mlrpl_jax.methods import plain, ssgrl
-from mlrpl_jax.methods.base import DataInfo, Method
+from mlrpl_jax.methods.base import Clock, DataInfo, Method
 
-__all__ = ["METHODS", "DataInfo", "Method", "get"]
+__all__ = ["METHODS", "Clock", "DataInfo", "Method", "get"]
 
 METHODS: dict[str, Method] = {
     "plain": plain.METHOD,

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 
@@ -35,6 +36,31 @@ class DataInfo(NamedTuple):
     label_semantics: Callable[[], Any]
 
 
+class Clock(NamedTuple):
+    """Where a train step is in the schedule; computed inside the jitted step from TrainState.step.
+
+    Attributes:
+      step: () int32, optimiser steps done before this one (0 for the first step).
+      epoch: () int32, 0-based epoch of this step.
+      epoch_fraction: () float32, (step within the epoch) / steps_per_epoch: the reference's
+        ``batchIndex / len(train_loader)`` (the epoch-0 loss ramp, notes §2.4).
+    """
+
+    step: jax.Array
+    epoch: jax.Array
+    epoch_fraction: jax.Array
+
+
+def make_clock(step: jax.Array, steps_per_epoch: int) -> Clock:
+    """The `Clock` of the step that follows `step` completed steps."""
+    step = jnp.asarray(step, jnp.int32)
+    return Clock(
+        step=step,
+        epoch=step // steps_per_epoch,
+        epoch_fraction=(step % steps_per_epoch).astype(jnp.float32) / steps_per_epoch,
+    )
+
+
 Batch = dict[str, jax.Array]
 MethodState = Any  # a pytree of arrays; {} when the method keeps no state
 Aux = dict[
@@ -52,15 +78,19 @@ class Method(NamedTuple):
       make_model: (config, data_info: DataInfo) -> flax.linen.Module whose
         `apply({'params', 'batch_stats'}, images, train=...)` returns (logits (B, C), aux dict).
       init_state: (config, data_info: DataInfo, rng) -> MethodState.
-      loss_fn: (model, config, params, batch_stats, method_state, batch, rng, step) -> (loss, aux), where
-        aux['metrics'] holds scalars to log and aux['batch_stats'] the updated BN statistics.
-      update_state: (config, method_state, aux, step) -> MethodState, run after the gradient update in the
-        same compiled step, without gradient.
+      loss_fn: (model, config, params, batch_stats, method_state, batch, rng, clock: Clock) ->
+        (loss, aux), where aux['metrics'] holds scalars to log and aux['batch_stats'] the updated BN
+        statistics.
+      update_state: (config, method_state, aux, clock: Clock) -> MethodState, run after the gradient
+        update in the same compiled step, without gradient.
       predict_fn: (model, config, params, batch_stats, method_state, images) -> logits (B, C).
       frozen_params: (config) -> tuple of parameter path prefixes (tuples of names) that are frozen: they
         get no gradient and no optimiser state.
       refresh: optional (state, data_iter_fn) -> state for work over the whole train set at epoch
         boundaries (e.g. K-means prototypes); None when the method needs none.
+      delayed_params: optional (config) -> parameter path prefixes whose optimiser starts at their
+        first non-zero gradient (`optim.start_on_first_gradient`): parameters that the reference
+        leaves out of the graph until an activation epoch (HST margins, SARB alpha/beta).
     """
 
     name: str
@@ -68,10 +98,11 @@ class Method(NamedTuple):
     make_model: Callable[[Config, DataInfo], nn.Module]
     init_state: Callable[[Config, DataInfo, jax.Array], MethodState]
     loss_fn: Callable[..., tuple[jax.Array, Aux]]
-    update_state: Callable[[Config, MethodState, Aux, jax.Array], MethodState]
+    update_state: Callable[[Config, MethodState, Aux, Clock], MethodState]
     predict_fn: Callable[..., jax.Array]
     frozen_params: Callable[[Config], tuple[tuple[str, ...], ...]]
     refresh: Callable[..., Any] | None = None
+    delayed_params: Callable[[Config], tuple[tuple[str, ...], ...]] | None = None
 
 
 def no_state(config: Config, data_info: DataInfo, rng: jax.Array) -> MethodState:
@@ -80,9 +111,9 @@ def no_state(config: Config, data_info: DataInfo, rng: jax.Array) -> MethodState
     return {}
 
 
-def keep_state(config: Config, method_state: MethodState, aux: Aux, step: jax.Array) -> MethodState:
+def keep_state(config: Config, method_state: MethodState, aux: Aux, clock: Clock) -> MethodState:
     """`update_state` for methods without state."""
-    del config, aux, step
+    del config, aux, clock
     return method_state
 
 

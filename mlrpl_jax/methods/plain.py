@@ -27,9 +27,9 @@ def make_model(config: base.Config, data_info: base.DataInfo) -> GlobalPoolClass
     )
 
 
-def loss_fn(model, config, params, batch_stats, method_state, batch, rng, step):
+def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock):
     """Partial BCE of the logits against the partial labels. See `base.Method.loss_fn`."""
-    del method_state, rng, step
+    del method_state, rng, clock
     (logits, _), batch_stats = base.apply_train(model, params, batch_stats, batch["image"])
     loss, metrics = losses.partial_bce(
         logits, batch["labels"], margin=config.method_config.bce_margin

@@ -58,9 +58,9 @@ def supervised_loss(config, logits, aux, labels):
     return loss, metrics
 
 
-def loss_fn(model, config, params, batch_stats, method_state, batch, rng, step):
+def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock):
     """Partial BCE of the logits against the partial labels. See `base.Method.loss_fn`."""
-    del method_state, rng, step
+    del method_state, rng, clock
     (logits, aux), batch_stats = base.apply_train(model, params, batch_stats, batch["image"])
     loss, metrics = supervised_loss(config, logits, aux, batch["labels"])
     return loss, {"metrics": metrics, "batch_stats": batch_stats}

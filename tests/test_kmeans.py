@@ -1,0 +1,197 @@
+"""Tests of `mlrpl_jax.ops.kmeans`, with scikit-learn's KMeans as the oracle."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans
+
+from mlrpl_jax.ops.kmeans import accumulate_by_class, batched_kmeans, pad_by_class
+
+# One shape for the batched tests that can share a compilation: C classes, N padded points.
+C, N, D, K = 4, 64, 6, 5
+COUNTS = (64, 50, 33, 20)
+
+
+def _mixture(rng, n, dim, k, spread, noise):
+    """n points around k random centres (scale `spread`) with Gaussian noise; float32."""
+    centres = rng.normal(size=(k, dim)) * spread
+    return (centres[rng.integers(k, size=n)] + rng.normal(size=(n, dim)) * noise).astype(np.float32)
+
+
+def _padded(rng, counts, n_max, dim, interleave=False, **mixture):
+    """(C, n_max, dim) points and (C, n_max) mask; padding is random junk, not zeros."""
+    points = rng.normal(size=(len(counts), n_max, dim)).astype(np.float32) * 50
+    mask = np.zeros((len(counts), n_max), bool)
+    for c, n in enumerate(counts):
+        pos = np.sort(rng.permutation(n_max)[:n]) if interleave else np.arange(n)
+        mask[c, pos] = True
+        points[c, pos] = _mixture(rng, n, dim, **mixture)
+    return points, mask
+
+
+def _real(result, points, mask, c):
+    """Class c's real points and their assignments."""
+    return points[c][mask[c]], np.asarray(result.assignments[c])[mask[c]]
+
+
+def test_recovers_separated_blobs():
+    rng = np.random.default_rng(0)
+    true = np.stack([np.eye(K, D) * 10.0 * (c + 1) for c in range(C)])  # (C, K, D), far apart
+    points = np.zeros((C, N, D), np.float32)
+    mask = np.arange(N)[None] < np.array(COUNTS)[:, None]
+    truth = []
+    for c, n in enumerate(COUNTS):
+        truth.append(np.arange(n) % K)
+        points[c, :n] = true[c, truth[c]] + rng.normal(size=(n, D)) * 0.1
+    result = batched_kmeans(jnp.asarray(points), jnp.asarray(mask), K, jax.random.key(0))
+    for c in range(C):
+        found = np.asarray(result.centroids[c])
+        perm = np.linalg.norm(true[c][:, None] - found[None], axis=-1).argmin(axis=1)
+        assert sorted(perm) == list(range(K))  # each true centre has its own cluster
+        np.testing.assert_array_equal(result.assignments[c, : COUNTS[c]], perm[truth[c]])
+        means = [points[c, : COUNTS[c]][truth[c] == k].mean(0) for k in range(K)]
+        np.testing.assert_allclose(found[perm], means, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(result.counts).sum(-1), COUNTS)
+
+
+def test_inertia_close_to_sklearn_and_consistent():
+    rng = np.random.default_rng(1)
+    points, mask = _padded(rng, COUNTS, N, D, k=K, spread=2.0, noise=1.0)
+    result = batched_kmeans(jnp.asarray(points), jnp.asarray(mask), K, jax.random.key(1))
+    ratios = []
+    for c, n in enumerate(COUNTS):
+        x, labels = _real(result, points, mask, c)
+        centroids = np.asarray(result.centroids[c])
+        inertia = float(result.inertia[c])
+        # The reported inertia, assignments and counts belong to the reported centroids.
+        np.testing.assert_allclose(inertia, ((x - centroids[labels]) ** 2).sum(), rtol=1e-5)
+        np.testing.assert_array_equal(
+            labels, np.argmin(((x[:, None] - centroids[None]) ** 2).sum(-1), axis=1)
+        )
+        np.testing.assert_array_equal(result.counts[c], np.bincount(labels, minlength=K))
+        assert np.all(np.asarray(result.assignments[c])[~mask[c]] == -1)
+        assert int(result.num_points[c]) == n
+        ratios.append(inertia / KMeans(K, n_init=10, random_state=c).fit(x).inertia_)
+    assert max(ratios) < 1.05, ratios
+    assert np.mean(ratios) < 1.02, ratios
+
+
+@pytest.mark.parametrize("tol", [1e-4, 0.1, 0.0])
+def test_lloyd_matches_sklearn_from_same_init(tol):
+    rng = np.random.default_rng(2)
+    x = _mixture(rng, 60, D, k=K, spread=1.0, noise=1.0)
+    init = x[:K] + 0.5  # a poor start: several Lloyd iterations
+    ours = batched_kmeans(
+        jnp.asarray(x[None]),
+        jnp.ones((1, 60), bool),
+        K,
+        None,
+        init=jnp.asarray(init[None]),
+        tol=tol,
+    )
+    sk = KMeans(K, init=init, n_init=1, tol=tol).fit(x)
+    np.testing.assert_array_equal(ours.assignments[0], sk.labels_)
+    np.testing.assert_allclose(ours.centroids[0], sk.cluster_centers_, atol=1e-5)
+    np.testing.assert_allclose(ours.inertia[0], sk.inertia_, rtol=1e-5)
+    assert int(ours.iterations[0]) == sk.n_iter_
+    if tol == 0.1:  # this tolerance does stop the run before the labels settle
+        assert sk.n_iter_ < KMeans(K, init=init, n_init=1, tol=0.0).fit(x).n_iter_
+
+
+def test_empty_cluster_repair_matches_sklearn():
+    rng = np.random.default_rng(3)
+    x = _mixture(rng, 60, D, k=K, spread=1.0, noise=1.0)
+    init = x[:K].copy()
+    init[1] = 100.0  # two centres far from every point: empty after the first assignment
+    init[3] = -100.0
+    ours = batched_kmeans(
+        jnp.asarray(x[None]), jnp.ones((1, 60), bool), K, None, init=jnp.asarray(init[None])
+    )
+    sk = KMeans(K, init=init, n_init=1).fit(x)
+    np.testing.assert_array_equal(ours.assignments[0], sk.labels_)
+    np.testing.assert_allclose(ours.centroids[0], sk.cluster_centers_, atol=1e-5)
+    assert int(ours.iterations[0]) == sk.n_iter_
+    assert np.all(np.asarray(ours.counts[0]) > 0)
+    assert np.abs(np.asarray(ours.centroids[0])).max() < 10
+
+
+def test_padding_and_other_classes_do_not_matter():
+    rng = np.random.default_rng(4)
+    points, mask = _padded(rng, COUNTS, N, D, interleave=True, k=K, spread=2.0, noise=1.0)
+    key = jax.random.key(4)
+    result = batched_kmeans(jnp.asarray(points), jnp.asarray(mask), K, key)
+    class_keys = jax.random.split(key, C)
+    for c in (1, 3):  # two of the classes, each alone, unpadded
+        x, labels = _real(result, points, mask, c)
+        alone = batched_kmeans(
+            jnp.asarray(x[None]), jnp.ones((1, len(x)), bool), K, class_keys[c : c + 1]
+        )
+        np.testing.assert_array_equal(alone.assignments[0], labels)
+        np.testing.assert_allclose(alone.centroids[0], result.centroids[c], atol=1e-5)
+        np.testing.assert_allclose(alone.inertia[0], result.inertia[c], rtol=1e-5)
+        assert int(alone.iterations[0]) == int(result.iterations[c])
+
+
+def test_fewer_points_than_clusters():
+    rng = np.random.default_rng(5)
+    counts = (0, 1, 3, K, 12)
+    points, mask = _padded(rng, counts, 12, D, interleave=True, k=2, spread=1.0, noise=1.0)
+    result = batched_kmeans(jnp.asarray(points), jnp.asarray(mask), K, jax.random.key(5))
+    for leaf in jax.tree.leaves(result):
+        assert not np.any(np.isnan(np.asarray(leaf, float)))
+    np.testing.assert_array_equal(result.num_points, counts)
+    # No point: zero centroids, nothing assigned.
+    np.testing.assert_array_equal(result.centroids[0], 0)
+    np.testing.assert_array_equal(result.counts[0], 0)
+    np.testing.assert_array_equal(result.assignments[0], -1)
+    for c in (1, 2):  # 0 < n < K: the points repeated cyclically, point j in cluster j
+        n, x = counts[c], points[c][mask[c]]
+        np.testing.assert_array_equal(result.centroids[c], x[np.arange(K) % n])
+        np.testing.assert_array_equal(np.asarray(result.assignments[c])[mask[c]], np.arange(n))
+        np.testing.assert_array_equal(result.counts[c], np.arange(K) < n)
+        assert float(result.inertia[c]) == 0 and int(result.iterations[c]) == 0
+    # Exactly K points: ordinary K-means, every point its own cluster.
+    np.testing.assert_array_equal(result.counts[3], 1)
+    assert float(result.inertia[3]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_deterministic_for_fixed_key_and_compiled_once():
+    rng = np.random.default_rng(6)
+    points, mask = _padded(rng, COUNTS, N, D, k=K, spread=1.0, noise=1.0)
+    args = (jnp.asarray(points) + 1000.0, jnp.asarray(mask), K + 1)  # shapes no other test uses
+    before = batched_kmeans._cache_size()
+    first = batched_kmeans(*args, jax.random.key(7))
+    again = batched_kmeans(*args, jax.random.key(7))
+    jax.tree.map(np.testing.assert_array_equal, first, again)
+    other = batched_kmeans(args[0] * 2, *args[1:], jax.random.key(8))  # new data and key
+    assert other.centroids.shape == (C, K + 1, D)
+    assert batched_kmeans._cache_size() == before + 1
+
+
+def test_pad_by_class_matches_loop():
+    rng = np.random.default_rng(8)
+    b, c, d, m = 23, 5, 3, 6
+    features = rng.normal(size=(b, c, d)).astype(np.float32)
+    positive = rng.random((b, c)) < np.array([0.0, 0.1, 0.3, 0.6, 1.0])  # from none to all
+    points, mask = pad_by_class(jnp.asarray(features), jnp.asarray(positive), m)
+    for j in range(c):
+        rows = [features[i, j] for i in range(b) if positive[i, j]][:m]
+        np.testing.assert_array_equal(mask[j], np.arange(m) < len(rows))
+        np.testing.assert_array_equal(points[j, : len(rows)], np.reshape(rows, (-1, d)))
+        np.testing.assert_array_equal(points[j, len(rows) :], 0)
+    # More slots than examples.
+    points, mask = pad_by_class(jnp.asarray(features), jnp.asarray(positive), b + 4)
+    assert points.shape == (c, b + 4, d)
+    np.testing.assert_array_equal(mask.sum(-1), positive.sum(0))
+
+    # Batch by batch gives the same buffer.
+    buffer, count = jnp.zeros((c, m, d)), jnp.zeros((c,), jnp.int32)
+    for start in range(0, b, 4):
+        buffer, count = accumulate_by_class(
+            buffer, count, jnp.asarray(features[start : start + 4]), positive[start : start + 4]
+        )
+    expected, expected_mask = pad_by_class(jnp.asarray(features), jnp.asarray(positive), m)
+    np.testing.assert_array_equal(count, positive.sum(0))
+    np.testing.assert_array_equal(jnp.arange(m) < count[:, None], expected_mask)
+    np.testing.assert_array_equal(buffer, expected)

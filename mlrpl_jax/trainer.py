@@ -166,6 +166,21 @@ def evaluate(exp: Experiment, state: TrainState) -> tuple[dict[str, float], np.n
     return scores, logits, targets
 
 
+def _ratios(sums: dict[str, float]) -> dict[str, float]:
+    """'<name>' = sum('<name>/num') / sum('<name>/den') for every such pair with a non-zero sum.
+
+    Methods report ratios that must aggregate exactly (e.g. pseudo-label precision over an epoch) as
+    two count metrics, '<name>/num' and '<name>/den'.
+    """
+    out = {}
+    for key, num in sums.items():
+        if key.endswith("/num"):
+            den = sums.get(key[: -len("num")] + "den", 0.0)
+            if den > 0:
+                out[key[: -len("/num")]] = num / den
+    return out
+
+
 def _check_finite(history: list[tuple[int, dict[str, float]]], workdir: str, last_ckpt) -> None:
     """Stops the run on a non-finite loss or norm, naming the step and every term."""
     for step, values in history:
@@ -213,6 +228,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         dynamic_ncols=True, desc="train",
     )  # fmt: skip
     pending, tick, tick_step = [], time.perf_counter(), step
+    epoch_counts: dict[str, float] = {}  # sums of '<name>/num' and '<name>/den' metrics this epoch
     while step < total:
         batch = sharding.host_to_global(next(train_iter), exp.mesh)
         with jax.transfer_guard("disallow"):  # the step itself never moves data implicitly
@@ -228,9 +244,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             now = time.perf_counter()
             ips = (step - tick_step) * cfg.train.batch_size / max(now - tick, 1e-9)
             tick, tick_step = now, step
-            mean = {f"train/{k}": float(np.mean([m[k] for _, m in history])) for k in history[0][1]}
+            sums = {k: float(np.sum([m[k] for _, m in history])) for k in history[0][1]}
+            mean = {f"train/{k}": v / len(history) for k, v in sums.items()}
+            mean.update({f"train/{k}": v for k, v in _ratios(sums).items()})
             mean["train/images_per_second"] = ips
             writer.write(step, mean, epoch=step / spe)
+            for k, v in sums.items():
+                if k.endswith(("/num", "/den")):
+                    epoch_counts[k] = epoch_counts.get(k, 0.0) + v
+            if epoch_end and epoch_counts:
+                ratios = {f"train_epoch/{k}": v for k, v in _ratios(epoch_counts).items()}
+                writer.write(step, ratios, epoch=math.ceil(step / spe))
+                epoch_counts = {}
             bar.set_postfix(loss=f"{mean['train/loss']:.4f}", img_s=f"{ips:.0f}")
         if not epoch_end:
             continue

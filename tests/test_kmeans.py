@@ -137,6 +137,7 @@ def test_fewer_points_than_clusters():
     rng = np.random.default_rng(5)
     counts = (0, 1, 3, K, 12)
     points, mask = _padded(rng, counts, 12, D, interleave=True, k=2, spread=1.0, noise=1.0)
+    points[4] = points[4, np.arange(12) % 2]  # 12 points, 2 distinct: duplicate centroids
     result = batched_kmeans(jnp.asarray(points), jnp.asarray(mask), K, jax.random.key(5))
     for leaf in jax.tree.leaves(result):
         assert not np.any(np.isnan(np.asarray(leaf, float)))
@@ -154,6 +155,11 @@ def test_fewer_points_than_clusters():
     # Exactly K points: ordinary K-means, every point its own cluster.
     np.testing.assert_array_equal(result.counts[3], 1)
     assert float(result.inertia[3]) == pytest.approx(0.0, abs=1e-6)
+    # K or more points, fewer distinct ones: every centroid on a point, the others' counts 0.
+    assert sorted(np.asarray(result.counts[4])) == [0] * (K - 2) + [6, 6]
+    assert float(result.inertia[4]) == pytest.approx(0.0, abs=1e-6)
+    dist = np.abs(np.asarray(result.centroids[4])[:, None] - points[4, :2][None]).max(-1)
+    np.testing.assert_array_less(dist.min(axis=1), 1e-5)
 
 
 def test_deterministic_for_fixed_key_and_compiled_once():

@@ -59,6 +59,7 @@ def test_train_batches_carry_the_partial_labels_of_their_examples(data):
             full[batch["example_id"]], "pal", 0.5, config.data.label_seed, batch["example_id"]
         )
         np.testing.assert_array_equal(batch["labels"], expected)
+        np.testing.assert_array_equal(batch["full_labels"], full[batch["example_id"]])
         ids.extend(batch["example_id"].tolist())
     assert sorted(ids) == list(range(64))  # one pass = a permutation of the split
 

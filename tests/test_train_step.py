@@ -34,6 +34,7 @@ def fake_batch(batch_size: int = 16, seed: int = 0):
         "image": rng.integers(0, 256, size=(batch_size, 48, 48, 3), dtype=np.uint8),
         "labels": rng.choice([-1, 0, 1], size=(batch_size, NUM_CLASSES)).astype(np.int8),
         "example_id": np.arange(batch_size, dtype=np.int32),
+        "full_labels": rng.integers(0, 2, size=(batch_size, NUM_CLASSES), dtype=np.uint8),
     }
 
 

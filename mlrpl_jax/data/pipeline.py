@@ -92,8 +92,9 @@ def make_train_loader(
 ) -> TrainBatches:
     """An endless, shuffled (new permutation every pass), augmented iterator of this process's batches.
 
-    Batches: {'image': uint8 (b, S, S, 3), 'labels': int8 (b, C), 'example_id': int32 (b,)} with
-    b = local_batch_size; batches run across pass boundaries. Its state is checkpointable.
+    Batches: {'image': uint8 (b, S, S, 3), 'labels': int8 (b, C), 'example_id': int32 (b,),
+    'full_labels': uint8 (b, C) (diagnostics only)} with b = local_batch_size; batches run across
+    pass boundaries. Its state is checkpointable.
     """
     scale, crops, size = _sizes(data)
     sampler = grain.samplers.IndexSampler(

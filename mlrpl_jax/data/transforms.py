@@ -54,7 +54,9 @@ def check_full_labels(labels: np.ndarray, example_id: int, dataset: str) -> None
 class MaskLabels(grain.transforms.Map):
     """Full labels {0, 1} -> partial labels int8 {-1, 0, 1}, deterministic per example id.
 
-    Output: {'image': uint8 (H, W, 3), 'labels': int8 (C,), 'example_id': int32}.
+    Output: {'image': uint8 (H, W, 3), 'labels': int8 (C,), 'example_id': int32,
+    'full_labels': uint8 (C,) in {0, 1}}. 'full_labels' is the hidden ground truth, carried only for
+    diagnostics (e.g. pseudo-label precision and recall); no method may train on it.
     """
 
     def __init__(
@@ -98,6 +100,7 @@ class MaskLabels(grain.transforms.Map):
             "image": record["image"],
             "labels": labels.astype(np.int8),
             "example_id": np.int32(example_id),
+            "full_labels": full.astype(np.uint8),
         }
 
 

@@ -7,7 +7,9 @@ never branch on the method.
 Shapes: B batch, C classes, H/W spatial, D feature dim.
 
 Batches seen by a method (produced by `mlrpl_jax.data.pipeline`, images already normalised on device):
-  train: {'image': (B, H, W, 3) float32, 'labels': (B, C) int8 in {-1, 0, 1}, 'example_id': (B,) int32}
+  train: {'image': (B, H, W, 3) float32, 'labels': (B, C) int8 in {-1, 0, 1}, 'example_id': (B,) int32,
+          'full_labels': (B, C) uint8 in {0, 1}: the hidden ground truth, for diagnostics only
+          (e.g. pseudo-label precision/recall); never train on it}
   eval:  {'image': (B, H, W, 3) float32, ...}; only 'image' is passed to `predict_fn`.
 """
 

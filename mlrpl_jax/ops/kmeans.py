@@ -1,56 +1,60 @@
 """Batched K-means: the points of every class clustered at once, in one jit-compiled program.
 
-The SARB/HST/DSRB prototype refresh (reference notes §8.4 and §9.2) runs, per class c, scikit-learn's
-`KMeans(n_clusters=K)` (k-means++ init, n_init=10, max_iter=300, tol=1e-4) over the semantic features
-(D = 1024) of every known-positive training example of c. `batched_kmeans` does the same for all C classes
-in one program: the points of each class are padded to a common length N and masked.
+The SARB/HST/DSRB prototype refresh (reference notes §8.4, §9.2) runs, per class c, scikit-learn's
+`KMeans(n_clusters=K)` (k-means++ init, n_init=10, max_iter=300, tol=1e-4) over the semantic
+features (D = 1024) of every known-positive training example of c. `batched_kmeans` does this for
+all C classes in one program; each class's points are padded to a common length N and masked.
 
 Shapes: points (C, N, D) float32, mask (C, N) bool -> centroids (C, K, D).
 
-Algorithm, per class (everything batched over classes and restarts; no Python loop over either):
+Algorithm, per class (batched over classes and restarts; no Python loop over either):
 
-1. The class's points are centred on their mean (as scikit-learn does, for float32 precision of the
-   ||x||^2 - 2 x.c + ||c||^2 distances; the centroids are shifted back at the end).
-2. Initialisation: scikit-learn's *greedy* k-means++. The first centre is a uniformly drawn real point;
-   each further centre is the best (lowest resulting potential sum_x min_k ||x - c_k||^2) of
-   2 + floor(log K) candidates drawn with probability proportional to D^2 (the squared distance to the
-   closest centre so far). `n_init` restarts run side by side (folded into the centre axis, so each
-   distance computation is one (N, D) x (D, n_init * K) matmul per class).
-3. Lloyd iterations in one `lax.while_loop` of at most `num_iters` steps, run until every (class,
-   restart) has converged; converged runs are frozen. scikit-learn's stopping rule, per run: stop when
-   the labels did not change ("strict convergence") or when the squared centre shift
-   sum_k ||c_k^new - c_k^old||^2 <= tol * mean_d Var(x_d) (the per-feature variance, ddof 0, of that
-   class's real points). A final assignment step makes labels and inertia match the final centres.
-4. Empty-cluster repair, as scikit-learn's `_relocate_empty_clusters_dense`: when clusters are empty after
-   an assignment step, the j-th empty cluster (in index order) is moved onto the real point with the
-   j-th largest distance to its assigned centre; that point is removed from its old cluster's mean. No
-   repair when every point sits exactly on its centre. Deterministic (ties broken by lowest index).
-5. The restart with the lowest inertia is kept; its inertia is recomputed exactly as
+1. The class's points are centred on their mean (as scikit-learn does, for the float32 precision of
+   the ||x||^2 - 2 x.c + ||c||^2 distances); the centroids are shifted back at the end.
+2. Initialisation: scikit-learn's *greedy* k-means++. The first centre is a uniformly drawn real
+   point; each further centre is the best (lowest potential sum_x min_k ||x - c_k||^2 afterwards)
+   of 2 + floor(log K) candidates drawn with probability proportional to D^2, the squared distance
+   to the closest centre so far. The `n_init` restarts run side by side, folded into the centre
+   axis: each distance computation is one (N, D) x (D, n_init * K) matmul per class.
+3. Lloyd iterations in one `lax.while_loop` of at most `num_iters` steps, until every (class,
+   restart) run has converged; converged runs are frozen. scikit-learn's stopping rule, per run:
+   stop when the labels did not change ("strict convergence") or when the squared centre shift
+   sum_k ||c_k^new - c_k^old||^2 <= tol * mean_d Var(x_d), the mean per-feature variance (ddof 0)
+   of that class's real points. A last assignment step makes labels and inertia match the final
+   centres. `iterations` counts the Lloyd steps as scikit-learn's `n_iter_` does.
+4. Empty-cluster repair, as scikit-learn's `_relocate_empty_clusters_dense`: when clusters are empty
+   after an assignment step, the j-th empty cluster (in index order) is moved onto the real point
+   with the j-th largest distance to its assigned centre, and that point is taken out of its old
+   cluster's mean. No repair when every point sits exactly on its centre. Deterministic (ties go
+   to the lowest index).
+5. The restart with the lowest inertia is kept; its inertia is then computed exactly, as
    sum ||x - c_label(x)||^2.
 
 Differences from scikit-learn:
-- Random numbers come from `jax.random` (a per-class key; see `batched_kmeans`), so results differ from
-  any scikit-learn `random_state`, but they do not depend on the padding length, the padding positions,
-  or the other classes in the batch.
-- D^2 sampling uses the first point whose cumulative weight exceeds the draw (searchsorted 'right';
-  scikit-learn uses 'left'), so a zero-weight (padding or already chosen) point is never drawn.
-- scikit-learn keeps a later restart only if its inertia is lower *and* its clustering differs; here
-  simply the lowest inertia (ties: the first restart).
-- An emptied cluster that also loses its last point to a repair keeps its previous centre (scikit-learn
-  would set it to the data mean).
-- Matmuls run at `precision=HIGHEST` by default (on GPUs the default would be TF32).
+- Random numbers come from `jax.random` (one key per class, see `batched_kmeans`): results differ
+  from any scikit-learn `random_state`, but do not depend on the padding length, the padding
+  positions or the other classes in the batch.
+- D^2 sampling takes the first point whose cumulative weight exceeds the draw (searchsorted
+  'right'; scikit-learn: 'left'), so a point of weight 0 (padding, or already a centre) is never
+  drawn while any point has positive weight.
+- scikit-learn keeps a later restart only if its inertia is lower *and* its clustering differs;
+  here simply the lowest inertia (ties: the first restart).
+- A non-empty cluster that loses its only point to a repair keeps its previous centre
+  (scikit-learn moves it to the data mean).
+- Matmuls run at `precision=HIGHEST` by default (JAX's default on GPUs may use TF32).
 - Classes with fewer real points than K (scikit-learn raises) follow the small-class rule below.
 
-Small-class rule: a class with 0 < n < K real points gets centroid k = its real point number (k mod n) (in
-mask order), i.e. the n points repeated cyclically; point j is assigned to cluster j; counts are 1 for
-k < n and 0 for k >= n; inertia 0; iterations 0. A class with no real point gets zero centroids, counts 0,
-assignments -1, inertia 0. `KMeansResult.num_points` lets the caller detect both (`num_points < K`).
-Nothing is ever NaN.
+Small-class rule: a class with 0 < n < K real points gets centroid k = its real point number
+(k mod n) in mask order, i.e. its n points repeated cyclically; point j is assigned to cluster j;
+counts are 1 for k < n and 0 for k >= n; inertia 0; iterations 0. A class with no real point gets
+zero centroids, counts 0, assignments -1, inertia 0. `KMeansResult.num_points` lets the caller spot
+both (`num_points < K`). A class with n >= K points but fewer than K distinct ones runs as usual
+and may get duplicate centroids (and zero counts). Nothing is ever NaN.
 
-Memory: O(C N D) for the (centred) points plus O(C N n_init K) for distances; no (C, N, K, D) tensor.
+Memory: O(C N D) for the centred points and O(C N n_init K) for distances; no (C, N, K, D) tensor.
 
-`pad_by_class` and `accumulate_by_class` build the padded (C, N, D) input from (B, C, D) features and a
-(B, C) positive mask: all at once, or batch by batch during a pass over the training set.
+`pad_by_class` and `accumulate_by_class` build the padded (C, N, D) input from (B, C, D) features
+and a (B, C) positive mask: all at once, or batch by batch during a pass over the training set.
 """
 
 import math
@@ -208,7 +212,7 @@ def _update_centres(x, mask, centres, labels, mind, precision):
 
 
 def _lloyd(x, x_sq, mask, centres, tol_abs, num_iters, precision):
-    """Lloyd iterations until every run converged. Returns centres (C, I, K, D), iterations (C, I)."""
+    """Lloyd iterations until every run converged -> centres (C, I, K, D), iterations (C, I)."""
     num_classes, n, _ = x.shape
     num_init = centres.shape[1]
     labels0 = jnp.full((num_classes, num_init, n), -1, jnp.int32)
@@ -334,8 +338,8 @@ def pad_by_class(
 ) -> tuple[jax.Array, jax.Array]:
     """Gathers each class's positive features into a padded (C, M, D) array.
 
-    Keeps, per class, the first `max_per_class` positives in example order (stable argsort; no loop over
-    classes). Padding slots are zero.
+    Keeps, per class, the first `max_per_class` positives in example order (stable argsort; no loop
+    over classes). Padding slots are zero.
 
     Args:
       features: (B, C, D) per-example, per-class features.
@@ -361,8 +365,9 @@ def accumulate_by_class(
 ) -> tuple[jax.Array, jax.Array]:
     """Appends a batch's positive features to a per-class buffer (for a pass over the training set).
 
-    Batch by batch this gives the same buffer as `pad_by_class` over the concatenated batches: the first
-    M positives of each class in example order; later ones are dropped (`count` still counts them).
+    Batch by batch this gives the same buffer as `pad_by_class` over the concatenated batches: the
+    first M positives of each class in example order; later ones are dropped (`count` still counts
+    them).
 
     Args:
       buffer: (C, M, D) features collected so far (start from zeros).

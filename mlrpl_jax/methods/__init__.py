@@ -1,6 +1,6 @@
 """The one registry of methods: name -> `Method` (see `methods/base.py`)."""
 
-from mlrpl_jax.methods import plain, ssgrl
+from mlrpl_jax.methods import plain, ssgrl, sst
 from mlrpl_jax.methods.base import Clock, DataInfo, Method
 
 __all__ = ["METHODS", "Clock", "DataInfo", "Method", "get"]
@@ -8,6 +8,7 @@ __all__ = ["METHODS", "Clock", "DataInfo", "Method", "get"]
 METHODS: dict[str, Method] = {
     "plain": plain.METHOD,
     "ssgrl": ssgrl.METHOD,
+    "sst": sst.METHOD,
 }
 
 

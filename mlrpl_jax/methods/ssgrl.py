@@ -29,8 +29,14 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-def make_model(config: base.Config, data_info: base.DataInfo) -> ssgrl.SSGRL:
-    """Backbone from `config.model` + SSGRL head with the data's embeddings and adjacency."""
+def make_model(
+    config: base.Config, data_info: base.DataInfo, ist=None, scalars=None
+) -> ssgrl.SSGRL:
+    """Backbone from `config.model` + SSGRL head with the data's embeddings and adjacency.
+
+    `ist` and `scalars` are optional extra parts (`ssgrl.SSGRL` attributes) for methods built on
+    the SSGRL core.
+    """
     semantics = data_info.label_semantics()
     m = config.model
     head = ssgrl.SSGRLHead(
@@ -43,7 +49,7 @@ def make_model(config: base.Config, data_info: base.DataInfo) -> ssgrl.SSGRL:
         gnn_steps=m.gnn_steps,
         sd_chunk=m.sd_chunk,
     )
-    return ssgrl.SSGRL(backbone=models.make_backbone(m), head=head)
+    return ssgrl.SSGRL(backbone=models.make_backbone(m), head=head, ist=ist, scalars=scalars)
 
 
 def supervised_loss(config, logits, aux, labels):

@@ -1,0 +1,79 @@
+"""`sst`: threshold schedule and the composition of its loss (notes §7.4-7.5) on a tiny model."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import fake_data_info
+from test_train_step import NUM_CLASSES, fake_batch, tiny_config
+
+from mlrpl_jax import losses, methods
+from mlrpl_jax.losses import contrastive, cooccurrence
+from mlrpl_jax.methods import base, sst
+from mlrpl_jax.ops import pseudo_labels as pl
+from mlrpl_jax.train_state import normalize_images
+
+
+def test_threshold_schedule_decays_after_epoch_five_to_the_floor():
+    mc = methods.get("sst").default_config()
+    got = [float(sst.thresholds(mc, jnp.int32(e))[0]) for e in range(16)]
+    expected = [0.95] * 6 + [0.925, 0.9, 0.875, 0.85, 0.825, 0.8, 0.775] + [0.75] * 3
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    mc.threshold_schedule = "fixed"
+    assert float(sst.thresholds(mc, jnp.int32(12))[1]) == pytest.approx(0.95)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    config = tiny_config(frozen_stages=4, method="sst")
+    mc = config.method_config
+    mc.ist_hidden_dim, mc.ist_pair_dim, mc.bank_size = 8, 12, 4
+    mc.threshold_rule = "paper"
+    mc.intra_threshold = mc.inter_threshold = 0.3  # low enough for pseudo labels to appear
+    info = fake_data_info(NUM_CLASSES)
+    model = sst.make_model(config, info)
+    batch = fake_batch(batch_size=8)
+    batch["image"] = normalize_images(batch["image"])
+    variables = model.init(jax.random.PRNGKey(0), batch["image"], train=False)
+    state = sst.init_state(config, info, None)
+    state["bank"] = jax.random.normal(jax.random.PRNGKey(1), state["bank"].shape)
+    return config, model, variables, state, batch
+
+
+@pytest.mark.parametrize(("epoch", "fraction"), [(0, 0.25), (3, 0.0), (6, 0.5)])
+def test_loss_is_the_documented_sum_of_terms(tiny, epoch, fraction):
+    config, model, variables, state, batch = tiny
+    mc = config.method_config
+    clock = base.Clock(jnp.int32(0), jnp.int32(epoch), jnp.float32(fraction))
+    rng = jax.random.PRNGKey(3)
+    loss_fn = jax.jit(functools.partial(sst.loss_fn, model, config))
+    loss, aux = loss_fn(variables["params"], variables["batch_stats"], state, batch, rng, clock)
+    # The same terms, composed here from the model outputs and the pure functions.
+    (logits, out), _ = base.apply_train(
+        model, variables["params"], variables["batch_stats"], batch["image"]
+    )
+    t = batch["labels"]
+    v, pair = out["category_features"], out["pair_logits"]
+    bank = pl.update_bank(state["bank"], v, t)
+    theta_i, theta_x = sst.thresholds(mc, jnp.int32(epoch))
+    y_intra = pl.complete_labels(
+        t, pl.indicator(pl.intra_scores(pl.cooccurrence_matrix(pair, NUM_CLASSES), t), theta_i)
+    )
+    y_inter = pl.complete_labels(t, pl.indicator(pl.mean_cosine_to_set(v, bank), theta_x))
+    active = float(epoch >= 5)
+    ramp = fraction if epoch == 0 else 1.0
+    expected = (
+        losses.partial_bce(logits, t)[0]
+        + active * losses.partial_bce(logits, y_intra)[0]
+        + active * losses.partial_bce(logits, y_inter)[0]
+        + ramp * 10.0 * cooccurrence.intra_asymmetric_loss(pair, t)[0]
+        + ramp * 0.05 * contrastive.instance_contrastive_loss(v, t, rng)[0]
+    )
+    np.testing.assert_allclose(loss, expected, rtol=2e-5)
+    np.testing.assert_allclose(aux["bank"], bank, atol=1e-6)
+    # Pseudo labels only add positives to unknown entries; their counts are logged from epoch 5.
+    assert np.all((np.asarray(y_intra) == np.asarray(t)) | (np.asarray(t) == 0))
+    has_counts = float(aux["metrics"]["pseudo_intra_recall/den"]) > 0
+    assert has_counts == (epoch >= 5)

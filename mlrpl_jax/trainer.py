@@ -166,6 +166,19 @@ def evaluate(exp: Experiment, state: TrainState) -> tuple[dict[str, float], np.n
     return scores, logits, targets
 
 
+def refresh_batches(exp: Experiment, epoch: int):
+    """One pass (steps_per_epoch global batches) of augmented, shuffled training data for a method's
+    `refresh` at the start of `epoch` (the reference collects prototype features from its train
+    loader). Seeded by (config.seed, epoch) and independent of the training iterator, so a resumed run
+    refreshes exactly as an uninterrupted one."""
+    cfg = exp.config
+    local_bs = sharding.local_batch_size(cfg.train.batch_size, exp.mesh)
+    seed = int(np.random.SeedSequence([cfg.seed, epoch, 0x5EF]).generate_state(1)[0])
+    loader = pipeline.make_train_loader(cfg.data, exp.train_source, local_bs, seed)
+    for _ in range(exp.steps_per_epoch):
+        yield sharding.host_to_global(next(loader), exp.mesh)
+
+
 def _ratios(sums: dict[str, float]) -> dict[str, float]:
     """'<name>' = sum('<name>/num') / sum('<name>/den') for every such pair with a non-zero sum.
 
@@ -230,6 +243,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     pending, tick, tick_step = [], time.perf_counter(), step
     epoch_counts: dict[str, float] = {}  # sums of '<name>/num' and '<name>/den' metrics this epoch
     while step < total:
+        if exp.method.refresh is not None and step % spe == 0:
+            epoch = step // spe
+            state = exp.method.refresh(
+                cfg, exp.model, state, epoch, functools.partial(refresh_batches, exp, epoch)
+            )
         batch = sharding.host_to_global(next(train_iter), exp.mesh)
         with jax.transfer_guard("disallow"):  # the step itself never moves data implicitly
             state, step_metrics = exp.step_fn(state, batch)

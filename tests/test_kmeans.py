@@ -20,8 +20,8 @@ def _mixture(rng, n, dim, k, spread, noise):
 
 
 def _padded(rng, counts, n_max, dim, interleave=False, **mixture):
-    """(C, n_max, dim) points and (C, n_max) mask; padding is random junk, not zeros."""
-    points = rng.normal(size=(len(counts), n_max, dim)).astype(np.float32) * 50
+    """(C, n_max, dim) points and (C, n_max) mask; padding is NaN (must be ignored)."""
+    points = np.full((len(counts), n_max, dim), np.nan, np.float32)
     mask = np.zeros((len(counts), n_max), bool)
     for c, n in enumerate(counts):
         pos = np.sort(rng.permutation(n_max)[:n]) if interleave else np.arange(n)

@@ -3,6 +3,7 @@
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 from helpers import tiny_run_config
@@ -126,3 +127,24 @@ def test_missing_dataset_says_how_to_prepare(tmp_path):
     config = tiny_run_config(tmp_path / "empty", **{"data.name": "voc/2007"})
     with pytest.raises(FileNotFoundError, match=r"(?s)voc/2007.*download_and_prepare"):
         trainer.run(config, str(tmp_path / "work"))
+
+
+def test_refresh_runs_before_every_epoch_with_a_deterministic_pass(tmp_path, monkeypatch):
+    """`Method.refresh` is called before each epoch with one seeded pass over the train split."""
+    plain = methods.get("plain")
+    calls = []
+
+    def refresh(config, model, state, epoch, batches):
+        ids = [np.asarray(jax.device_get(b["example_id"])) for b in batches()]
+        again = [np.asarray(jax.device_get(b["example_id"])) for b in batches()]
+        calls.append((epoch, int(jax.device_get(state.step)), np.concatenate(ids)))
+        np.testing.assert_array_equal(np.concatenate(ids), np.concatenate(again))
+        return state
+
+    monkeypatch.setitem(methods.METHODS, "plain", plain._replace(refresh=refresh))
+    config = tiny_run_config(tmp_path / "tfds")
+    trainer.run(config, str(tmp_path / "work"))
+    assert [(e, s) for e, s, _ in calls] == [(0, 0), (1, 4)]
+    for _, _, ids in calls:  # 4 batches of 16 = one pass over the 64 train images
+        assert sorted(ids.tolist()) == list(range(64))
+    assert not np.array_equal(calls[0][2], calls[1][2])  # a new permutation each epoch

@@ -88,8 +88,12 @@ class Method(NamedTuple):
       predict_fn: (model, config, params, batch_stats, method_state, images) -> logits (B, C).
       frozen_params: (config) -> tuple of parameter path prefixes (tuples of names) that are frozen: they
         get no gradient and no optimiser state.
-      refresh: optional (state, data_iter_fn) -> state for work over the whole train set at epoch
-        boundaries (e.g. K-means prototypes); None when the method needs none.
+      refresh: optional (config, model, state: TrainState, epoch, batches) -> TrainState, called by
+        the trainer before the first step of every epoch (also after a resume), for work over the
+        whole train set (e.g. K-means prototypes). `batches()` yields one pass of augmented,
+        shuffled global train batches (uint8 images), seeded by (config.seed, epoch). The method
+        decides whether `epoch` is due and returns `state` unchanged otherwise; its result must be a
+        deterministic function of its inputs so that resumed runs match. None: no refresh.
       delayed_params: optional (config) -> parameter path prefixes whose optimiser starts at their
         first non-zero gradient (`optim.start_on_first_gradient`): parameters that the reference
         leaves out of the graph until an activation epoch (HST margins, SARB alpha/beta).

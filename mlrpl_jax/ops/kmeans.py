@@ -262,7 +262,8 @@ def batched_kmeans(
     Compiled once per (shapes, static arguments: every keyword except `init`); the data are traced.
 
     Args:
-      points: (C, N, D) float points of each class, padded to a common N.
+      points: (C, N, D) float points of each class, padded to a common N; padding values are
+        ignored (any value, NaN included).
       mask: (C, N) bool, True for real points (anywhere in the N axis).
       num_clusters: K.
       key: a PRNG key (typed or raw) split into one key per class, or (C,) per-class keys. Class c's
@@ -283,8 +284,8 @@ def batched_kmeans(
     num_classes, n, dim = points.shape
     if mask.shape != (num_classes, n):
         raise ValueError(f"mask: expected shape {(num_classes, n)}, got {mask.shape}")
-    points = points.astype(jnp.float32)
     mask = mask.astype(bool)
+    points = jnp.where(mask[..., None], points.astype(jnp.float32), 0.0)  # padding may hold NaN
     maskf = mask.astype(jnp.float32)
     n_real = jnp.sum(mask, axis=-1).astype(jnp.int32)
     denom = jnp.maximum(n_real, 1).astype(jnp.float32)
@@ -319,7 +320,7 @@ def batched_kmeans(
     rank = jnp.cumsum(mask, axis=-1, dtype=jnp.int32)  # 1 + rank of each real point
     k_rank = jnp.arange(num_clusters)[None] % jnp.maximum(n_real, 1)[:, None]  # (C, K)
     k_idx = jnp.minimum(jnp.sum(rank[:, None, :] <= k_rank[..., None], axis=-1), n - 1)
-    small_centroids = _gather_points(points, k_idx) * (n_real > 0)[:, None, None]
+    small_centroids = _gather_points(points, k_idx)  # zeros when the class has no point
     small = n_real < num_clusters
     return KMeansResult(
         centroids=jnp.where(small[:, None, None], small_centroids, centroids),

@@ -1,6 +1,6 @@
 """The one registry of methods: name -> `Method` (see `methods/base.py`)."""
 
-from mlrpl_jax.methods import plain, ssgrl, sst
+from mlrpl_jax.methods import hst, plain, ssgrl, sst
 from mlrpl_jax.methods.base import Clock, DataInfo, Method
 
 __all__ = ["METHODS", "Clock", "DataInfo", "Method", "get"]
@@ -9,6 +9,7 @@ METHODS: dict[str, Method] = {
     "plain": plain.METHOD,
     "ssgrl": ssgrl.METHOD,
     "sst": sst.METHOD,
+    "hst": hst.METHOD,
 }
 
 

@@ -1,0 +1,241 @@
+"""`hst`: Heterogeneous Semantic Transfer (IJCV 2024) on the SSGRL core.
+
+As the authors' code runs it (``shared/reference/hcp_mlr_pl_notes.md`` §9, script values):
+
+* model: SSGRL + IST pair head + two learnable margins theta_intra, theta_inter (init 1.0, DTL,
+  paper §3.4) held as parameters ``scalars/{intra,inter}_margin``; their optimiser starts at
+  their first gradient (epoch 5), as PyTorch's Adam skips them before (`Method.delayed_params`);
+* CST prototypes: K = 10 K-means centres per class of the category features of the known positives
+  of one pass over the (augmented) training set in inference mode, at the start of epochs 5, 10, 15
+  (`refresh`; one batched K-means for all classes, `ops.kmeans`), held in `method_state`;
+* soft scores y^_intra = clamp(score_intra - theta_intra, 0, 1) (score: mean co-occurrence with the
+  known positives, eq. 4 as coded) and y^_inter = clamp(mean_k cos(v, prototype_k) - theta_inter,
+  0, 1) (eq. 7-8); the labels used by the classifier are t + [t = 0][y^ > 0] (eq. 14-15 as coded);
+* loss (notes §9.4) L = BCE(s, t) + [e >= 5] (BCE(s, y_intra) + BCE(s, y_inter))
+  + [e >= 5] 0.1 BCE(logits = y^_intra, t) + [e >= 5] 0.1 BCE(logits = y^_inter, t)   (DTL)
+  + w(e) 10 L_ist(l, t) + w(e) 0.05 L_instance(v, t) + [e >= 5] 0.05 L_prototype(v, t, P),
+  with the epoch-0 ramp w and L_prototype = mean(1 + t d) as coded (``prototype_loss_sign``
+  'reference'; 'paper' flips the sign to pull known positives towards their prototypes).
+
+Ablations: ``use_intra`` / ``use_inter`` (IST only, CST only), ``learn_margins=False`` (fixed
+thresholds ``intra_margin`` / ``inter_margin``, HST Table 7).
+Deviation: the features collected for K-means are capped at ``prototype_max_per_class`` per class
+(the first ones of the shuffled pass, i.e. a uniform sample); the reference clusters all of them.
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from mlrpl_jax import losses
+from mlrpl_jax.losses import contrastive, cooccurrence
+from mlrpl_jax.methods import base, sst
+from mlrpl_jax.methods import ssgrl as ssgrl_method
+from mlrpl_jax.models import ist, ssgrl
+from mlrpl_jax.ops import kmeans
+from mlrpl_jax.ops import pseudo_labels as pl
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The method's keys (defaults: the authors' HST script)."""
+    c = ssgrl_method.default_config()
+    c.generate_label_epoch = 5  # Pseudo labels, DTL and prototype losses from this epoch on.
+    c.learn_margins = (
+        True  # DTL: learnable thresholds (init 1.0) | False: fixed at the values below.
+    )
+    c.intra_margin = 1.0  # theta_intra: initial value (learnable) or fixed value.
+    c.inter_margin = 1.0  # theta_inter: initial value (learnable) or fixed value.
+    c.intra_dtl_weight = 0.1  # Weight of BCE(logits=y^_intra, t) (script "intraBCEWeight").
+    c.inter_dtl_weight = 0.1  # Weight of BCE(logits=y^_inter, t) (script "interBCEWeight").
+    c.cooccurrence_weight = 10.0  # Weight of the IST asymmetric loss (ramped in epoch 0).
+    c.instance_weight = 0.05  # Weight of the instance contrastive loss (ramped in epoch 0).
+    c.prototype_weight = 0.05  # Weight of the prototype contrastive loss.
+    c.prototype_loss_sign = "reference"  # 'reference': mean(1 + t d) as coded | 'paper': 1 - t d.
+    c.use_intra = True  # Ablation: False drops the intra-image pseudo labels and their DTL term.
+    c.use_inter = True  # Ablation: False drops the cross-image pseudo labels and their DTL term.
+    c.num_prototypes = 10  # K: K-means centres per class.
+    c.prototype_every_epochs = 5  # Prototypes at epochs e >= generate_label_epoch, e % this == 0.
+    c.recompute_prototypes = True  # False: only at generate_label_epoch.
+    c.prototype_max_per_class = 2048  # Known-positive features kept per class for K-means.
+    c.kmeans_n_init = 10  # K-means restarts (the reference's sklearn default of its era).
+    c.kmeans_max_iters = 300  # K-means Lloyd iterations at most (tol 1e-4, as sklearn).
+    c.ist_hidden_dim = 512  # IST fc1 output (reference 512).
+    c.ist_pair_dim = 1024  # IST fc2/fc3 width (reference 1024).
+    c.ist_chunk = 1024  # IST: class pairs per rematerialised chunk.
+    return c
+
+
+def _check(mc):
+    if mc.prototype_loss_sign not in ("reference", "paper"):
+        raise ValueError(
+            f"config.method_config.prototype_loss_sign={mc.prototype_loss_sign!r}: must be "
+            "'reference' or 'paper'."
+        )
+    if mc.generate_label_epoch % mc.prototype_every_epochs:
+        raise ValueError(
+            f"config.method_config.generate_label_epoch={mc.generate_label_epoch} must be a "
+            f"multiple of prototype_every_epochs={mc.prototype_every_epochs} (the reference's "
+            "schedule: otherwise there are no prototypes when pseudo labels start)."
+        )
+
+
+def make_model(config: base.Config, data_info: base.DataInfo) -> ssgrl.SSGRL:
+    """SSGRL + IST head + the two margins (when learnable)."""
+    mc = config.method_config
+    _check(mc)
+    head = ist.ISTHead(mc.ist_hidden_dim, mc.ist_pair_dim, mc.ist_chunk)
+    scalars = None
+    if mc.learn_margins:
+        scalars = ssgrl.LearnedScalars(
+            (
+                ("intra_margin", float(mc.intra_margin), ()),
+                ("inter_margin", 1.0 * mc.inter_margin, ()),
+            )
+        )
+    return ssgrl_method.make_model(config, data_info, ist=head, scalars=scalars)
+
+
+def init_state(config: base.Config, data_info: base.DataInfo, rng: jax.Array) -> dict:
+    """Zero prototypes (C, K, D) until the first refresh; `prototype_points` (C,) counts."""
+    del rng
+    c, k, d = data_info.num_classes, config.method_config.num_prototypes, config.model.feature_dim
+    return {
+        "prototypes": jnp.zeros((c, k, d), jnp.float32),
+        "prototype_points": jnp.zeros((c,), jnp.int32),
+    }
+
+
+def prototypes_due(mc: ml_collections.ConfigDict, epoch: int) -> bool:
+    """Reference schedule (notes §9.2): e >= 5, e % 5 == 0, and (e == 5 or recompute)."""
+    return (
+        epoch >= mc.generate_label_epoch
+        and epoch % mc.prototype_every_epochs == 0
+        and (epoch == mc.generate_label_epoch or mc.recompute_prototypes)
+    )
+
+
+_COLLECT_FNS: dict[int, tuple] = {}
+
+
+def _collect_fn(model):
+    """Jitted (params, batch_stats, buffer, count, images, labels) -> (buffer, count), one per model
+    (models hold numpy arrays, so they are not hashable: keyed by identity)."""
+    cached = _COLLECT_FNS.get(id(model))
+    if cached is not None and cached[0] is model:
+        return cached[1]
+
+    def collect(params, batch_stats, buffer, count, images, labels):
+        from mlrpl_jax.train_state import normalize_images
+
+        out = model.apply(
+            {"params": params, "batch_stats": batch_stats},
+            normalize_images(images),
+            train=False,
+            method=ssgrl.SSGRL.features,
+        )
+        return kmeans.accumulate_by_class(buffer, count, out["category_features"], labels == 1)
+
+    fn = jax.jit(collect, donate_argnums=(2, 3))
+    _COLLECT_FNS[id(model)] = (model, fn)
+    return fn
+
+
+def refresh(config, model, state, epoch, batches):
+    """K-means prototypes from one pass over the training set, when `prototypes_due`."""
+    mc = config.method_config
+    if not prototypes_due(mc, epoch):
+        return state
+    c, k, d = state.method_state["prototypes"].shape
+    buffer = jnp.zeros((c, mc.prototype_max_per_class, d), jnp.float32)
+    count = jnp.zeros((c,), jnp.int32)
+    collect = _collect_fn(model)
+    for batch in batches():
+        buffer, count = collect(
+            state.params, state.batch_stats, buffer, count, batch["image"], batch["labels"]
+        )
+    mask = jnp.arange(mc.prototype_max_per_class)[None] < count[:, None]
+    seed = int(np.random.SeedSequence([config.seed, epoch, 0xC57]).generate_state(1)[0])
+    result = kmeans.batched_kmeans(
+        buffer, mask, k, jax.random.PRNGKey(seed), num_iters=mc.kmeans_max_iters,
+        n_init=mc.kmeans_n_init,
+    )  # fmt: skip
+    method_state = dict(
+        state.method_state, prototypes=result.centroids, prototype_points=result.num_points
+    )
+    return state.replace(method_state=method_state)
+
+
+def margins(mc, aux) -> tuple[jax.Array, jax.Array]:
+    """(theta_intra, theta_inter): learned parameters, or the fixed config values."""
+    if mc.learn_margins:
+        return aux["scalars"]["intra_margin"], aux["scalars"]["inter_margin"]
+    return jnp.float32(mc.intra_margin), jnp.float32(mc.inter_margin)
+
+
+def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock):
+    """The HST loss (module docstring). See `base.Method.loss_fn`."""
+    mc = config.method_config
+    (logits, aux), batch_stats = base.apply_train(model, params, batch_stats, batch["image"])
+    t = batch["labels"]
+    v, pair_logits = aux["category_features"], aux["pair_logits"]
+    active = clock.epoch >= mc.generate_label_epoch
+    on = active.astype(jnp.float32)
+    ramp = jnp.where(clock.epoch == 0, clock.epoch_fraction, 1.0)
+    theta_intra, theta_inter = margins(mc, aux)
+
+    s = pl.cooccurrence_matrix(pair_logits, t.shape[1])
+    soft_intra = pl.hst_soft_scores(pl.intra_scores(s, t), theta_intra)
+    soft_inter = pl.hst_soft_scores(
+        pl.mean_cosine_to_set(v, method_state["prototypes"]), theta_inter
+    )
+    y_intra = pl.complete_labels(t, pl.indicator(soft_intra, 0.0, strict=True))
+    y_inter = pl.complete_labels(t, pl.indicator(soft_inter, 0.0, strict=True))
+
+    loss, metrics = ssgrl_method.supervised_loss(config, logits, aux, t)
+    l_intra, _ = losses.partial_bce(logits, y_intra)
+    l_inter, _ = losses.partial_bce(logits, y_inter)
+    dtl_intra, _ = losses.partial_bce(soft_intra, t)  # soft scores as logits (DTL, as coded)
+    dtl_inter, _ = losses.partial_bce(soft_inter, t)
+    l_ist, _ = cooccurrence.intra_asymmetric_loss(pair_logits, t)
+    l_ins, _ = contrastive.instance_contrastive_loss(v, t, rng)
+    l_pro, _ = contrastive.prototype_contrastive_loss(
+        v, t, method_state["prototypes"], paper_sign=mc.prototype_loss_sign == "paper"
+    )
+    intra_on, inter_on = on * mc.use_intra, on * mc.use_inter
+    loss = (
+        loss
+        + intra_on * (l_intra + mc.intra_dtl_weight * dtl_intra)
+        + inter_on * (l_inter + mc.inter_dtl_weight * dtl_inter)
+        + ramp * mc.cooccurrence_weight * l_ist
+        + ramp * mc.instance_weight * l_ins
+        + on * mc.prototype_weight * l_pro
+    )
+    full = batch["full_labels"]
+    metrics.update(
+        intra_bce=l_intra, inter_bce=l_inter, intra_dtl=dtl_intra, inter_dtl=dtl_inter,
+        ist_asl=l_ist, instance_contrastive=l_ins, prototype_contrastive=l_pro,
+        theta_intra=theta_intra, theta_inter=theta_inter,
+        **sst.quality_metrics("pseudo_intra", y_intra, t, full, active & mc.use_intra),
+        **sst.quality_metrics("pseudo_inter", y_inter, t, full, active & mc.use_inter),
+    )  # fmt: skip
+    return loss, {"metrics": metrics, "batch_stats": batch_stats}
+
+
+def delayed_params(config: base.Config) -> tuple[tuple[str, ...], ...]:
+    """The margins: out of the graph (no Adam step, no L2) until epoch 5, as in the reference."""
+    return (("scalars",),) if config.method_config.learn_margins else ()
+
+
+METHOD = base.Method(
+    name="hst",
+    default_config=default_config,
+    make_model=make_model,
+    init_state=init_state,
+    loss_fn=loss_fn,
+    update_state=base.keep_state,
+    predict_fn=base.predict_logits,
+    frozen_params=ssgrl_method.frozen_params,
+    refresh=refresh,
+    delayed_params=delayed_params,
+)

@@ -1,0 +1,99 @@
+"""`hst`: prototype schedule and refresh, margins out of the graph until epoch 5, loss terms."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import fake_data_info
+from test_train_step import NUM_CLASSES, fake_batch, tiny_config
+
+from mlrpl_jax import methods
+from mlrpl_jax.methods import base, hst
+from mlrpl_jax.models import ssgrl
+from mlrpl_jax.ops import kmeans
+from mlrpl_jax.train_state import TrainState, normalize_images
+
+
+def test_prototype_schedule_is_the_reference_one():
+    mc = methods.get("hst").default_config()
+    assert [e for e in range(20) if hst.prototypes_due(mc, e)] == [5, 10, 15]
+    mc.recompute_prototypes = False
+    assert [e for e in range(20) if hst.prototypes_due(mc, e)] == [5]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    config = tiny_config(frozen_stages=4, method="hst")
+    mc = config.method_config
+    mc.ist_hidden_dim, mc.ist_pair_dim = 8, 12
+    mc.num_prototypes, mc.prototype_max_per_class, mc.kmeans_n_init = 2, 16, 2
+    info = fake_data_info(NUM_CLASSES)
+    model = hst.make_model(config, info)
+    batch = fake_batch(batch_size=8)
+    variables = model.init(jax.random.PRNGKey(0), normalize_images(batch["image"]), train=False)
+    method_state = hst.init_state(config, info, None)
+    method_state["prototypes"] = jax.random.normal(
+        jax.random.PRNGKey(1), method_state["prototypes"].shape
+    )
+    return config, model, variables, method_state, batch
+
+
+def test_margins_get_gradients_only_from_the_activation_epoch(tiny):
+    """Before epoch 5 every term that involves the margins is multiplied by 0: their gradient is
+    exactly 0, so `start_on_first_gradient` keeps them out of Adam (no step, no L2) as PyTorch does."""
+    config, model, variables, method_state, batch = tiny
+    batch = dict(batch, image=normalize_images(batch["image"]))
+
+    def grads(epoch):
+        clock = base.Clock(jnp.int32(0), jnp.int32(epoch), jnp.float32(0.5))
+
+        def loss(params):
+            return hst.loss_fn(
+                model, config, params, variables["batch_stats"], method_state, batch,
+                jax.random.PRNGKey(2), clock,
+            )[0]  # fmt: skip
+
+        return jax.jit(jax.grad(loss))(variables["params"])
+
+    before, after = grads(3), grads(6)
+    assert float(before["scalars"]["intra_margin"]) == 0.0
+    assert float(before["scalars"]["inter_margin"]) == 0.0
+    assert (
+        float(after["scalars"]["intra_margin"]) != 0.0
+        or float(after["scalars"]["inter_margin"]) != 0.0
+    )
+    assert hst.delayed_params(config) == (("scalars",),)
+
+
+def test_refresh_clusters_the_known_positive_features_of_one_pass(tiny):
+    config, model, variables, method_state, _ = tiny
+    state = TrainState(
+        step=jnp.int32(0), params=variables["params"], opt_state=None,
+        batch_stats=variables["batch_stats"], method_state=method_state, rng=jax.random.PRNGKey(0),
+    )  # fmt: skip
+    batches = [fake_batch(batch_size=8, seed=s) for s in range(3)]
+    assert hst.refresh(config, model, state, 4, lambda: iter(batches)) is state  # not due
+    new = hst.refresh(config, model, state, 5, lambda: iter(batches))
+    # The same clustering, written directly: features of every known positive, then K-means.
+    feats = jnp.concatenate([
+        model.apply(variables, normalize_images(b["image"]), train=False,
+                    method=ssgrl.SSGRL.features)["category_features"]
+        for b in batches
+    ])  # fmt: skip
+    labels = np.concatenate([b["labels"] for b in batches])
+    points, mask = kmeans.pad_by_class(feats, labels == 1, 16)
+    seed = int(np.random.SeedSequence([config.seed, 5, 0xC57]).generate_state(1)[0])
+    expected = kmeans.batched_kmeans(points, mask, 2, jax.random.PRNGKey(seed), n_init=2)
+    np.testing.assert_allclose(
+        new.method_state["prototypes"], expected.centroids, rtol=1e-4, atol=1e-4
+    )
+    np.testing.assert_array_equal(
+        new.method_state["prototype_points"], np.minimum((labels == 1).sum(0), 16)
+    )
+
+
+def test_fixed_margins_have_no_parameters(tiny):
+    config = tiny[0].copy_and_resolve_references()
+    config.method_config.learn_margins = False
+    model = hst.make_model(config, fake_data_info(NUM_CLASSES))
+    assert model.scalars is None and hst.delayed_params(config) == ()

@@ -18,7 +18,9 @@ As the authors' code runs it (``shared/reference/hcp_mlr_pl_notes.md`` §9, scri
   'reference'; 'paper' flips the sign to pull known positives towards their prototypes).
 
 Ablations: ``use_intra`` / ``use_inter`` (IST only, CST only), ``learn_margins=False`` (fixed
-thresholds ``intra_margin`` / ``inter_margin``, HST Table 7).
+thresholds ``intra_margin`` / ``inter_margin``, HST Table 7), ``cooccurrence_source='statistics'``
+(dataset co-occurrence instead of the learned one, Table 4), ``cooccurrence_weight=0`` (without
+L_ist, Table 4).
 Deviation: the features collected for K-means are capped at ``prototype_max_per_class`` per class
 (the first ones of the shuffled pass, i.e. a uniform sample); the reference clusters all of them.
 """
@@ -54,6 +56,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.prototype_loss_sign = "reference"  # 'reference': mean(1 + t d) as coded | 'paper': 1 - t d.
     c.use_intra = True  # Ablation: False drops the intra-image pseudo labels and their DTL term.
     c.use_inter = True  # Ablation: False drops the cross-image pseudo labels and their DTL term.
+    c.cooccurrence_source = (
+        "learned"  # 'learned' (IST head) | 'statistics' (ablation "IST w/ stat").
+    )
     c.num_prototypes = 10  # K: K-means centres per class.
     c.prototype_every_epochs = 5  # Prototypes at epochs e >= generate_label_epoch, e % this == 0.
     c.recompute_prototypes = True  # False: only at generate_label_epoch.
@@ -71,6 +76,11 @@ def _check(mc):
         raise ValueError(
             f"config.method_config.prototype_loss_sign={mc.prototype_loss_sign!r}: must be "
             "'reference' or 'paper'."
+        )
+    if mc.cooccurrence_source not in ("learned", "statistics"):
+        raise ValueError(
+            f"config.method_config.cooccurrence_source={mc.cooccurrence_source!r}: must be "
+            "'learned' or 'statistics'."
         )
     if mc.generate_label_epoch % mc.prototype_every_epochs:
         raise ValueError(
@@ -184,7 +194,7 @@ def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock)
     ramp = jnp.where(clock.epoch == 0, clock.epoch_fraction, 1.0)
     theta_intra, theta_inter = margins(mc, aux)
 
-    s = pl.cooccurrence_matrix(pair_logits, t.shape[1])
+    s = sst.cooccurrence_for_labels(mc, params, pair_logits)
     soft_intra = pl.hst_soft_scores(pl.intra_scores(s, t), theta_intra)
     soft_inter = pl.hst_soft_scores(
         pl.mean_cosine_to_set(v, method_state["prototypes"]), theta_inter

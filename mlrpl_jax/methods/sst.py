@@ -50,6 +50,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.bank_size = 100  # N: known-positive features kept per class (script 100).
     c.use_intra = True  # Ablation: False drops the intra-image pseudo labels (IST transfer).
     c.use_inter = True  # Ablation: False drops the cross-image pseudo labels (CST transfer).
+    c.cooccurrence_source = (
+        "learned"  # 'learned' (IST head) | 'statistics' (ablation "IST w/ stat").
+    )
     c.ist_hidden_dim = 512  # IST fc1 output (reference 512).
     c.ist_pair_dim = 1024  # IST fc2/fc3 width (reference 1024).
     c.ist_chunk = 1024  # IST: class pairs per rematerialised chunk.
@@ -62,6 +65,7 @@ def make_model(config: base.Config, data_info: base.DataInfo):
     for key, allowed in (
         ("threshold_schedule", ("decay", "fixed")),
         ("threshold_rule", ("reference", "paper")),
+        ("cooccurrence_source", ("learned", "statistics")),
     ):
         if mc[key] not in allowed:
             raise ValueError(f"config.method_config.{key}={mc[key]!r}: must be one of {allowed}.")
@@ -86,6 +90,16 @@ def thresholds(mc: ml_collections.ConfigDict, epoch: jax.Array) -> tuple[jax.Arr
         for theta in (mc.intra_threshold, mc.inter_threshold)
     ]
     return decayed[0], decayed[1]
+
+
+def cooccurrence_for_labels(mc, params, pair_logits) -> jax.Array:
+    """S (B, C, C) for the intra-image pseudo labels: the IST head's image-specific co-occurrence,
+    or (ablation "IST w/ stat", HST Table 4) the dataset statistics S[i, j] = P(i | j) = A[j, i],
+    A being the known-label adjacency of the GNN (same for every image)."""
+    if mc.cooccurrence_source == "statistics":
+        adjacency = jax.lax.stop_gradient(params["head"]["adjacency"])
+        return jnp.broadcast_to(adjacency.T, (pair_logits.shape[0],) + adjacency.shape)
+    return pl.cooccurrence_matrix(pair_logits, params["head"]["adjacency"].shape[0])
 
 
 def _threshold(mc, scores, theta):
@@ -119,7 +133,7 @@ def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock)
     theta_intra, theta_inter = thresholds(mc, clock.epoch)
 
     bank = pl.update_bank(method_state["bank"], v, t)  # before the pseudo labels, as coded
-    s = pl.cooccurrence_matrix(jax.lax.stop_gradient(pair_logits), t.shape[1])
+    s = cooccurrence_for_labels(mc, params, jax.lax.stop_gradient(pair_logits))
     intra = _threshold(mc, pl.intra_scores(s, t), theta_intra)
     y_intra = pl.complete_labels(t, intra)
     inter = _threshold(mc, pl.mean_cosine_to_set(jax.lax.stop_gradient(v), bank), theta_inter)

@@ -77,3 +77,20 @@ def test_loss_is_the_documented_sum_of_terms(tiny, epoch, fraction):
     assert np.all((np.asarray(y_intra) == np.asarray(t)) | (np.asarray(t) == 0))
     has_counts = float(aux["metrics"]["pseudo_intra_recall/den"]) > 0
     assert has_counts == (epoch >= 5)
+
+
+def test_statistical_cooccurrence_ablation_uses_the_known_label_graph(tiny):
+    """'statistics': S[b, i, j] = P(i | j) = A[j, i] for every image, A the GNN adjacency."""
+    config, _, variables, _, _ = tiny
+    mc = config.method_config.copy_and_resolve_references()
+    mc.cooccurrence_source = "statistics"
+    pair = jnp.zeros((3, NUM_CLASSES * (NUM_CLASSES - 1) // 2))
+    s = sst.cooccurrence_for_labels(mc, variables["params"], pair)
+    adjacency = np.asarray(variables["params"]["head"]["adjacency"])
+    for b in range(3):
+        np.testing.assert_array_equal(s[b], adjacency.T)
+    mc.cooccurrence_source = "learned"
+    np.testing.assert_allclose(
+        sst.cooccurrence_for_labels(mc, variables["params"], pair),
+        pl.cooccurrence_matrix(pair, NUM_CLASSES),
+    )

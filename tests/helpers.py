@@ -1,5 +1,6 @@
 """Shared test helpers."""
 
+import textwrap
 import types
 
 import numpy as np
@@ -36,3 +37,20 @@ def fake_data_info(num_classes: int, embedding_dim: int = 8, seed: int = 0) -> m
         class_names=tuple(f"class_{c}" for c in range(num_classes)),
         label_semantics=lambda: semantics,
     )
+
+
+# Prepended to a subprocess script: makes `import tensorflow` fail, as if it were not installed.
+NO_TENSORFLOW = textwrap.dedent(
+    """
+    import importlib.machinery, sys
+
+    _find_spec = importlib.machinery.PathFinder.find_spec.__func__
+
+    def find_spec(cls, name, path=None, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            return None  # As if TensorFlow were not installed.
+        return _find_spec(cls, name, path, target)
+
+    importlib.machinery.PathFinder.find_spec = classmethod(find_spec)
+    """
+)

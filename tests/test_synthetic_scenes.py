@@ -12,6 +12,7 @@ import threading
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from helpers import NO_TENSORFLOW
 
 from mlrpl_jax.data.tfds_builders import synthetic_scenes as ss
 
@@ -214,17 +215,7 @@ def test_classes_differ_in_appearance() -> None:
 
 
 def test_builds_and_reads_without_tensorflow(tmp_path: pathlib.Path) -> None:
-    script = textwrap.dedent(f"""
-        import importlib.machinery, sys
-
-        _find_spec = importlib.machinery.PathFinder.find_spec.__func__
-
-        def find_spec(cls, name, path=None, target=None):
-            if name == "tensorflow" or name.startswith("tensorflow."):
-                return None  # As if TensorFlow were not installed.
-            return _find_spec(cls, name, path, target)
-
-        importlib.machinery.PathFinder.find_spec = classmethod(find_spec)
+    script = NO_TENSORFLOW + textwrap.dedent(f"""
         from mlrpl_jax.data.tfds_builders import synthetic_scenes as ss
 
         source = ss.load_source("train", {os.fspath(tmp_path)!r}, **{TINY!r})

@@ -13,6 +13,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from helpers import NO_TENSORFLOW
 from PIL import Image
 
 pytest.importorskip("tensorflow_datasets")
@@ -230,17 +231,7 @@ def test_missing_image_and_missing_files(tmp_path):
 
 def test_builds_and_reads_without_tensorflow(tmp_path):
     manual = _write_manual(str(tmp_path / "manual"))
-    script = textwrap.dedent(f"""
-        import importlib.machinery, sys
-
-        _find_spec = importlib.machinery.PathFinder.find_spec.__func__
-
-        def find_spec(cls, name, path=None, target=None):
-            if name == "tensorflow" or name.startswith("tensorflow."):
-                return None  # As if TensorFlow were not installed.
-            return _find_spec(cls, name, path, target)
-
-        importlib.machinery.PathFinder.find_spec = classmethod(find_spec)
+    script = NO_TENSORFLOW + textwrap.dedent(f"""
         from mlrpl_jax.data import sources
         from mlrpl_jax.data.tfds_builders import vg200
 

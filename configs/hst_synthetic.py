@@ -11,9 +11,4 @@ from configs import base, recipes
 
 
 def get_config(method: str = "hst"):
-    config = recipes.synthetic_cpu_scale(base.get_config(method))
-    if method == "hst":
-        config.method_config.ist_hidden_dim = 32
-        config.method_config.ist_pair_dim = 64
-        config.method_config.prototype_max_per_class = 512
-    return config
+    return recipes.synthetic_cpu_scale(base.get_config(method))

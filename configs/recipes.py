@@ -55,7 +55,9 @@ def synthetic_cpu_scale(config: ml_collections.ConfigDict) -> ml_collections.Con
     10 classes, 3,000 train / 1,000 test images of 96 px, ResNet-18 at width 16 trained from scratch
     (no ImageNet weights exist for it, so nothing is frozen), 3x3 last map (no extra pool: XLA:CPU
     is slow on 2x2 maps), SSGRL heads scaled down to D = 64, K = 32; Adam lr 1e-3, 8 epochs.
-    Category embeddings fall back to the synthetic classes' shape/texture/colour attributes.
+    Category embeddings fall back to the synthetic classes' shape/texture/colour attributes. For
+    the methods with an IST head (SST, HST) it is scaled down too (fc1 32, pairs 64), and K-means
+    prototypes are fitted on at most 512 features per class.
     """
     config.data.name = "synthetic_scenes"
     config.data.synthetic.image_size = 96
@@ -76,4 +78,10 @@ def synthetic_cpu_scale(config: ml_collections.ConfigDict) -> ml_collections.Con
     config.train.batch_size = 32
     config.train.eval_batch_size = 100
     config.train.log_every_steps = 20
+    # SST / HST: the IST head scaled down with the other heads; K-means on at most 512 features.
+    if "ist_hidden_dim" in config.method_config:
+        config.method_config.ist_hidden_dim = 32
+        config.method_config.ist_pair_dim = 64
+    if "prototype_max_per_class" in config.method_config:
+        config.method_config.prototype_max_per_class = 512
     return config

@@ -11,8 +11,4 @@ from configs import base, recipes
 
 
 def get_config(method: str = "sst"):
-    config = recipes.synthetic_cpu_scale(base.get_config(method))
-    if method == "sst":
-        config.method_config.ist_hidden_dim = 32
-        config.method_config.ist_pair_dim = 64
-    return config
+    return recipes.synthetic_cpu_scale(base.get_config(method))

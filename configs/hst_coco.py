@@ -6,6 +6,18 @@
 Paper reference (HST paper Table 1, HST row; VOC all-point mAP %) at 10%, 20%, ..., 90% known
 labels: 70.6 75.8 77.3 78.3 79.0 79.4 79.9 80.2 80.4 (average 77.9).
 Category embeddings: see configs/ssgrl_coco.py.
+
+Ablations (HST paper Tables 4, 5, 7), as flags on any hst_* config:
+  IST only (no CST)                 --config.method_config.use_inter=False
+  CST only (no IST)                 --config.method_config.use_intra=False
+  IST without L_ist                 --config.method_config.cooccurrence_weight=0
+  IST with statistical co-occurrence --config.method_config.cooccurrence_source=statistics
+  CST with instance-level features  --config.method_config.cross_image_source=instances
+  CST without L_cst                 --config.method_config.instance_weight=0
+                                    --config.method_config.prototype_weight=0
+  fixed thresholds (Table 7 grid)   --config.method_config.learn_margins=False
+                                    --config.method_config.intra_margin=0.8
+                                    --config.method_config.inter_margin=0.8
 """
 
 from configs import base, recipes

@@ -6,6 +6,11 @@
 Paper reference (HST paper Table 1, SST row; VOC all-point mAP %) at 10%, 20%, ..., 90% known
 labels: 68.1 73.5 75.9 77.3 78.1 78.9 79.2 79.6 79.9 (average 76.7).
 Category embeddings: see configs/ssgrl_coco.py.
+
+Ablations, as flags on any sst_* config: --config.method_config.use_inter=False (intra-image
+transfer only), use_intra=False (cross-image only), cooccurrence_weight=0 (without L_ist),
+cooccurrence_source=statistics, threshold_schedule=fixed (with intra_threshold / inter_threshold),
+threshold_rule=paper (the indicator of eq. 4 and 8 instead of the code's two-step rule).
 """
 
 from configs import base, recipes

@@ -5,7 +5,7 @@
 
 Paper reference (HST paper Table 1, SST row; VOC all-point mAP %) at 10%, 20%, ..., 90% known
 labels: 38.8 39.4 41.1 41.8 42.7 42.9 43.0 43.2 43.5 (average 41.8).
-Category embeddings: see configs/ssgrl_vg.py.
+Ablation flags: see configs/sst_coco.py. Category embeddings: see configs/ssgrl_vg.py.
 """
 
 from configs import base, recipes

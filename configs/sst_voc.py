@@ -5,7 +5,7 @@
 
 Paper reference (HST paper Table 1, SST row; VOC all-point mAP %) at 10%, 20%, ..., 90% known
 labels: 81.5 89.0 90.3 91.0 91.6 92.0 92.5 92.6 92.7 (average 90.4).
-Category embeddings: see configs/ssgrl_voc.py.
+Ablation flags: see configs/sst_coco.py. Category embeddings: see configs/ssgrl_voc.py.
 """
 
 from configs import base, recipes

@@ -115,3 +115,20 @@ def test_ssgrl_synthetic_runs_other_methods_in_the_same_setting():
     assert (ssgrl.method, plain.method) == ("ssgrl", "plain")
     for key in ("data", "model", "optim", "train", "checkpoint", "seed"):
         assert ssgrl[key] == plain[key], key
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
+def test_flags_in_config_docstrings_name_real_keys(path):
+    """Every `--config.a.b=value` a config's docstring tells researchers to pass (run commands,
+    ablation switches) names a key of that config, so documented flags cannot rot."""
+    import ast
+    import re
+
+    with open(path) as f:
+        doc = ast.get_docstring(ast.parse(f.read())) or ""
+    config = load(path)
+    for key, value in re.findall(r"--config\.([\w.]+)=(\S+)", doc):
+        node = config
+        for part in key.split("."):
+            assert part in node, f"{os.path.basename(path)} documents --config.{key}={value}"
+            node = node[part]

@@ -97,3 +97,44 @@ def test_fixed_margins_have_no_parameters(tiny):
     config.method_config.learn_margins = False
     model = hst.make_model(config, fake_data_info(NUM_CLASSES))
     assert model.scalars is None and hst.delayed_params(config) == ()
+
+
+def test_instance_level_cst_scores_against_the_bank(tiny):
+    """Ablation "CST w/ IL" (HST Table 5): the cross-image soft scores are the mean cosine to SST's
+    FIFO bank (updated with this batch first), there are no prototypes, no refresh and no prototype
+    loss, and the updated bank is the new method state."""
+    from mlrpl_jax import losses
+    from mlrpl_jax.ops import pseudo_labels as pl
+
+    config = tiny[0].copy_and_resolve_references()
+    mc = config.method_config
+    mc.cross_image_source, mc.bank_size = "instances", 4
+    _, _, variables, _, batch = tiny
+    info = fake_data_info(NUM_CLASSES)
+    model = hst.make_model(config, info)
+    state = hst.init_state(config, info, None)
+    d = config.model.feature_dim
+    assert set(state) == {"bank"} and state["bank"].shape == (NUM_CLASSES, 4, d)
+    state["bank"] = jax.random.normal(jax.random.PRNGKey(3), state["bank"].shape)
+    assert not any(hst.prototypes_due(mc, e) for e in range(20))
+    batch = dict(batch, image=normalize_images(batch["image"]))
+    clock = base.Clock(jnp.int32(0), jnp.int32(6), jnp.float32(0.5))
+    _, aux = hst.loss_fn(
+        model, config, variables["params"], variables["batch_stats"], state, batch,
+        jax.random.PRNGKey(2), clock,
+    )  # fmt: skip
+
+    (logits, out), _ = base.apply_train(
+        model, variables["params"], variables["batch_stats"], batch["image"]
+    )
+    t = batch["labels"]
+    bank = pl.update_bank(state["bank"], out["category_features"], t)
+    soft = np.clip(
+        np.asarray(pl.mean_cosine_to_set(out["category_features"], bank)) - mc.inter_margin, 0, 1
+    )
+    y_inter = np.where((t == 0) & (soft > 0), 1, np.asarray(t))
+    expected, _ = losses.partial_bce(logits, jnp.asarray(y_inter, jnp.int8))
+    np.testing.assert_allclose(aux["metrics"]["inter_bce"], expected, rtol=1e-5)
+    assert float(aux["metrics"]["prototype_contrastive"]) == 0.0
+    new = hst.update_state(config, state, aux, clock)
+    np.testing.assert_allclose(new["bank"], bank, rtol=1e-6)

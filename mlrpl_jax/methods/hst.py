@@ -20,7 +20,10 @@ As the authors' code runs it (``shared/reference/hcp_mlr_pl_notes.md`` §9, scri
 Ablations: ``use_intra`` / ``use_inter`` (IST only, CST only), ``learn_margins=False`` (fixed
 thresholds ``intra_margin`` / ``inter_margin``, HST Table 7), ``cooccurrence_source='statistics'``
 (dataset co-occurrence instead of the learned one, Table 4), ``cooccurrence_weight=0`` (without
-L_ist, Table 4).
+L_ist, Table 4), ``cross_image_source='instances'`` (Table 5 "CST w/ IL": the cross-image scores
+are the mean cosine to SST's per-class FIFO bank of recent known-positive features instead of the
+K-means prototypes; there are then no prototypes, no refresh and no prototype loss),
+``instance_weight=0, prototype_weight=0`` (Table 5 "CST w/o L_cst").
 Deviation: the features collected for K-means are capped at ``prototype_max_per_class`` per class
 (the first ones of the shuffled pass, i.e. a uniform sample); the reference clusters all of them.
 """
@@ -59,6 +62,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.cooccurrence_source = (
         "learned"  # 'learned' (IST head) | 'statistics' (ablation "IST w/ stat").
     )
+    c.cross_image_source = (
+        "prototypes"  # 'prototypes' (K-means, HST) | 'instances' (SST's bank, "CST w/ IL").
+    )
+    c.bank_size = 100  # 'instances': known-positive features kept per class (SST script 100).
     c.num_prototypes = 10  # K: K-means centres per class.
     c.prototype_every_epochs = 5  # Prototypes at epochs e >= generate_label_epoch, e % this == 0.
     c.recompute_prototypes = True  # False: only at generate_label_epoch.
@@ -81,6 +88,11 @@ def _check(mc):
         raise ValueError(
             f"config.method_config.cooccurrence_source={mc.cooccurrence_source!r}: must be "
             "'learned' or 'statistics'."
+        )
+    if mc.cross_image_source not in ("prototypes", "instances"):
+        raise ValueError(
+            f"config.method_config.cross_image_source={mc.cross_image_source!r}: must be "
+            "'prototypes' (HST) or 'instances' (SST's feature bank, ablation 'CST w/ IL')."
         )
     if mc.generate_label_epoch % mc.prototype_every_epochs:
         raise ValueError(
@@ -107,9 +119,12 @@ def make_model(config: base.Config, data_info: base.DataInfo) -> ssgrl.SSGRL:
 
 
 def init_state(config: base.Config, data_info: base.DataInfo, rng: jax.Array) -> dict:
-    """Zero prototypes (C, K, D) until the first refresh; `prototype_points` (C,) counts."""
-    del rng
-    c, k, d = data_info.num_classes, config.method_config.num_prototypes, config.model.feature_dim
+    """Zero prototypes (C, K, D) until the first refresh; `prototype_points` (C,) counts. With
+    ``cross_image_source='instances'``: SST's zero-initialised FIFO bank (C, N, D) instead."""
+    mc = config.method_config
+    if mc.cross_image_source == "instances":
+        return sst.init_state(config, data_info, rng)
+    c, k, d = data_info.num_classes, mc.num_prototypes, config.model.feature_dim
     return {
         "prototypes": jnp.zeros((c, k, d), jnp.float32),
         "prototype_points": jnp.zeros((c,), jnp.int32),
@@ -117,9 +132,11 @@ def init_state(config: base.Config, data_info: base.DataInfo, rng: jax.Array) ->
 
 
 def prototypes_due(mc: ml_collections.ConfigDict, epoch: int) -> bool:
-    """Reference schedule (notes §9.2): e >= 5, e % 5 == 0, and (e == 5 or recompute)."""
+    """Reference schedule (notes §9.2): e >= 5, e % 5 == 0, and (e == 5 or recompute); never for
+    ``cross_image_source='instances'``."""
     return (
-        epoch >= mc.generate_label_epoch
+        mc.cross_image_source == "prototypes"
+        and epoch >= mc.generate_label_epoch
         and epoch % mc.prototype_every_epochs == 0
         and (epoch == mc.generate_label_epoch or mc.recompute_prototypes)
     )
@@ -196,9 +213,13 @@ def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock)
 
     s = sst.cooccurrence_for_labels(mc, params, pair_logits)
     soft_intra = pl.hst_soft_scores(pl.intra_scores(s, t), theta_intra)
-    soft_inter = pl.hst_soft_scores(
-        pl.mean_cosine_to_set(v, method_state["prototypes"]), theta_inter
-    )
+    instances = mc.cross_image_source == "instances"
+    if instances:  # "CST w/ IL": SST's bank, updated before the scores, as SST codes it
+        state_out = {"bank": pl.update_bank(method_state["bank"], v, t)}
+        references = state_out["bank"]
+    else:
+        state_out, references = {}, method_state["prototypes"]
+    soft_inter = pl.hst_soft_scores(pl.mean_cosine_to_set(v, references), theta_inter)
     y_intra = pl.complete_labels(t, pl.indicator(soft_intra, 0.0, strict=True))
     y_inter = pl.complete_labels(t, pl.indicator(soft_inter, 0.0, strict=True))
 
@@ -209,9 +230,12 @@ def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock)
     dtl_inter, _ = losses.partial_bce(soft_inter, t)
     l_ist, _ = cooccurrence.intra_asymmetric_loss(pair_logits, t)
     l_ins, _ = contrastive.instance_contrastive_loss(v, t, rng)
-    l_pro, _ = contrastive.prototype_contrastive_loss(
-        v, t, method_state["prototypes"], paper_sign=mc.prototype_loss_sign == "paper"
-    )
+    if instances:
+        l_pro = jnp.float32(0.0)
+    else:
+        l_pro, _ = contrastive.prototype_contrastive_loss(
+            v, t, method_state["prototypes"], paper_sign=mc.prototype_loss_sign == "paper"
+        )
     intra_on, inter_on = on * mc.use_intra, on * mc.use_inter
     loss = (
         loss
@@ -229,7 +253,15 @@ def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock)
         **sst.quality_metrics("pseudo_intra", y_intra, t, full, active & mc.use_intra),
         **sst.quality_metrics("pseudo_inter", y_inter, t, full, active & mc.use_inter),
     )  # fmt: skip
-    return loss, {"metrics": metrics, "batch_stats": batch_stats}
+    return loss, {"metrics": metrics, "batch_stats": batch_stats, **state_out}
+
+
+def update_state(config, method_state, aux, clock):
+    """Keeps the bank of ``cross_image_source='instances'`` (features detached); the prototypes
+    change only in `refresh`."""
+    if config.method_config.cross_image_source == "instances":
+        return sst.update_state(config, method_state, aux, clock)
+    return method_state
 
 
 def delayed_params(config: base.Config) -> tuple[tuple[str, ...], ...]:
@@ -243,7 +275,7 @@ METHOD = base.Method(
     make_model=make_model,
     init_state=init_state,
     loss_fn=loss_fn,
-    update_state=base.keep_state,
+    update_state=update_state,
     predict_fn=base.predict_logits,
     frozen_params=ssgrl_method.frozen_params,
     refresh=refresh,

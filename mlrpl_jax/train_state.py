@@ -112,9 +112,12 @@ def train_step(
         "param_norm": optax.tree_utils.tree_norm(trainable),
         "learning_rate": learning_rate_fn(state.step),
     }
+    params = merge_params(trainable, fixed)
+    if method.project_params is not None:
+        params = method.project_params(config, params)
     new_state = state.replace(
         step=state.step + 1,
-        params=merge_params(trainable, fixed),
+        params=params,
         opt_state=opt_state,
         batch_stats=aux["batch_stats"],
         method_state=method_state,

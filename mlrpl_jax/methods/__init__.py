@@ -1,6 +1,6 @@
 """The one registry of methods: name -> `Method` (see `methods/base.py`)."""
 
-from mlrpl_jax.methods import hst, plain, ssgrl, sst
+from mlrpl_jax.methods import blending, hst, plain, ssgrl, sst
 from mlrpl_jax.methods.base import Clock, DataInfo, Method
 
 __all__ = ["METHODS", "Clock", "DataInfo", "Method", "get"]
@@ -10,6 +10,9 @@ METHODS: dict[str, Method] = {
     "ssgrl": ssgrl.METHOD,
     "sst": sst.METHOD,
     "hst": hst.METHOD,
+    "hst_fb": hst.METHOD_FB,
+    "sarb": blending.SARB,
+    "dsrb": blending.DSRB,
 }
 
 

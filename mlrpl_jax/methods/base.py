@@ -97,6 +97,9 @@ class Method(NamedTuple):
       delayed_params: optional (config) -> parameter path prefixes whose optimiser starts at their
         first non-zero gradient (`optim.start_on_first_gradient`): parameters that the reference
         leaves out of the graph until an activation epoch (HST margins, SARB alpha/beta).
+      project_params: optional (config, params) -> params applied after every optimiser update in
+        the same compiled step: a projection onto the parameters' feasible set (SARB/DSRB clamp
+        alpha and beta to [0, 1], which the reference does in place before each blended forward).
     """
 
     name: str
@@ -109,6 +112,7 @@ class Method(NamedTuple):
     frozen_params: Callable[[Config], tuple[tuple[str, ...], ...]]
     refresh: Callable[..., Any] | None = None
     delayed_params: Callable[[Config], tuple[tuple[str, ...], ...]] | None = None
+    project_params: Callable[[Config, Any], Any] | None = None
 
 
 def no_state(config: Config, data_info: DataInfo, rng: jax.Array) -> MethodState:

@@ -31,14 +31,12 @@ Deviation: the features collected for K-means are capped at ``prototype_max_per_
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from mlrpl_jax import losses
 from mlrpl_jax.losses import contrastive, cooccurrence
-from mlrpl_jax.methods import base, sst
+from mlrpl_jax.methods import base, blending, prototypes, sst
 from mlrpl_jax.methods import ssgrl as ssgrl_method
 from mlrpl_jax.models import ist, ssgrl
-from mlrpl_jax.ops import kmeans
 from mlrpl_jax.ops import pseudo_labels as pl
 
 
@@ -102,19 +100,21 @@ def _check(mc):
         )
 
 
-def make_model(config: base.Config, data_info: base.DataInfo) -> ssgrl.SSGRL:
-    """SSGRL + IST head + the two margins (when learnable)."""
+def make_model(
+    config: base.Config, data_info: base.DataInfo, extra_scalars: tuple = ()
+) -> ssgrl.SSGRL:
+    """SSGRL + IST head + the two margins (when learnable) + `extra_scalars` (`LearnedScalars`
+    entries of methods built on HST)."""
     mc = config.method_config
     _check(mc)
     head = ist.ISTHead(mc.ist_hidden_dim, mc.ist_pair_dim, mc.ist_chunk)
-    scalars = None
+    entries = extra_scalars
     if mc.learn_margins:
-        scalars = ssgrl.LearnedScalars(
-            (
-                ("intra_margin", float(mc.intra_margin), ()),
-                ("inter_margin", 1.0 * mc.inter_margin, ()),
-            )
-        )
+        entries = (
+            ("intra_margin", float(mc.intra_margin), ()),
+            ("inter_margin", float(mc.inter_margin), ()),
+        ) + entries
+    scalars = ssgrl.LearnedScalars(entries) if entries else None
     return ssgrl_method.make_model(config, data_info, ist=head, scalars=scalars)
 
 
@@ -142,50 +142,16 @@ def prototypes_due(mc: ml_collections.ConfigDict, epoch: int) -> bool:
     )
 
 
-_COLLECT_FNS: dict[int, tuple] = {}
-
-
-def _collect_fn(model):
-    """Jitted (params, batch_stats, buffer, count, images, labels) -> (buffer, count), one per model
-    (models hold numpy arrays, so they are not hashable: keyed by identity)."""
-    cached = _COLLECT_FNS.get(id(model))
-    if cached is not None and cached[0] is model:
-        return cached[1]
-
-    def collect(params, batch_stats, buffer, count, images, labels):
-        from mlrpl_jax.train_state import normalize_images
-
-        out = model.apply(
-            {"params": params, "batch_stats": batch_stats},
-            normalize_images(images),
-            train=False,
-            method=ssgrl.SSGRL.features,
-        )
-        return kmeans.accumulate_by_class(buffer, count, out["category_features"], labels == 1)
-
-    fn = jax.jit(collect, donate_argnums=(2, 3))
-    _COLLECT_FNS[id(model)] = (model, fn)
-    return fn
-
-
 def refresh(config, model, state, epoch, batches):
     """K-means prototypes from one pass over the training set, when `prototypes_due`."""
     mc = config.method_config
     if not prototypes_due(mc, epoch):
         return state
-    c, k, d = state.method_state["prototypes"].shape
-    buffer = jnp.zeros((c, mc.prototype_max_per_class, d), jnp.float32)
-    count = jnp.zeros((c,), jnp.int32)
-    collect = _collect_fn(model)
-    for batch in batches():
-        buffer, count = collect(
-            state.params, state.batch_stats, buffer, count, batch["image"], batch["labels"]
-        )
-    mask = jnp.arange(mc.prototype_max_per_class)[None] < count[:, None]
-    seed = int(np.random.SeedSequence([config.seed, epoch, 0xC57]).generate_state(1)[0])
-    result = kmeans.batched_kmeans(
-        buffer, mask, k, jax.random.PRNGKey(seed), num_iters=mc.kmeans_max_iters,
-        n_init=mc.kmeans_n_init,
+    c, _, d = state.method_state["prototypes"].shape
+    result = prototypes.kmeans_prototypes(
+        model, state, batches, num_classes=c, feature_dim=d, num_prototypes=mc.num_prototypes,
+        max_per_class=mc.prototype_max_per_class, n_init=mc.kmeans_n_init,
+        max_iters=mc.kmeans_max_iters, seed=prototypes.refresh_seed(config.seed, epoch),
     )  # fmt: skip
     method_state = dict(
         state.method_state, prototypes=result.centroids, prototype_points=result.num_points
@@ -200,10 +166,9 @@ def margins(mc, aux) -> tuple[jax.Array, jax.Array]:
     return jnp.float32(mc.intra_margin), jnp.float32(mc.inter_margin)
 
 
-def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock):
-    """The HST loss (module docstring). See `base.Method.loss_fn`."""
+def hst_loss(config, params, method_state, batch, rng, clock, logits, aux):
+    """The HST loss of one forward's (logits, aux). Returns (loss, metrics, method-state extras)."""
     mc = config.method_config
-    (logits, aux), batch_stats = base.apply_train(model, params, batch_stats, batch["image"])
     t = batch["labels"]
     v, pair_logits = aux["category_features"], aux["pair_logits"]
     active = clock.epoch >= mc.generate_label_epoch
@@ -253,6 +218,15 @@ def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock)
         **sst.quality_metrics("pseudo_intra", y_intra, t, full, active & mc.use_intra),
         **sst.quality_metrics("pseudo_inter", y_inter, t, full, active & mc.use_inter),
     )  # fmt: skip
+    return loss, metrics, state_out
+
+
+def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock):
+    """The HST loss (module docstring). See `base.Method.loss_fn`."""
+    (logits, aux), batch_stats = base.apply_train(model, params, batch_stats, batch["image"])
+    loss, metrics, state_out = hst_loss(
+        config, params, method_state, batch, rng, clock, logits, aux
+    )
     return loss, {"metrics": metrics, "batch_stats": batch_stats, **state_out}
 
 
@@ -280,4 +254,65 @@ METHOD = base.Method(
     frozen_params=ssgrl_method.frozen_params,
     refresh=refresh,
     delayed_params=delayed_params,
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# `hst_fb`: HST with feature blending (HST paper §4.4, Table 8 "HST w/ FB").
+#
+# The paper gives no details beyond "integrating the feature blending strategy [SARB] into HST"
+# and there is no released code. Built here as: the HST loss + from epoch `generate_label_epoch`
+# SARB's two blended branches (`blending.blend_loss`: IPRB with the reversed batch, PLRB with one
+# of HST's K-means prototypes, the same ones CST uses), with learnable per-class alpha and beta
+# (clamped to [0, 1], optimiser from their first gradient, like the margins).
+
+
+def fb_default_config() -> ml_collections.ConfigDict:
+    """`hst_fb` keys: HST's plus the blending keys of `blending.blend_keys`."""
+    return blending.blend_keys(default_config())
+
+
+def fb_make_model(config: base.Config, data_info: base.DataInfo) -> ssgrl.SSGRL:
+    """HST's model + alpha, beta (when learnable)."""
+    mc = config.method_config
+    blending.check(mc)
+    if mc.use_pprb and mc.cross_image_source != "prototypes":
+        raise ValueError(
+            "hst_fb: use_pprb=True blends with HST's K-means prototypes, which "
+            "cross_image_source='instances' does not compute; set use_pprb=False or "
+            "cross_image_source='prototypes'."
+        )
+    extra = blending.coefficient_scalars(mc, data_info.num_classes)
+    return make_model(config, data_info, extra_scalars=extra)
+
+
+def fb_loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock):
+    """HST loss + [e >= generate_label_epoch] (IPRB + PLRB branch losses)."""
+    mc = config.method_config
+    (logits, aux), batch_stats = base.apply_train(model, params, batch_stats, batch["image"])
+    loss, metrics, state_out = hst_loss(
+        config, params, method_state, batch, rng, clock, logits, aux
+    )
+    blend, blend_metrics = blending.blend_loss(
+        model, mc, params, aux, batch["labels"], method_state, jax.random.fold_in(rng, 0xB1E),
+        kind="kmeans",
+    )  # fmt: skip
+    on = (clock.epoch >= mc.generate_label_epoch).astype(jnp.float32)
+    metrics.update(blend_metrics)
+    return loss + on * blend, {"metrics": metrics, "batch_stats": batch_stats, **state_out}
+
+
+def fb_delayed_params(config: base.Config) -> tuple[tuple[str, ...], ...]:
+    """Margins, alpha and beta: optimiser from their first gradient (epoch 5)."""
+    mc = config.method_config
+    return (("scalars",),) if mc.learn_margins or mc.learn_coefficients else ()
+
+
+METHOD_FB = METHOD._replace(
+    name="hst_fb",
+    default_config=fb_default_config,
+    make_model=fb_make_model,
+    loss_fn=fb_loss_fn,
+    delayed_params=fb_delayed_params,
+    project_params=blending.project_params,
 )

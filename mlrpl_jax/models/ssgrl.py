@@ -279,8 +279,10 @@ class SSGRLHead(nn.Module):
     def features(self, f: jax.Array, train: bool) -> dict[str, jax.Array]:
         """Category features of a backbone map f (B, H, W, D_in).
 
-        Returns {'category_features': v (B, C, D), 'attention': (B, H, W, C), and for 'sa' also
-        'cam_logits': (B, C)}.
+        Returns {'category_features': v (B, C, D), 'attention': (B, H, W, C), 'feature_sum':
+        (B, H, W) the channel sum of the transformed map x (with the attention it gives the
+        spatial sums of the category-specific maps F = a x without building them: DSRB's location
+        statistic), and for 'sa' also 'cam_logits': (B, C)}.
         """
         b, h, w, _ = f.shape
         x = self.reduce(f, train).astype(jnp.float32).reshape(b, h * w, self.feature_dim)
@@ -293,6 +295,7 @@ class SSGRLHead(nn.Module):
             )
         out["category_features"] = v
         out["attention"] = attention.reshape(b, h, w, self.num_classes)
+        out["feature_sum"] = jnp.sum(x, axis=-1).reshape(b, h, w)
         return out
 
     def classify(self, v: jax.Array) -> jax.Array:
@@ -327,7 +330,7 @@ class LearnedScalars(nn.Module):
 class SSGRL(nn.Module):
     """Backbone + `SSGRLHead` (+ optional method parts). ``apply(..., images, train)`` ->
     (logits (B, C), aux) with aux {'category_features': (B, C, D), 'attention': (B, H, W, C),
-    ['cam_logits': (B, C)], ['pair_logits': (B, P) from `ist`], ['scalars': from `scalars`]}.
+    'feature_sum': (B, H, W), ['cam_logits': (B, C)], ['pair_logits': (B, P) from `ist`], ['scalars': from `scalars`]}.
 
     Later methods reuse the parts: ``apply(..., method=SSGRL.features)`` maps images to the aux
     dict, ``apply(..., v, method=SSGRL.classify)`` maps (possibly blended) category features to

@@ -1,0 +1,207 @@
+"""`sarb`, `dsrb`, `hst_fb`: how the blending ops are wired into the methods (the ops themselves are
+checked against eq. 6-13 in test_blending_ops.py)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import fake_data_info
+from test_train_step import NUM_CLASSES, fake_batch, tiny_config
+
+from mlrpl_jax import losses, methods
+from mlrpl_jax.methods import base, blending, hst
+from mlrpl_jax.models import ssgrl
+from mlrpl_jax.ops import blending as ops
+from mlrpl_jax.train_state import TrainState, normalize_images
+
+
+def setup(method, **method_config):
+    config = tiny_config(frozen_stages=4, method=method)
+    mc = config.method_config
+    if method == "hst_fb":
+        mc.ist_hidden_dim, mc.ist_pair_dim = 8, 12
+    for key, value in method_config.items():
+        mc[key] = value
+    info = fake_data_info(NUM_CLASSES)
+    m = methods.get(method)
+    model = m.make_model(config, info)
+    batch = fake_batch(batch_size=8)
+    batch["image"] = normalize_images(batch["image"])
+    variables = model.init(jax.random.PRNGKey(0), batch["image"], train=False)
+    state = m.init_state(config, info, None)
+    state["prototypes"] = jax.random.normal(jax.random.PRNGKey(1), state["prototypes"].shape)
+    return config, m, model, variables, state, batch
+
+
+def loss_and_aux(m, model, config, variables, state, batch, epoch, params=None):
+    clock = base.Clock(jnp.int32(0), jnp.int32(epoch), jnp.float32(0.5))
+    return m.loss_fn(
+        model, config, variables["params"] if params is None else params,
+        variables["batch_stats"], state, batch, jax.random.PRNGKey(2), clock,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["sarb", "dsrb", "hst_fb"])
+def test_alpha_and_beta_get_gradients_only_once_blending_starts(method):
+    config, m, model, variables, state, batch = setup(method)
+
+    def grads(epoch):
+        def loss(params):
+            return loss_and_aux(m, model, config, variables, state, batch, epoch, params)[0]
+
+        return jax.jit(jax.grad(loss))(variables["params"])["scalars"]
+
+    before, after = grads(3), grads(6)
+    for name in ("alpha", "beta"):
+        assert before[name].shape == (NUM_CLASSES,)
+        np.testing.assert_array_equal(before[name], 0.0)
+        assert np.any(np.asarray(after[name]) != 0.0), name
+    assert m.delayed_params(config) == (("scalars",),)
+
+
+def test_blended_branches_go_through_the_same_classifier():
+    """With top_k = C every class is blended with a prototype; with the 4 quadrant prototypes of a
+    class equal, the DSRB branch is beta v + (1 - beta) p_c with target 1 - beta everywhere."""
+    config, m, model, variables, state, batch = setup("dsrb", top_k=NUM_CLASSES)
+    p = jax.random.normal(jax.random.PRNGKey(5), (NUM_CLASSES, config.model.feature_dim))
+    state["prototypes"] = jnp.repeat(p[:, None], 4, axis=1)
+    _, aux = loss_and_aux(m, model, config, variables, state, batch, epoch=6)
+    (_, out), _ = base.apply_train(
+        model, variables["params"], variables["batch_stats"], batch["image"]
+    )
+    v, t = out["category_features"], batch["labels"]
+    alpha, beta = variables["params"]["scalars"]["alpha"], variables["params"]["scalars"]["beta"]
+
+    def classify(features):
+        return model.apply(variables, features, method=ssgrl.SSGRL.classify)
+
+    v1, y1 = ops.instance_blend(v, t, alpha)
+    np.testing.assert_allclose(
+        aux["metrics"]["iprb_bce"], losses.partial_bce(classify(v1), y1)[0], rtol=1e-5
+    )
+    v2 = beta[:, None] * v + (1 - beta[:, None]) * p
+    y2 = jnp.broadcast_to(1 - beta, t.shape)
+    np.testing.assert_allclose(
+        aux["metrics"]["pprb_bce"], losses.partial_bce(classify(v2), y2)[0], rtol=1e-5
+    )
+
+
+def test_location_prototype_is_from_another_quadrant_than_the_peak():
+    config, m, model, variables, state, batch = setup("dsrb")
+    (_, aux), _ = base.apply_train(
+        model, variables["params"], variables["batch_stats"], batch["image"]
+    )
+    protos = state["prototypes"]  # (C, 4, D), all distinct
+    q = np.asarray(ops.attention_quadrants(aux["attention"], aux["feature_sum"]))
+    for seed in range(3):
+        drawn = np.asarray(blending.drawn_prototypes("location", state, aux, jax.random.key(seed)))
+        for b in range(drawn.shape[0]):
+            for c in range(NUM_CLASSES):
+                match = [k for k in range(4) if np.allclose(drawn[b, c], protos[c, k])]
+                assert len(match) == 1 and match[0] != q[b, c]
+
+
+def test_kmeans_prototype_index_is_shared_by_all_classes():
+    config, m, model, variables, state, batch = setup("sarb")
+    protos = np.asarray(state["prototypes"])  # (C, K, D)
+    drawn = np.asarray(blending.drawn_prototypes("kmeans", state, {}, jax.random.key(0)))
+    k = [kk for kk in range(protos.shape[1]) if np.allclose(drawn[0], protos[0, kk])]
+    assert len(k) == 1
+    np.testing.assert_allclose(drawn, protos[:, k[0]])
+
+
+def test_coefficients_are_clamped_after_each_update():
+    config, m, *_ = setup("dsrb")
+    params = {"scalars": {"alpha": jnp.array([-0.2, 0.3, 1.4]), "beta": jnp.array(2.0)}, "x": 5}
+    out = m.project_params(config, params)
+    np.testing.assert_allclose(out["scalars"]["alpha"], [0.0, 0.3, 1.0])
+    assert float(out["scalars"]["beta"]) == 1.0 and out["x"] == 5
+
+
+@pytest.mark.parametrize("mode", ["image", "feature_map"])
+def test_mixup_baselines_add_a_mixed_branch(mode):
+    """SSGRL w/ IP-Mixup / FM-Mixup: no blended branches, one branch on the batch mixed with its
+    reverse with the soft targets lam t + (1 - lam) t_reversed."""
+    config, m, model, variables, state, batch = setup(
+        "dsrb", use_iprb=False, use_pprb=False, mixup=mode
+    )
+    _, aux = loss_and_aux(m, model, config, variables, state, batch, epoch=6)
+    lam = jax.random.beta(jax.random.split(jax.random.PRNGKey(2), 3)[2], 1.0, 1.0)
+    x, t = batch["image"], batch["labels"]
+    y = lam * t + (1 - lam) * t[::-1].astype(jnp.float32)
+    if mode == "image":
+        (logits, _), _ = base.apply_train(
+            model, variables["params"], variables["batch_stats"], lam * x + (1 - lam) * x[::-1]
+        )
+    else:
+
+        def fm(module, images):
+            f = module.backbone(images, train=True)
+            mixed = module.head.features(lam * f + (1 - lam) * f[::-1], True)
+            return module.classify(mixed["category_features"])
+
+        logits, _ = model.apply(variables, x, method=fm, mutable=["batch_stats"])
+    np.testing.assert_allclose(
+        aux["metrics"]["mixup_bce"], losses.partial_bce(logits, y)[0], rtol=1e-4
+    )
+    assert "iprb_bce" not in aux["metrics"] and "pprb_bce" not in aux["metrics"]
+
+
+def _state(variables, method_state):
+    return TrainState(
+        step=jnp.int32(0), params=variables["params"], opt_state=None,
+        batch_stats=variables["batch_stats"], method_state=method_state, rng=jax.random.PRNGKey(0),
+    )  # fmt: skip
+
+
+def test_dsrb_refresh_buckets_the_known_positives_of_one_pass():
+    config, m, model, variables, state, _ = setup("dsrb", location_cap=3)
+    batches = [fake_batch(batch_size=8, seed=s) for s in range(3)]
+    before = _state(variables, state)
+    assert m.refresh(config, model, before, 4, lambda: iter(batches)) is before  # not due
+    new = m.refresh(config, model, before, 5, lambda: iter(batches))
+    sums = jnp.zeros_like(state["prototypes"])
+    counts = jnp.zeros(state["prototype_points"].shape, jnp.int32)
+    for b in batches:
+        aux = model.apply(
+            variables, normalize_images(b["image"]), train=False, method=ssgrl.SSGRL.features
+        )
+        q = ops.attention_quadrants(aux["attention"], aux["feature_sum"])
+        sums, counts = ops.accumulate_location_sums(
+            sums, counts, aux["category_features"], q, b["labels"] == 1, cap=3
+        )
+    np.testing.assert_allclose(
+        new.method_state["prototypes"], ops.location_prototypes(sums, counts), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_array_equal(new.method_state["prototype_points"], counts)
+    assert int(counts.max()) <= 3
+
+
+def test_prototype_schedule_and_errors():
+    mc = methods.get("sarb").default_config()
+    assert [e for e in range(20) if blending.prototypes_due(mc, e)] == [5, 10, 15]
+    mc.recompute_prototypes = False
+    assert [e for e in range(20) if blending.prototypes_due(mc, e)] == [5]
+    config, *_ = setup("dsrb")
+    for key, value, message in (
+        ("prototypes", "mean", "prototypes='mean'"),
+        ("mixup", "cutmix", "mixup='cutmix'"),
+        ("alpha", 1.5, "alpha=1.5"),
+    ):
+        bad = config.copy_and_resolve_references()
+        bad.method_config[key] = value
+        with pytest.raises(ValueError, match=message):
+            blending.make_model(bad, fake_data_info(NUM_CLASSES))
+    bad = tiny_config(method="hst_fb")
+    bad.method_config.cross_image_source = "instances"
+    with pytest.raises(ValueError, match="use_pprb"):
+        hst.fb_make_model(bad, fake_data_info(NUM_CLASSES))
+
+
+def test_fixed_and_scalar_coefficients():
+    config, m, model, variables, state, batch = setup("sarb", learn_coefficients=False)
+    assert "scalars" not in variables["params"] and m.delayed_params(config) == ()
+    _, aux = loss_and_aux(m, model, config, variables, state, batch, epoch=6)
+    assert float(aux["metrics"]["alpha_mean"]) == 0.5
+    config, m, model, variables, *_ = setup("sarb", per_class_coefficients=False)
+    assert variables["params"]["scalars"]["alpha"].shape == ()

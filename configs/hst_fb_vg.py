@@ -1,0 +1,12 @@
+"""HST with feature blending on VG-200 at paper scale (see configs/hst_fb_coco.py; the
+paper reports HST w/ FB on MS-COCO only).
+
+  python -m mlrpl_jax.train --config configs/hst_fb_vg.py --workdir runs/hst_fb_vg \
+      --config.data.known_proportion=0.5 --config.model.backbone_weights=weights/resnet101.pth
+"""
+
+from configs import base, recipes
+
+
+def get_config(method: str = "hst_fb"):
+    return recipes.paper_scale(base.get_config(method), "vg")

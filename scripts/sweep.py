@@ -9,9 +9,15 @@ so seeds differ in initialisation, data order, augmentation and which labels are
 workdir already holds results.json is not repeated (rerun the command to resume an interrupted
 sweep). The table (mean +- standard deviation over seeds, and every seed) is printed and written
 to `<workdir>/summary.md` and `<workdir>/summary.json`.
+
+``--parallel N`` runs N runs at once (e.g. on a GPU host with many cores; each run's own data
+pipeline uses the CPUs). When N > 1 and XLA_PYTHON_CLIENT_PREALLOCATE is unset, it is set to
+false so that the runs can share one accelerator's memory. A failed run does not stop the others;
+the sweep reports every failure at the end and exits with an error.
 """
 
 import argparse
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -37,8 +43,9 @@ def run_one(args, method: str, proportion: float, seed: int) -> dict:
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
-            raise SystemExit(f"[sweep] run failed: {' '.join(cmd)}")
-        print(f"[sweep]   done in {time.perf_counter() - start:.0f} s", flush=True)
+            raise RuntimeError(f"[sweep] run failed: {' '.join(cmd)}")
+        took = time.perf_counter() - start
+        print(f"[sweep]   {method} p={proportion:g} seed={seed} done in {took:.0f} s", flush=True)
     with open(results) as f:
         return json.load(f)["metrics"]
 
@@ -51,17 +58,25 @@ def main():
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--metric", default="mAP")
+    parser.add_argument("--parallel", type=int, default=1, help="runs at once")
     parser.add_argument("overrides", nargs="*", help="extra --config.x=y flags, after --")
     args = parser.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
-    table = {}
-    for proportion in args.proportions:
-        for method in args.methods:
-            for seed in args.seeds:
-                m = run_one(args, method, proportion, seed)
-                table.setdefault(method, {}).setdefault(f"{proportion:g}", []).append(
-                    m[args.metric]
-                )
+    if args.parallel > 1:
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    grid = [(m, p, s) for p in args.proportions for m in args.methods for s in args.seeds]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.parallel) as pool:
+        futures = [pool.submit(run_one, args, *job) for job in grid]
+    table, failures = {}, []
+    for (method, proportion, seed), future in zip(grid, futures, strict=True):
+        try:
+            m = future.result()
+        except RuntimeError as e:
+            failures.append(str(e))
+            continue
+        table.setdefault(method, {}).setdefault(f"{proportion:g}", []).append(m[args.metric])
+    if failures:
+        raise SystemExit("\n".join(failures))
     cols = [f"{p:g}" for p in args.proportions]
     lines = [
         f"Test {args.metric} (%) on {args.config}, mean +- std over seeds {args.seeds}",

@@ -24,6 +24,8 @@ L_ist, Table 4), ``cross_image_source='instances'`` (Table 5 "CST w/ IL": the cr
 are the mean cosine to SST's per-class FIFO bank of recent known-positive features instead of the
 K-means prototypes; there are then no prototypes, no refresh and no prototype loss),
 ``instance_weight=0, prototype_weight=0`` (Table 5 "CST w/o L_cst").
+`hst_fb` (HST paper §4.4, Table 8, "HST w/ FB") is HST plus SARB's blended branches; see the end of
+this module.
 Deviation: the features collected for K-means are capped at ``prototype_max_per_class`` per class
 (the first ones of the shuffled pass, i.e. a uniform sample); the reference clusters all of them.
 """

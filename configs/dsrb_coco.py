@@ -15,6 +15,7 @@ Ablations (DSRB Table 2), as flags on any dsrb_* config:
   SSGRL w/ IP-Mixup          --config.method_config.use_iprb=False
                              --config.method_config.use_pprb=False --config.method_config.mixup=image
   SSGRL w/ FM-Mixup          (as above with) --config.method_config.mixup=feature_map
+  Ours w/ SA                  --config.model.category_features=sa
   "Ours w/ RV-Mixup" is SARB: configs/sarb_*.py.
 """
 

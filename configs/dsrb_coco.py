@@ -11,9 +11,12 @@ Ablations (DSRB Table 2), as flags on any dsrb_* config:
   IPRB only                  --config.method_config.use_pprb=False
   PPRB only                  --config.method_config.use_iprb=False
   fixed alpha / beta (0.5)   --config.method_config.learn_coefficients=False
-  PPRB at vector level (RV)  --config.method_config.prototypes=kmeans
+  PPRB at vector level (RV)  --config.method_config.use_iprb=False
+                             --config.method_config.prototypes=kmeans
   SSGRL w/ IP-Mixup          --config.method_config.use_iprb=False
-                             --config.method_config.use_pprb=False --config.method_config.mixup=image
+                             --config.method_config.use_pprb=False
+                             --config.method_config.contrastive_weight=0
+                             --config.method_config.mixup=image
   SSGRL w/ FM-Mixup          (as above with) --config.method_config.mixup=feature_map
   Ours w/ SA                  --config.model.category_features=sa
   "Ours w/ RV-Mixup" is SARB: configs/sarb_*.py.

@@ -87,7 +87,7 @@ def test_blended_branches_go_through_the_same_classifier():
 
 
 def test_location_prototype_is_from_another_quadrant_than_the_peak():
-    config, m, model, variables, state, batch = setup("dsrb")
+    _, _, model, variables, state, batch = setup("dsrb")
     (_, aux), _ = base.apply_train(
         model, variables["params"], variables["batch_stats"], batch["image"]
     )
@@ -102,7 +102,7 @@ def test_location_prototype_is_from_another_quadrant_than_the_peak():
 
 
 def test_kmeans_prototype_index_is_shared_by_all_classes():
-    config, m, model, variables, state, batch = setup("sarb")
+    *_, state, _ = setup("sarb")
     protos = np.asarray(state["prototypes"])  # (C, K, D)
     drawn = np.asarray(blending.drawn_prototypes("kmeans", state, {}, jax.random.key(0)))
     k = [kk for kk in range(protos.shape[1]) if np.allclose(drawn[0], protos[0, kk])]
@@ -120,15 +120,23 @@ def test_coefficients_are_clamped_after_each_update():
 
 @pytest.mark.parametrize("mode", ["image", "feature_map"])
 def test_mixup_baselines_add_a_mixed_branch(mode):
-    """SSGRL w/ IP-Mixup / FM-Mixup: no blended branches, one branch on the batch mixed with its
-    reverse with the soft targets lam t + (1 - lam) t_reversed."""
+    """SSGRL w/ IP-Mixup / FM-Mixup: no blended branches and no coefficients, one branch on the
+    batch mixed with its reverse (`ops.mixup` targets) from blend_epoch on, and the BatchNorm
+    running statistics are those of the clean pass."""
     config, m, model, variables, state, batch = setup(
         "dsrb", use_iprb=False, use_pprb=False, mixup=mode
     )
+    assert "scalars" not in variables["params"] and m.delayed_params(config) == ()
     _, aux = loss_and_aux(m, model, config, variables, state, batch, epoch=6)
+    _, clean_stats = base.apply_train(
+        model, variables["params"], variables["batch_stats"], batch["image"]
+    )
+    jax.tree.map(np.testing.assert_array_equal, aux["batch_stats"], clean_stats)
+    _, before = loss_and_aux(m, model, config, variables, state, batch, epoch=3)
+    assert float(before["metrics"]["mixup_bce"]) == 0.0
     lam = jax.random.beta(jax.random.split(jax.random.PRNGKey(2), 3)[2], 1.0, 1.0)
     x, t = batch["image"], batch["labels"]
-    y = lam * t + (1 - lam) * t[::-1].astype(jnp.float32)
+    _, y = ops.mixup(x, t, lam)
     if mode == "image":
         (logits, _), _ = base.apply_train(
             model, variables["params"], variables["batch_stats"], lam * x + (1 - lam) * x[::-1]

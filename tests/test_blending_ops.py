@@ -737,9 +737,33 @@ def test_mixup_with_reversed_batch(lam):
     for b in range(batch):
         ref_x[b] = lam * x[b].astype(np.float64) + (1 - lam) * x[batch - 1 - b]
         for c in range(labels.shape[1]):
-            ref_t[b, c] = lam * labels[b, c] + (1 - lam) * labels[batch - 1 - b, c]
+            y, y_partner = labels[b, c], labels[batch - 1 - b, c]
+            p = lam * (y == 1) + (1 - lam) * (y_partner == 1)
+            if y == 0 or y_partner == 0:
+                ref_t[b, c] = 0.0  # unknown in either image: ignored
+            else:
+                ref_t[b, c] = p if p > 0 else -1.0  # soft positive, or a known negative
     assert mixed.dtype == np.float32 and targets.dtype == np.float32
     np.testing.assert_allclose(mixed, ref_x, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(targets, ref_t, rtol=1e-6, atol=1e-7)
     # Odd batch: the middle image mixes with itself (equal up to rounding of lam x + (1 - lam) x).
     np.testing.assert_allclose(mixed[1], x[1], rtol=1e-6, atol=1e-7)
+
+
+def test_mixup_soft_targets_are_the_probability_the_partial_bce_trains_towards():
+    """For an entry known in both images the partial BCE's optimum is sigmoid(logit) = the mixed
+    probability (known positive with known negative: lam), and a both-negative entry stays a hard
+    negative; an entry unknown in either image is ignored."""
+    from mlrpl_jax.losses import partial_bce
+
+    labels = jnp.asarray(np.array([[1, -1, 0, 1], [-1, -1, 1, 1]], np.int8))
+    lam = 0.3
+    _, y = mixup(jnp.zeros((2, 1)), labels, jnp.float32(lam))
+    y = np.asarray(y)
+    np.testing.assert_allclose(y[0], [lam, -1.0, 0.0, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(y[1], [1 - lam, -1.0, 0.0, 1.0], rtol=1e-6)
+    p = 0.3  # zero gradient at logit(p) for the target p
+    grad = jax.grad(lambda x: partial_bce(x, jnp.asarray([[p]]))[0])(
+        jnp.asarray([[np.log(p / (1 - p))]], jnp.float32)
+    )
+    assert abs(float(grad[0, 0])) < 1e-6

@@ -24,23 +24,29 @@ Loss (notes §8.5, §10.5):
 with the epoch-0 ramp w and soft-target partial BCE (targets 1 - alpha > 0 count as positives).
 
 alpha and beta (``learn_coefficients``): learnable, per class (the vectors A and B of DSRB eq. 8 and
-12; ``per_class_coefficients=False`` gives the single scalars of the released code), initialised at
-0.5, with gradients through the blended features and the targets; their optimiser starts at their
-first gradient (epoch 5, `delayed_params`, as PyTorch's Adam skips them before) and they are
-clamped to [0, 1] after every update (`project_params`; the reference clamps in place before each
-blended forward, the same sequence of values).
+12; ``per_class_coefficients=False`` gives the single scalars of the released SARB/DSRB code),
+initialised at 0.5, with gradients through the blended features and the targets; their optimiser
+starts at their first gradient (epoch 5, `delayed_params`, as PyTorch's Adam skips them before) and
+they are clamped to [0, 1] after every update (`project_params`; the reference clamps in place
+before each blended forward, the same sequence of values). Only the enabled branches' coefficients
+exist. Caveat of the per-class form: with Adam and coupled L2 (the recipe), the coefficient of a
+class that is rarely blended mostly sees the weight-decay gradient, which Adam normalises to steps
+of about the learning rate towards 0; the logged alpha/beta min, mean and max show this.
 
 Ablations (DSRB Table 2): ``use_pprb=False`` (IPRB only), ``use_iprb=False`` (PPRB only),
 ``learn_coefficients=False`` (fixed alpha / beta), ``prototypes='kmeans'`` on `dsrb` (PPRB at the
 representation-vector level, which is also "Ours w/ RV-Mixup" together with IPRB, i.e. SARB), and
-the mixup baselines ``use_iprb=use_pprb=False, mixup='image'|'feature_map'`` (SSGRL w/ IP-Mixup /
-FM-Mixup: the batch mixed with its reverse, lam ~ Beta(mixup_alpha, mixup_alpha), in pixel space or
-in backbone feature-map space before the head, trained with the soft partial BCE on
-lam t + (1 - lam) t_reversed as a third branch from ``blend_epoch``; the paper does not give the
-mixing distribution).
+the mixup baselines ``use_iprb=use_pprb=False, contrastive_weight=0, mixup='image'|'feature_map'``
+(SSGRL w/ IP-Mixup / FM-Mixup: the batch mixed with its reverse, lam ~ Beta(mixup_alpha,
+mixup_alpha), in pixel space or in backbone feature-map space before the head, trained from
+``blend_epoch`` with the soft partial BCE on the mixed probabilities of the entries known in both
+images (`ops.blending.mixup`) as an extra branch; the paper gives neither the mixing distribution
+nor the label rule).
 
 Released-code notes: DSRB's release does not run; its intended reading (notes §10.1) is
-implemented, with both branch weights 1.0 (undefined in the release).
+implemented, with both branch weights 1.0 (undefined in the release). Deviation: K-means clusters
+at most ``prototype_max_per_class`` known-positive features per class (the first ones of the
+shuffled pass, i.e. a uniform sample); the reference clusters all of them.
 """
 
 import jax
@@ -117,18 +123,20 @@ def check(mc) -> None:
 
 
 def coefficient_scalars(mc, num_classes: int) -> tuple:
-    """`LearnedScalars` entries for alpha and beta (empty when fixed)."""
+    """`LearnedScalars` entries for the coefficients of the enabled branches (alpha for IPRB, beta
+    for PPRB; none when fixed), so an unused coefficient is not moved by weight decay."""
     if not mc.learn_coefficients:
         return ()
     shape = (num_classes,) if mc.per_class_coefficients else ()
-    return (("alpha", float(mc.alpha), shape), ("beta", float(mc.beta), shape))
+    used = (("alpha", mc.use_iprb), ("beta", mc.use_pprb))
+    return tuple((name, float(mc[name]), shape) for name, on in used if on)
 
 
 def coefficients(mc, aux) -> tuple[jax.Array, jax.Array]:
     """(alpha, beta): the learned parameters, or the fixed config values."""
-    if mc.learn_coefficients:
-        return aux["scalars"]["alpha"], aux["scalars"]["beta"]
-    return jnp.float32(mc.alpha), jnp.float32(mc.beta)
+    learned = aux.get("scalars", {}) if mc.learn_coefficients else {}
+    alpha = learned.get("alpha", jnp.float32(mc.alpha))
+    return alpha, learned.get("beta", jnp.float32(mc.beta))
 
 
 def make_model(config: base.Config, data_info: base.DataInfo) -> ssgrl.SSGRL:
@@ -208,7 +216,7 @@ def blend_loss(model, mc, params, aux, labels, method_state, key, kind: str):
     prototype kind in ``method_state['prototypes']`` ('kmeans' | 'location').
 
     Both branches go through the classifier (GNN, output layer, classifier) in one call on the
-    concatenated (2B, C, D) features.
+    concatenated (2B, C, D) features; their BCE uses the method's ``bce_margin`` like the main term.
     """
     v = aux["category_features"]
     alpha, beta = coefficients(mc, aux)
@@ -222,52 +230,69 @@ def blend_loss(model, mc, params, aux, labels, method_state, key, kind: str):
         p = drawn_prototypes(kind, method_state, aux, k_proto)
         v2, y2 = blending.prototype_blend(v, labels, beta, p, selected)
         feats.append(v2), targets.append(y2), weights.append(mc.pprb_weight), names.append("pprb")
-    metrics = {
-        "alpha_mean": jnp.mean(alpha),
-        "beta_mean": jnp.mean(beta),
-        "blended_fraction": jnp.mean(blending.partner_mask(labels)),
-    }
+    metrics = {}
+    for name, value, on in (("alpha", alpha, mc.use_iprb), ("beta", beta, mc.use_pprb)):
+        if on:
+            metrics.update({f"{name}_mean": jnp.mean(value), f"{name}_min": jnp.min(value),
+                            f"{name}_max": jnp.max(value)})  # fmt: skip
+    if mc.use_iprb:
+        metrics["iprb_blended_fraction"] = jnp.mean(blending.partner_mask(labels))
     if not feats:
         return jnp.float32(0.0), metrics
     logits = model.apply({"params": params}, jnp.concatenate(feats), method=ssgrl.SSGRL.classify)
     total = jnp.float32(0.0)
     for i, (y, w, name) in enumerate(zip(targets, weights, names, strict=True)):
         b = y.shape[0]
-        term, _ = losses.partial_bce(logits[i * b : (i + 1) * b], y)
+        term, _ = losses.partial_bce(logits[i * b : (i + 1) * b], y, margin=mc.bce_margin)
         metrics[f"{name}_bce"] = term
         total = total + w * term
     return total, metrics
 
 
-def _feature_map_mixup(module, images, lam, train):
-    """Clean (logits, aux) and the logits of the batch mixed with its reverse in backbone
-    feature-map space (one backbone pass; the head runs on both maps)."""
+def _with_backbone_map(module, images, train):
+    """The model's (logits, aux) and the backbone map f they came from."""
     f = module.backbone(images, train=train)
     aux = module.head.features(f, train)
-    logits = module.classify(aux["category_features"])
     if module.scalars is not None:
         aux["scalars"] = module.scalars()
-    mixed = module.head.features(lam * f + (1 - lam) * f[::-1], train)
-    return logits, aux, module.classify(mixed["category_features"])
+    return (module.classify(aux["category_features"]), aux), f
 
 
-def forward(model, mc, params, batch_stats, images, labels, key):
-    """(logits, aux), BN statistics, and the mixup branch's (loss, metrics) (0 without mixup)."""
+def _head_logits(module, f, train):
+    """Logits of a backbone map f."""
+    return module.classify(module.head.features(f, train)["category_features"])
+
+
+def forward(model, mc, params, batch_stats, images, labels, key, active):
+    """(logits, aux), BN statistics, and the mixup branch's loss (0 without mixup).
+
+    The mixup branch (the batch mixed with its reverse, in pixel space or in backbone feature-map
+    space) runs only when `active` (a `lax.cond`) and leaves the BatchNorm running statistics to
+    the clean pass (in training mode the mixed pass normalises with its own batch statistics).
+    """
     if mc.mixup == "none":
         out, batch_stats = base.apply_train(model, params, batch_stats, images)
         return out, batch_stats, jnp.float32(0.0)
     lam = jax.random.beta(key, mc.mixup_alpha, mc.mixup_alpha)
     x_mix, y_mix = blending.mixup(images, labels, lam)
     if mc.mixup == "image":
-        out, batch_stats = base.apply_train(model, params, batch_stats, images)
-        (mixed_logits, _), batch_stats = base.apply_train(model, params, batch_stats, x_mix)
+        out, new_stats = base.apply_train(model, params, batch_stats, images)
+
+        def mixed_logits():
+            return base.apply_train(model, params, batch_stats, x_mix)[0][0]
     else:
-        (logits, aux, mixed_logits), batch_stats = base.apply_train(
-            model, params, batch_stats, images, lam, method=_feature_map_mixup
+        (out, f), new_stats = base.apply_train(
+            model, params, batch_stats, images, method=_with_backbone_map
         )
-        out = (logits, aux)
-    mix_loss, _ = losses.partial_bce(mixed_logits, y_mix)
-    return out, batch_stats, mix_loss
+        f_mix = lam * f + (1 - lam) * f[::-1]
+
+        def mixed_logits():
+            return base.apply_train(model, params, batch_stats, f_mix, method=_head_logits)[0]
+
+    def mix_loss():
+        return losses.partial_bce(mixed_logits(), y_mix, margin=mc.bce_margin)[0]
+
+    return out, new_stats, jax.lax.cond(active, mix_loss, lambda: jnp.float32(0.0))
 
 
 def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock):
@@ -275,10 +300,11 @@ def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock)
     mc = config.method_config
     k_con, k_blend, k_mix = jax.random.split(rng, 3)
     t = batch["labels"]
+    active = clock.epoch >= mc.blend_epoch
     (logits, aux), batch_stats, mix_loss = forward(
-        model, mc, params, batch_stats, batch["image"], t, k_mix
+        model, mc, params, batch_stats, batch["image"], t, k_mix, active
     )
-    on = (clock.epoch >= mc.blend_epoch).astype(jnp.float32)
+    on = active.astype(jnp.float32)
     ramp = jnp.where(clock.epoch == 0, clock.epoch_fraction, 1.0)
     loss, metrics = ssgrl_method.supervised_loss(config, logits, aux, t)
     l_con, _ = contrastive.instance_contrastive_loss(aux["category_features"], t, k_con)
@@ -294,16 +320,17 @@ def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock)
 
 def delayed_params(config: base.Config) -> tuple[tuple[str, ...], ...]:
     """alpha, beta: out of the graph (no Adam step, no L2) until blending starts, as in PyTorch."""
-    return (("scalars",),) if config.method_config.learn_coefficients else ()
+    return (("scalars",),) if coefficient_scalars(config.method_config, 1) else ()
 
 
 def project_params(config: base.Config, params):
     """Clamps alpha and beta to [0, 1] (the reference's in-place clamp before each blended forward)."""
-    if not config.method_config.learn_coefficients:
+    if "scalars" not in params:
         return params
     scalars = dict(params["scalars"])
     for name in COEFFICIENTS:
-        scalars[name] = jnp.clip(scalars[name], 0.0, 1.0)
+        if name in scalars:
+            scalars[name] = jnp.clip(scalars[name], 0.0, 1.0)
     return dict(params, scalars=scalars)
 
 

@@ -266,7 +266,8 @@ METHOD = base.Method(
 # and there is no released code. Built here as: the HST loss + from epoch `generate_label_epoch`
 # SARB's two blended branches (`blending.blend_loss`: IPRB with the reversed batch, PLRB with one
 # of HST's K-means prototypes, the same ones CST uses), with learnable per-class alpha and beta
-# (clamped to [0, 1], optimiser from their first gradient, like the margins).
+# (clamped to [0, 1], optimiser from their first gradient, like the margins). The branches blend
+# with the partial labels t (as SARB does), not with HST's pseudo-label-completed targets.
 
 
 def fb_default_config() -> ml_collections.ConfigDict:
@@ -291,14 +292,14 @@ def fb_make_model(config: base.Config, data_info: base.DataInfo) -> ssgrl.SSGRL:
 def fb_loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock):
     """HST loss + [e >= generate_label_epoch] (IPRB + PLRB branch losses)."""
     mc = config.method_config
+    k_hst, k_blend = jax.random.split(rng)
     (logits, aux), batch_stats = base.apply_train(model, params, batch_stats, batch["image"])
     loss, metrics, state_out = hst_loss(
-        config, params, method_state, batch, rng, clock, logits, aux
+        config, params, method_state, batch, k_hst, clock, logits, aux
     )
     blend, blend_metrics = blending.blend_loss(
-        model, mc, params, aux, batch["labels"], method_state, jax.random.fold_in(rng, 0xB1E),
-        kind="kmeans",
-    )  # fmt: skip
+        model, mc, params, aux, batch["labels"], method_state, k_blend, kind="kmeans"
+    )
     on = (clock.epoch >= mc.generate_label_epoch).astype(jnp.float32)
     metrics.update(blend_metrics)
     return loss + on * blend, {"metrics": metrics, "batch_stats": batch_stats, **state_out}

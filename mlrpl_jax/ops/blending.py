@@ -205,15 +205,26 @@ def location_prototypes(sums: jax.Array, counts: jax.Array) -> jax.Array:
 
 def mixup(x: jax.Array, labels: jax.Array, lam: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Mixup with the reversed batch (DSRB Table 2's "IP-Mixup" on images, "FM-Mixup" on backbone
-    feature maps): x' = lam x + (1 - lam) x[::-1], y' = lam y + (1 - lam) y[::-1] (soft partial
-    targets in [-1, 1], fed to the partial BCE like the blended targets).
+    feature maps): x' = lam x + (1 - lam) x[::-1].
+
+    Targets, for the soft partial BCE (`losses.partial_bce`, which trains the probability towards
+    y for a target y > 0 and towards 0 for y = -1): where the label is known in both images, the
+    mixed probability p = lam [y = 1] + (1 - lam) [y_partner = 1] as a soft positive target, or -1
+    (a known negative) when p = 0; where either label is unknown, 0 (ignored). (Mixing the
+    {-1, 0, 1} labels linearly would not do: the partial BCE reads a target in (-1, 0) as "the
+    probability is 1 + y", and an unknown would count as a half label.)
 
     Args:
       x: (B, ...) images or feature maps.
       labels: (B, C) partial labels.
       lam: () mixing weight in [0, 1].
+
+    Returns:
+      (mixed x, same shape and dtype; targets (B, C) float32 in {-1, 0} or (0, 1]).
     """
-    t = labels.astype(jnp.float32)
     lam = jnp.asarray(lam, jnp.float32)
     mixed = lam.astype(x.dtype) * x + (1 - lam).astype(x.dtype) * x[::-1]
-    return mixed, lam * t + (1 - lam) * t[::-1]
+    partner = labels[::-1]
+    p = lam * (labels == 1) + (1 - lam) * (partner == 1)
+    known = (labels != 0) & (partner != 0)
+    return mixed, jnp.where(known, jnp.where(p > 0, p, -1.0), 0.0)

@@ -34,8 +34,9 @@ class that is rarely blended mostly sees the weight-decay gradient, which Adam n
 of about the learning rate towards 0; the logged alpha/beta min, mean and max show this.
 
 Ablations (DSRB Table 2): ``use_pprb=False`` (IPRB only), ``use_iprb=False`` (PPRB only),
-``learn_coefficients=False`` (fixed alpha / beta), ``prototypes='kmeans'`` on `dsrb` (PPRB at the
-representation-vector level, which is also "Ours w/ RV-Mixup" together with IPRB, i.e. SARB), and
+``learn_coefficients=False`` (fixed alpha / beta), ``use_iprb=False, prototypes='kmeans'`` on
+`dsrb` ("PPRB w/ RV": PPRB at the representation-vector level; with IPRB kept it is "Ours w/
+RV-Mixup", i.e. SARB), and
 the mixup baselines ``use_iprb=use_pprb=False, contrastive_weight=0, mixup='image'|'feature_map'``
 (SSGRL w/ IP-Mixup / FM-Mixup: the batch mixed with its reverse, lam ~ Beta(mixup_alpha,
 mixup_alpha), in pixel space or in backbone feature-map space before the head, trained from

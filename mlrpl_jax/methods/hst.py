@@ -308,7 +308,7 @@ def fb_loss_fn(model, config, params, batch_stats, method_state, batch, rng, clo
 def fb_delayed_params(config: base.Config) -> tuple[tuple[str, ...], ...]:
     """Margins, alpha and beta: optimiser from their first gradient (epoch 5)."""
     mc = config.method_config
-    return (("scalars",),) if mc.learn_margins or mc.learn_coefficients else ()
+    return (("scalars",),) if mc.learn_margins or blending.coefficient_scalars(mc, 1) else ()
 
 
 METHOD_FB = METHOD._replace(

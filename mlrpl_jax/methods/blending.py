@@ -212,25 +212,17 @@ def drawn_prototypes(kind: str, method_state, aux, key) -> jax.Array:
     return protos[jnp.arange(protos.shape[0])[None], q_other]
 
 
-def blend_loss(model, mc, params, aux, labels, method_state, key, kind: str):
+def blend_loss(model, mc, params, aux, labels, method_state, key, kind: str, active):
     """Sum of the weighted blended-branch BCEs (IPRB, PPRB) and their metrics; `kind` is the
     prototype kind in ``method_state['prototypes']`` ('kmeans' | 'location').
 
     Both branches go through the classifier (GNN, output layer, classifier) in one call on the
     concatenated (2B, C, D) features; their BCE uses the method's ``bce_margin`` like the main term.
+    The branches run only when `active` (a `lax.cond`: before the blending epoch the step pays
+    nothing for them, as in the reference; the loss and the branch metrics are then 0).
     """
     v = aux["category_features"]
     alpha, beta = coefficients(mc, aux)
-    feats, targets, weights, names = [], [], [], []
-    if mc.use_iprb:
-        v1, y1 = blending.instance_blend(v, labels, alpha)
-        feats.append(v1), targets.append(y1), weights.append(mc.iprb_weight), names.append("iprb")
-    if mc.use_pprb:
-        k_select, k_proto = jax.random.split(key)
-        selected = blending.select_unknown_classes(k_select, labels, mc.top_k)
-        p = drawn_prototypes(kind, method_state, aux, k_proto)
-        v2, y2 = blending.prototype_blend(v, labels, beta, p, selected)
-        feats.append(v2), targets.append(y2), weights.append(mc.pprb_weight), names.append("pprb")
     metrics = {}
     for name, value, on in (("alpha", alpha, mc.use_iprb), ("beta", beta, mc.use_pprb)):
         if on:
@@ -238,16 +230,38 @@ def blend_loss(model, mc, params, aux, labels, method_state, key, kind: str):
                             f"{name}_max": jnp.max(value)})  # fmt: skip
     if mc.use_iprb:
         metrics["iprb_blended_fraction"] = jnp.mean(blending.partner_mask(labels))
-    if not feats:
+    if not (mc.use_iprb or mc.use_pprb):
         return jnp.float32(0.0), metrics
-    logits = model.apply({"params": params}, jnp.concatenate(feats), method=ssgrl.SSGRL.classify)
-    total = jnp.float32(0.0)
-    for i, (y, w, name) in enumerate(zip(targets, weights, names, strict=True)):
-        b = y.shape[0]
-        term, _ = losses.partial_bce(logits[i * b : (i + 1) * b], y, margin=mc.bce_margin)
-        metrics[f"{name}_bce"] = term
-        total = total + w * term
-    return total, metrics
+
+    def branches():
+        feats, targets, weights, names = [], [], [], []
+        if mc.use_iprb:
+            v1, y1 = blending.instance_blend(v, labels, alpha)
+            feats.append(v1), targets.append(y1), weights.append(mc.iprb_weight)
+            names.append("iprb")
+        if mc.use_pprb:
+            k_select, k_proto = jax.random.split(key)
+            selected = blending.select_unknown_classes(k_select, labels, mc.top_k)
+            p = drawn_prototypes(kind, method_state, aux, k_proto)
+            v2, y2 = blending.prototype_blend(v, labels, beta, p, selected)
+            feats.append(v2), targets.append(y2), weights.append(mc.pprb_weight)
+            names.append("pprb")
+        logits = model.apply(
+            {"params": params}, jnp.concatenate(feats), method=ssgrl.SSGRL.classify
+        )
+        total, terms = jnp.float32(0.0), {}
+        for i, (y, w, name) in enumerate(zip(targets, weights, names, strict=True)):
+            b = y.shape[0]
+            term, _ = losses.partial_bce(logits[i * b : (i + 1) * b], y, margin=mc.bce_margin)
+            terms[f"{name}_bce"] = term
+            total = total + w * term
+        return total, terms
+
+    def skipped():
+        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(branches))
+
+    total, terms = jax.lax.cond(active, branches, skipped)
+    return total, {**metrics, **terms}
 
 
 def _with_backbone_map(module, images, train):
@@ -310,11 +324,9 @@ def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock)
     loss, metrics = ssgrl_method.supervised_loss(config, logits, aux, t)
     l_con, _ = contrastive.instance_contrastive_loss(aux["category_features"], t, k_con)
     l_blend, blend_metrics = blend_loss(
-        model, mc, params, aux, t, method_state, k_blend, mc.prototypes
+        model, mc, params, aux, t, method_state, k_blend, mc.prototypes, active
     )
-    loss = (
-        loss + ramp * mc.contrastive_weight * l_con + on * l_blend + on * mc.mixup_weight * mix_loss
-    )
+    loss = loss + ramp * mc.contrastive_weight * l_con + l_blend + on * mc.mixup_weight * mix_loss
     metrics.update(contrastive=l_con, mixup_bce=mix_loss, **blend_metrics)
     return loss, {"metrics": metrics, "batch_stats": batch_stats}
 

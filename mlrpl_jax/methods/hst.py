@@ -297,12 +297,12 @@ def fb_loss_fn(model, config, params, batch_stats, method_state, batch, rng, clo
     loss, metrics, state_out = hst_loss(
         config, params, method_state, batch, k_hst, clock, logits, aux
     )
+    active = clock.epoch >= mc.generate_label_epoch
     blend, blend_metrics = blending.blend_loss(
-        model, mc, params, aux, batch["labels"], method_state, k_blend, kind="kmeans"
+        model, mc, params, aux, batch["labels"], method_state, k_blend, "kmeans", active
     )
-    on = (clock.epoch >= mc.generate_label_epoch).astype(jnp.float32)
     metrics.update(blend_metrics)
-    return loss + on * blend, {"metrics": metrics, "batch_stats": batch_stats, **state_out}
+    return loss + blend, {"metrics": metrics, "batch_stats": batch_stats, **state_out}
 
 
 def fb_delayed_params(config: base.Config) -> tuple[tuple[str, ...], ...]:

@@ -57,7 +57,7 @@ def test_alpha_and_beta_get_gradients_only_once_blending_starts(method):
         np.testing.assert_array_equal(before[name], 0.0)
         assert np.any(np.asarray(after[name]) != 0.0), name
     assert m.delayed_params(config) == (("scalars",),)
-    # Before blending the branches are not computed at all (a lax.cond), not computed and zeroed.
+    # Before blending the branches are skipped (a lax.cond), not computed and multiplied by 0.
     for epoch, ran in ((3, False), (6, True)):
         metrics = loss_and_aux(m, model, config, variables, state, batch, epoch)[1]["metrics"]
         for name in ("iprb_bce", "pprb_bce"):

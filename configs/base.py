@@ -25,6 +25,12 @@ def get_config(method: str = "plain") -> ml_collections.ConfigDict:
     )  # TFDS data dir; None = default.
     c.data.train_split = "train"  # TFDS split to train on (VOC reference: 'train+validation').
     c.data.test_split = "test"  # TFDS split to evaluate on (COCO: 'validation').
+    c.data.val_split = ml_collections.FieldReference(
+        None, field_type=str
+    )  # Held-out TFDS split for model selection (e.g. 'validation'); None = see val_fraction.
+    c.data.val_fraction = 0.1  # >0 and no val_split: carve this fraction out of the train split.
+    c.data.val_seed = 1200  # Seed of the carve-out permutation (the LargeLoss protocol's 1200).
+    c.data.val_labels = "partial"  # Validation scored on its 'partial' (known entries) or 'full' labels.
     c.data.setting = "pal"  # Partial-label setting: 'pal' | 'ppl' | 'spl' | 'fal'.
     c.data.known_proportion = 0.5  # pal: fraction of entries kept; ppl: fraction of positives kept.
     c.data.label_seed = 0  # Seed of the known-label mask (independent of `seed`).
@@ -50,6 +56,7 @@ def get_config(method: str = "plain") -> ml_collections.ConfigDict:
     c.data.synthetic.num_classes = 10  # Number of object classes.
     c.data.synthetic.num_train = 4000  # Number of train images.
     c.data.synthetic.num_test = 1000  # Number of test images.
+    c.data.synthetic.num_val = 0  # Number of images of its 'validation' split (0 = none).
     c.data.synthetic.seed = 0  # Generation seed.
     c.data.synthetic.difficulty = 1.0  # Scales colour jitter, clutter, noise and object size.
 
@@ -86,6 +93,8 @@ def get_config(method: str = "plain") -> ml_collections.ConfigDict:
     c.train.eval_batch_size = 64  # Global evaluation batch size.
     c.train.log_every_steps = 50  # Fetch, check and write train metrics every this many steps.
     c.train.eval_every_epochs = 1  # Evaluate (and maybe save the best) every this many epochs.
+    c.train.select_on = "val"  # Best checkpoint by mAP on 'val' | 'test' (paper reproduction only).
+    c.train.ema_decay = 0.0  # >0: keep an EMA of the weights (ASL 0.9997) and evaluate it too.
     c.train.ap_mode = "sklearn"  # AP: 'sklearn' (average_precision_score) | 'voc' (reference).
     c.train.max_steps_per_epoch = -1  # >0 truncates epochs (smoke tests); -1 = full epochs.
     c.train.progress_bar = True  # tqdm progress bar with loss and images/s.
@@ -93,5 +102,5 @@ def get_config(method: str = "plain") -> ml_collections.ConfigDict:
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_epochs = 1  # Save TrainState + data iterator every this many epochs.
     c.checkpoint.max_to_keep = 2  # Periodic checkpoints kept (the best one is kept apart).
-    c.checkpoint.keep_best = True  # Also keep the best-test-mAP checkpoint in workdir/best.
+    c.checkpoint.keep_best = True  # Also keep the best checkpoint (train.select_on) in workdir/best.
     return c

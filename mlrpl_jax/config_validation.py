@@ -46,6 +46,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"config with configs/base.py get_config({config.method!r}) instead of overriding "
             "config.method alone.",
         )
+    method = methods.get(config.method)
+    method.validate(config)
     _choice(config, "data.name", DATASETS)
     _choice(config, "data.setting", SETTINGS)
     _choice(config, "data.mask_mode", ("hash", "reference"))
@@ -87,6 +89,46 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _positive(config, key)
     _positive(config, "checkpoint.max_to_keep")
     _choice(config, "train.ap_mode", ("sklearn", "voc"))
+    _validate_selection(config)
     if config.data.name == "synthetic_scenes":
         for key in ("image_size", "num_classes", "num_train", "num_test"):
             _positive(config, f"data.synthetic.{key}")
+        _positive(config, "data.synthetic.num_val", allow_zero=True)
+
+
+def _validate_selection(config: ml_collections.ConfigDict) -> None:
+    """The validation split, the selection rule and the weight EMA."""
+    data, train = config.data, config.train
+    if not 0.0 <= data.val_fraction < 1.0:
+        _fail("data.val_fraction", data.val_fraction, "must be in [0, 1) (0 = no carve-out).")
+    if data.val_split is not None and data.val_fraction > 0:
+        _fail(
+            "data.val_fraction",
+            data.val_fraction,
+            f"a carve-out and data.val_split={data.val_split!r} exclude each other; set one to "
+            "0 / None.",
+        )
+    if data.val_fraction > 0 and data.mask_mode == "reference":
+        _fail(
+            "data.val_fraction",
+            data.val_fraction,
+            "the reference masks index the whole train split; set data.val_fraction=0 with "
+            "mask_mode='reference' (the reference selects on the test split).",
+        )
+    if data.val_fraction > 0 and data.partial_labels_file is not None:
+        _fail(
+            "data.val_fraction",
+            data.val_fraction,
+            "a partial-labels file indexes the whole train split; use data.val_split or 0.",
+        )
+    _choice(config, "data.val_labels", ("partial", "full"))
+    _choice(config, "train.select_on", ("val", "test"))
+    if train.select_on == "val" and data.val_split is None and data.val_fraction == 0:
+        _fail(
+            "train.select_on",
+            "val",
+            "there is no validation split: set data.val_split or data.val_fraction > 0, or "
+            "select_on='test' (only to reproduce a paper that selects on the test set).",
+        )
+    if not 0.0 <= train.ema_decay < 1.0:
+        _fail("train.ema_decay", train.ema_decay, "must be in [0, 1) (0 = no weight EMA).")

@@ -235,3 +235,37 @@ def compute_metrics(
     top = _threshold_metrics(pred & _top_k_mask(scores, TOP_K), targets)
     metrics.update({f"{name}_top{TOP_K}": value for name, value in top.items()})
     return metrics
+
+
+def partial_label_metrics(
+    scores: ArrayLike, partial_targets: ArrayLike, *, ap_mode: str = "sklearn"
+) -> dict[str, float]:
+    """mAP over the known entries only, for selecting models on partially labelled data.
+
+    Per class, AP is computed over the examples whose label is known (+1 or -1); unknown entries
+    (0) are left out (ranked below every known entry with a 0 target, which is exactly leaving
+    them out: they follow every positive). Classes without a known positive are left out of the
+    mean. Threshold metrics are not defined here (they would count unknowns as negatives).
+
+    Args:
+      scores: (N, C) real scores.
+      partial_targets: (N, C) in {-1, 0, 1}.
+      ap_mode: as in `compute_metrics`.
+
+    Returns:
+      {"mAP": percent, "known_fraction": percent of known entries}.
+    """
+    t = np.asarray(partial_targets)
+    if not np.isin(t, (-1, 0, 1)).all():
+        row, col = np.argwhere(~np.isin(t, (-1, 0, 1)))[0]
+        raise ValueError(
+            f"partial targets must lie in {{-1, 0, 1}}; found [{row}, {col}] = {t[row, col]!r}."
+        )
+    scores, _ = _check_inputs(scores, t == 1)
+    scores = np.where(t == 0, -np.inf, scores)
+    ap = average_precision(scores, t == 1, mode=ap_mode)
+    valid = ~np.isnan(ap)
+    return {
+        "mAP": 100.0 * float(ap[valid].mean()) if valid.any() else float("nan"),
+        "known_fraction": 100.0 * float(np.mean(t != 0)),
+    }

@@ -2,10 +2,13 @@
 
 Default = the papers' recipe as the reference code runs it: `torch.optim.Adam(lr=1e-5, weight_decay=5e-4)`
 (L2 added to the gradient *before* the Adam moments, i.e. coupled decay) with StepLR x0.1 every 10 epochs.
-The optimiser only ever sees the trainable parameters (frozen ones are split off in the train step).
+The optimiser only ever sees the trainable parameters (frozen ones are split off in the train step);
+a method's `base.ParamGroup`s give per-group learning-rate multipliers, delayed starts and weight-decay
+masks through one `optax.multi_transform`.
 """
 
 import functools
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -77,59 +80,108 @@ def start_on_first_gradient(inner: optax.GradientTransformation) -> optax.Gradie
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _direction(optim: ml_collections.ConfigDict) -> list[optax.GradientTransformation]:
-    """The optimiser without its learning rate (the schedule is applied after, to every group)."""
+def _direction(optim: ml_collections.ConfigDict, decay_mask: Any = None) -> list:
+    """The optimiser without its learning rate (the schedule is applied after, to every group).
+
+    `decay_mask`: None (decay every leaf) or a pytree/callable of bools (optax's mask).
+    """
+    decay = optax.add_decayed_weights(optim.weight_decay, mask=decay_mask)
     if optim.name == "adam":  # torch.optim.Adam(weight_decay=wd): coupled L2.
-        return [
-            optax.add_decayed_weights(optim.weight_decay),
-            optax.scale_by_adam(b1=optim.b1, b2=optim.b2, eps=optim.eps),
-        ]
+        return [decay, optax.scale_by_adam(b1=optim.b1, b2=optim.b2, eps=optim.eps)]
     if optim.name == "adamw":  # decoupled decay, scaled by the learning rate (optax.adamw)
-        return [
-            optax.scale_by_adam(b1=optim.b1, b2=optim.b2, eps=optim.eps),
-            optax.add_decayed_weights(optim.weight_decay),
-        ]
+        return [optax.scale_by_adam(b1=optim.b1, b2=optim.b2, eps=optim.eps), decay]
     if optim.name == "sgd":  # torch.optim.SGD(momentum, weight_decay): coupled L2.
-        return [optax.add_decayed_weights(optim.weight_decay), optax.trace(decay=optim.b1)]
+        return [decay, optax.trace(decay=optim.b1)]
     raise ValueError(f"config.optim.name={optim.name!r}: use 'adam', 'adamw' or 'sgd'.")
+
+
+def _matrices(params: Any) -> Any:
+    """Decay mask of ParamGroup.weight_decay='matrices': leaves of >= 2 dimensions."""
+    return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+
+
+def group_of(path: tuple[str, ...], groups: Sequence[Any]) -> int:
+    """Index in `groups` of the longest prefix of `path`, or -1 (the default group)."""
+    best, best_len = -1, -1
+    for i, g in enumerate(groups):
+        n = len(g.prefix)
+        if n > best_len and tuple(path[:n]) == tuple(g.prefix):
+            best, best_len = i, n
+    return best
+
+
+def _labels(params: Any, groups: Sequence[Any]) -> Any:
+    flat = traverse_util.flatten_dict(params)
+    return traverse_util.unflatten_dict({k: str(group_of(k, groups)) for k in flat})
+
+
+def check_groups(groups: Sequence[Any]) -> None:
+    """Raises a ValueError for a `ParamGroup` with a bad value (names the group and the rule)."""
+    for g in groups:
+        if g.weight_decay not in ("all", "none", "matrices"):
+            raise ValueError(
+                f"ParamGroup {g.prefix}: weight_decay={g.weight_decay!r} must be 'all', 'none' "
+                "or 'matrices'."
+            )
+        if not g.lr_mult > 0:
+            raise ValueError(f"ParamGroup {g.prefix}: lr_mult={g.lr_mult} must be > 0.")
 
 
 def make_optimizer(
     optim: ml_collections.ConfigDict,
     steps_per_epoch: int,
     total_steps: int,
-    delayed: tuple[tuple[str, ...], ...] = (),
+    groups: Sequence[Any] = (),
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """Returns (tx, schedule) for `config.optim`.
+    """Returns (tx, schedule) for `config.optim` and a method's parameter groups.
 
     Args:
       optim: `config.optim`.
       steps_per_epoch, total_steps: for the schedule.
-      delayed: parameter path prefixes (of the trainable tree) whose optimiser starts at their first
-        non-zero gradient (`start_on_first_gradient`); the learning-rate schedule still follows the
-        global step.
+      groups: the method's `base.ParamGroup`s. Frozen groups never reach the optimiser (the train
+        step splits them off); the others are each given their own chain in one
+        `optax.multi_transform`: weight-decay mask, the optimiser, `start_on_first_gradient` when
+        delayed, and the learning-rate multiplier. The schedule follows the global step for all.
+        Without non-default groups the optimiser is the plain chain.
     """
+    check_groups(groups)
     optim = ml_collections.ConfigDict(optim.to_dict())
     optim.total_steps = total_steps
     schedule = make_schedule(optim, steps_per_epoch)
     lr = optax.scale_by_learning_rate(schedule)
-    if not delayed:
+    if all(_is_default_rule(g) for g in groups if not g.frozen):
         return optax.chain(*_direction(optim), lr), schedule
 
-    def labels(params):
-        flat = traverse_util.flatten_dict(params)
-        return traverse_util.unflatten_dict(
-            {
-                k: "delayed" if any(k[: len(p)] == tuple(p) for p in delayed) else "default"
-                for k in flat
-            }
+    def chain_of(g) -> optax.GradientTransformation:
+        mask = {"all": None, "none": lambda p: jax.tree.map(lambda _: False, p)}.get(
+            g.weight_decay, _matrices
         )
+        parts = _direction(optim, mask)
+        inner = optax.chain(*parts)
+        if g.delayed:
+            inner = start_on_first_gradient(inner)
+        if g.lr_mult != 1.0:
+            inner = optax.chain(inner, optax.scale(g.lr_mult))
+        return inner
 
-    grouped = optax.multi_transform(
-        {
-            "default": optax.chain(*_direction(optim)),
-            "delayed": start_on_first_gradient(optax.chain(*_direction(optim))),
-        },
-        labels,
-    )
+    transforms = {str(i): chain_of(g) for i, g in enumerate(groups) if not g.frozen}
+    transforms["-1"] = optax.chain(*_direction(optim))
+    grouped = optax.multi_transform(transforms, functools.partial(_labels, groups=groups))
     return optax.chain(grouped, lr), schedule
+
+
+def _is_default_rule(g) -> bool:
+    return (g.lr_mult, g.delayed, g.weight_decay) == (1.0, False, "all")
+
+
+def project(params: Any, groups: Sequence[Any]) -> Any:
+    """Applies each group's `project` to its leaves (after an optimiser update)."""
+    if not any(g.project is not None for g in groups):
+        return params
+    flat = traverse_util.flatten_dict(params)
+    out = {}
+    for path, leaf in flat.items():
+        i = group_of(path, groups)
+        fn = groups[i].project if i >= 0 else None
+        out[path] = leaf if fn is None else fn(leaf)
+    return traverse_util.unflatten_dict(out)

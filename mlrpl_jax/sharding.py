@@ -1,9 +1,11 @@
 """Device mesh and shardings: data parallelism over every device of every host.
 
-The mesh has one axis, 'data'. Batches are sharded along their leading axis; TrainState is replicated.
+The mesh has one axis, 'data'. Batches are sharded along their leading axis; TrainState is replicated
+except the leaves a method shards by its `state_sharding` rules (per-example tables, over 'data').
 Each host feeds only its own slice of the global batch (`host_to_global`).
 """
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,3 +61,41 @@ def to_host(x: jax.Array) -> np.ndarray:
 def tree_replicated(tree: Any, mesh: Mesh) -> Any:
     """A pytree of replicated shardings with the structure of `tree`."""
     return jax.tree.map(lambda _: replicated(mesh), tree)
+
+
+def path_string(path: tuple) -> str:
+    """'/'-joined names of a pytree key path (dict keys, attribute names, sequence indices)."""
+    parts = []
+    for key in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+        else:
+            parts.append(str(key))
+    return "/".join(parts)
+
+
+def tree_shardings(tree: Any, mesh: Mesh, rules: Sequence[tuple[str, PartitionSpec]] = ()) -> Any:
+    """Shardings for a pytree: the spec of the first rule whose regex `re.search`es a leaf's path
+    (`path_string`, e.g. 'method_state/table' or 'opt_state/0/1/mu/method/table'), else
+    replicated. A leaf whose sharded dimensions do not divide over the mesh is an error that names
+    it (per-example tables pad their rows, `ops.example_table`)."""
+    compiled = [(re.compile(pattern), spec) for pattern, spec in rules]
+
+    def one(path, leaf):
+        name = path_string(path)
+        for pattern, spec in compiled:
+            if pattern.search(name):
+                shape = getattr(leaf, "shape", ())
+                for dim, axis in zip(shape, spec, strict=False):
+                    size = mesh.shape[axis] if axis is not None else 1
+                    if dim % size:
+                        raise ValueError(
+                            f"{name} {tuple(shape)} cannot be sharded as {spec}: dimension {dim} is "
+                            f"not divisible by the {size} devices of mesh axis {axis!r}."
+                        )
+                return NamedSharding(mesh, spec)
+        return replicated(mesh)
+
+    return jax.tree_util.tree_map_with_path(one, tree)

@@ -19,7 +19,6 @@ from tqdm import tqdm
 from mlrpl_jax import checkpointing, config_validation, methods, metrics, optim, sharding
 from mlrpl_jax.data import label_semantics, pipeline
 from mlrpl_jax.metric_writer import MetricWriter, atomic_write_json, format_table
-from mlrpl_jax.models import pretrained
 from mlrpl_jax.train_state import TrainState, eval_step, split_params, train_step
 
 
@@ -33,31 +32,23 @@ class Experiment(NamedTuple):
     num_classes: int
     steps_per_epoch: int
     total_steps: int
-    state: TrainState  # freshly initialised, sharded
+    state: TrainState  # freshly initialised (pretrained weights loaded), sharded
     state_sharding: Any
     step_fn: Any  # jitted (state, batch) -> (state, metrics), state donated
-    eval_fn: Any  # jitted (state, images) -> logits
+    eval_fns: dict[str, Any]  # 'raw' (and 'ema'): jitted (state, images) -> logits
+    normalize_fn: Any  # jitted uint8 images -> the method's model input
     train_source: Any
+    val_source: Any  # None without a validation split
     test_source: Any
 
 
-def setup(config: ml_collections.ConfigDict) -> Experiment:
-    """Validates the config and builds data sources, model, optimiser, initial state and jitted steps."""
-    config_validation.validate(config)
-    mesh = sharding.make_mesh()
-    method = methods.get(config.method)
-    train_source = pipeline.make_source(config.data, config.data.train_split)
-    test_source = pipeline.make_source(config.data, config.data.test_split)
-    num_classes = train_source.num_classes
-    steps_per_epoch = len(train_source) // config.train.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"config.train.batch_size={config.train.batch_size} exceeds the {len(train_source)} "
-            f"examples of {config.data.name}[{config.data.train_split}]; lower it."
-        )
-    if config.train.max_steps_per_epoch > 0:
-        steps_per_epoch = min(steps_per_epoch, config.train.max_steps_per_epoch)
-    total_steps = steps_per_epoch * config.train.num_epochs
+def make_data_info(config: ml_collections.ConfigDict, train_source: Any) -> methods.DataInfo:
+    """The `DataInfo` of `train_source`; its partial labels and label semantics are computed on
+    first use."""
+
+    @functools.cache
+    def partial_labels():
+        return label_semantics.train_partial_labels(config.data, train_source)
 
     @functools.cache
     def semantics():
@@ -66,14 +57,52 @@ def setup(config: ml_collections.ConfigDict) -> Experiment:
             print(f"Category embeddings {result.embeddings.shape}: {result.embedding_source}.")
         return result
 
-    data_info = methods.DataInfo(num_classes, train_source.class_names, semantics)
-    model, state, state_sharding, step_fn, eval_fn = make_train_fns(
-        config, method, data_info, mesh, steps_per_epoch, total_steps
+    return methods.DataInfo(
+        num_classes=train_source.num_classes,
+        class_names=train_source.class_names,
+        num_train_examples=len(train_source),
+        train_partial_labels=partial_labels,
+        label_semantics=semantics,
+    )
+
+
+def setup(config: ml_collections.ConfigDict, *, pretrained: bool = True) -> Experiment:
+    """Validates the config (before any data is opened) and builds data sources, model, optimiser,
+    initial state and jitted steps. `pretrained=False` skips `Method.load_pretrained` (for a state
+    that is restored from a checkpoint anyway, e.g. `mlrpl_jax.evaluate`)."""
+    config_validation.validate(config)
+    mesh = sharding.make_mesh()
+    method = methods.get(config.method)
+    splits = pipeline.make_splits(config.data)
+    steps_per_epoch = len(splits.train) // config.train.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"config.train.batch_size={config.train.batch_size} exceeds the {len(splits.train)} "
+            f"examples of {config.data.name}[{splits.train.split}]; lower it."
+        )
+    if config.train.max_steps_per_epoch > 0:
+        steps_per_epoch = min(steps_per_epoch, config.train.max_steps_per_epoch)
+    total_steps = steps_per_epoch * config.train.num_epochs
+    data_info = make_data_info(config, splits.train)
+    fns = make_train_fns(
+        config, method, data_info, mesh, steps_per_epoch, total_steps, pretrained=pretrained
     )
     return Experiment(
-        config, mesh, method, model, num_classes, steps_per_epoch, total_steps, state,
-        state_sharding, step_fn, eval_fn, train_source, test_source,
+        config, mesh, method, fns.model, data_info.num_classes, steps_per_epoch, total_steps,
+        fns.state, fns.state_sharding, fns.step_fn, fns.eval_fns, fns.normalize_fn,
+        splits.train, splits.val, splits.test,
     )  # fmt: skip
+
+
+class TrainFns(NamedTuple):
+    """What `make_train_fns` builds."""
+
+    model: Any
+    state: TrainState
+    state_sharding: Any
+    step_fn: Any
+    eval_fns: dict[str, Any]
+    normalize_fn: Any
 
 
 def make_train_fns(
@@ -83,45 +112,59 @@ def make_train_fns(
     mesh: Any,
     steps_per_epoch: int,
     total_steps: int,
-) -> tuple[Any, TrainState, Any, Any, Any]:
-    """Model, initial replicated TrainState and the jitted train/eval steps for `mesh`.
+    *,
+    pretrained: bool = True,
+) -> TrainFns:
+    """Model, initial TrainState (sharded by the method's rules) and the jitted steps for `mesh`.
 
-    The backbone starts from `config.model.backbone_weights` when it names a file.
+    With `pretrained`, the new state is filled by `method.load_pretrained` (e.g. ImageNet weights
+    from `config.model.backbone_weights`).
 
-    Returns (model, state, state_sharding, step_fn, eval_fn) where step_fn(state, batch) -> (state,
-    metrics) donates its state and eval_fn(state, images) -> logits (B, C).
+    Returns TrainFns: step_fn(state, batch) -> (state, metrics) donates its state; eval_fns['raw']
+    (and 'ema' with weight EMA)(state, images) -> logits (B, C).
     """
-    delayed = method.delayed_params(config) if method.delayed_params is not None else ()
-    tx, schedule = optim.make_optimizer(config.optim, steps_per_epoch, total_steps, delayed)
+    groups = tuple(method.param_groups(config))
+    tx, schedule = optim.make_optimizer(config.optim, steps_per_epoch, total_steps, groups)
     model = method.make_model(config, data_info)
-    frozen = method.frozen_params(config)
     size = pipeline.image_size(config.data)
+    own = {k: jnp.asarray(v) for k, v in method.init_params(config, data_info).items()}
+    use_ema = config.train.ema_decay > 0
 
-    def init(rng):
-        init_rng, state_rng, method_rng = jax.random.split(rng, 3)
+    def init(rng, method_state):
+        init_rng, state_rng, _ = jax.random.split(rng, 3)
         variables = model.init(init_rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False)
-        params = variables["params"]
-        trainable, _ = split_params(params, frozen)
+        params = dict(variables["params"])
+        if own:
+            params[methods.base.METHOD_PARAMS] = own
+        batch_stats = variables.get("batch_stats", {})
+        trainable, _ = split_params(params, groups)
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
             opt_state=tx.init(trainable),
-            batch_stats=variables.get("batch_stats", {}),
-            method_state=method.init_state(config, data_info, method_rng),
+            batch_stats=batch_stats,
+            method_state=method_state,
             rng=state_rng,
+            ema={"params": params, "batch_stats": batch_stats} if use_ema else {},
         )
 
     rng = jax.random.PRNGKey(config.seed)
-    state_sharding = sharding.tree_replicated(jax.eval_shape(init, rng), mesh)
-    state = jax.jit(init, out_shardings=state_sharding)(rng)
-    if config.model.backbone_weights is not None:
-        params, batch_stats = pretrained.load_backbone_weights(
-            config.model.backbone_weights,
-            jax.device_get(state.params),
-            jax.device_get(state.batch_stats),
+    # The method state is built outside jit (it may hold large host tables, which jit would embed
+    # as constants) and placed on the mesh with the method's sharding, each device its part.
+    method_state = method.init_state(config, data_info, jax.random.split(rng, 3)[2])
+    rules = tuple(method.state_sharding(config))
+    state_sharding = sharding.tree_shardings(
+        jax.eval_shape(init, rng, method_state), mesh, rules
+    )
+    method_state = jax.device_put(method_state, state_sharding.method_state)
+    state = jax.jit(init, out_shardings=state_sharding)(rng, method_state)
+    if pretrained:
+        params, batch_stats = method.load_pretrained(
+            config, jax.device_get(state.params), jax.device_get(state.batch_stats)
         )
+        ema = {"params": params, "batch_stats": batch_stats} if use_ema else {}
         state = jax.device_put(
-            state.replace(params=params, batch_stats=batch_stats), state_sharding
+            state.replace(params=params, batch_stats=batch_stats, ema=ema), state_sharding
         )
     batch_sh = sharding.batch_sharding(mesh)
     step_fn = jax.jit(
@@ -131,7 +174,7 @@ def make_train_fns(
             config=config,
             method=method,
             tx=tx,
-            frozen=frozen,
+            groups=groups,
             learning_rate_fn=schedule,
             steps_per_epoch=steps_per_epoch,
         ),
@@ -139,44 +182,111 @@ def make_train_fns(
         out_shardings=(state_sharding, sharding.replicated(mesh)),
         donate_argnums=0,
     )
-    eval_fn = jax.jit(
-        functools.partial(eval_step, model=model, config=config, method=method),
-        in_shardings=(state_sharding, batch_sh),
+    eval_fns = {
+        name: jax.jit(
+            functools.partial(
+                eval_step, model=model, config=config, method=method, use_ema=name == "ema"
+            ),
+            in_shardings=(state_sharding, batch_sh),
+            out_shardings=batch_sh,
+        )
+        for name in (("raw", "ema") if use_ema else ("raw",))
+    }
+    normalize_fn = jax.jit(
+        functools.partial(method.normalize_images, config),
+        in_shardings=batch_sh,
         out_shardings=batch_sh,
     )
-    return model, state, state_sharding, step_fn, eval_fn
+    return TrainFns(model, state, state_sharding, step_fn, eval_fns, normalize_fn)
 
 
-def evaluate(exp: Experiment, state: TrainState) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
-    """Scores the whole test split. Returns (metrics in %, logits (N, C), targets (N, C))."""
-    local_bs = sharding.local_batch_size(exp.config.train.eval_batch_size, exp.mesh)
+def evaluate(
+    exp: Experiment, state: TrainState, split: str = "test", weights: str = "raw"
+) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """Scores a whole split ('test' or 'val') with the 'raw' or 'ema' weights.
+
+    Returns (metrics in %, logits (N, C), targets (N, C)). The test split, and the validation split
+    with `config.data.val_labels='full'`, are scored on their full labels (`metrics.compute_metrics`);
+    a validation split with 'partial' labels on its known entries only
+    (`metrics.partial_label_metrics`, mAP).
+    """
+    cfg = exp.config
+    source = exp.test_source if split == "test" else exp.val_source
+    partial = split == "val" and cfg.data.val_labels == "partial"
+    mask = pipeline.val_mask_transform(cfg.data, source) if partial else None
+    local_bs = sharding.local_batch_size(cfg.train.eval_batch_size, exp.mesh)
+    eval_fn = exp.eval_fns[weights]
     outputs = []
     for batch in pipeline.eval_batches(
-        exp.config.data, exp.test_source, local_bs, jax.process_index(), jax.process_count()
+        cfg.data, source, local_bs, jax.process_index(), jax.process_count(), mask=mask
     ):
         batch = sharding.host_to_global(batch, exp.mesh)
-        outputs.append((exp.eval_fn(state, batch["image"]), batch["targets"], batch["valid"]))
+        outputs.append((eval_fn(state, batch["image"]), batch["targets"], batch["valid"]))
     logits, targets, valid = (
         np.concatenate([sharding.to_host(o[i]) for o in outputs]) for i in range(3)
     )
     logits, targets = logits[valid], targets[valid]
-    scores = metrics.compute_metrics(
-        logits, targets, from_logits=True, ap_mode=exp.config.train.ap_mode
-    )
+    if partial:
+        scores = metrics.partial_label_metrics(logits, targets, ap_mode=cfg.train.ap_mode)
+    else:
+        scores = metrics.compute_metrics(
+            logits, targets, from_logits=True, ap_mode=cfg.train.ap_mode
+        )
     return scores, logits, targets
 
 
 def refresh_batches(exp: Experiment, epoch: int):
     """One pass (steps_per_epoch global batches) of augmented, shuffled training data for a method's
     `refresh` at the start of `epoch` (the reference collects prototype features from its train
-    loader). Seeded by (config.seed, epoch) and independent of the training iterator, so a resumed run
-    refreshes exactly as an uninterrupted one."""
+    loader): {'image' (normalised by the method), 'labels', 'example_id'}, no full labels. Seeded by
+    (config.seed, epoch) and independent of the training iterator, so a resumed run refreshes exactly
+    as an uninterrupted one."""
     cfg = exp.config
     local_bs = sharding.local_batch_size(cfg.train.batch_size, exp.mesh)
     seed = int(np.random.SeedSequence([cfg.seed, epoch, 0x5EF]).generate_state(1)[0])
     loader = pipeline.make_train_loader(cfg.data, exp.train_source, local_bs, seed)
     for _ in range(exp.steps_per_epoch):
-        yield sharding.host_to_global(next(loader), exp.mesh)
+        batch = next(loader)
+        batch = sharding.host_to_global(
+            {k: batch[k] for k in ("image", "labels", "example_id")}, exp.mesh
+        )
+        yield dict(batch, image=exp.normalize_fn(batch["image"]))
+
+
+def run_refresh(exp: Experiment, state: TrainState, epoch: int) -> TrainState:
+    """`Method.refresh` before `epoch` (under the mesh), with its new method state."""
+    with jax.set_mesh(exp.mesh):
+        method_state = exp.method.refresh(
+            exp.config, exp.model, state.params, state.batch_stats, state.method_state, epoch,
+            functools.partial(refresh_batches, exp, epoch),
+        )  # fmt: skip
+    return state.replace(method_state=jax.device_put(method_state, exp.state_sharding.method_state))
+
+
+def evaluate_epoch(exp: Experiment, state: TrainState) -> dict[str, dict[str, float]]:
+    """{'<split>' or '<split>/ema': metrics} for the test split and the validation split (if any),
+    with the raw weights and, with weight EMA, the EMA weights."""
+    results = {}
+    splits = ("val", "test") if exp.val_source is not None else ("test",)
+    for split in splits:
+        for weights in exp.eval_fns:
+            name = split if weights == "raw" else f"{split}/ema"
+            results[name], _, _ = evaluate(exp, state, split, weights)
+    return results
+
+
+def selection_score(cfg: ml_collections.ConfigDict, results: dict) -> tuple[float, str]:
+    """(mAP used to select the best checkpoint, which results entry gave it): on
+    `config.train.select_on`'s split, the better of the raw and EMA weights when EMA is on."""
+    split = cfg.train.select_on
+    candidates = [k for k in results if k.split("/")[0] == split]
+
+    def key(name):
+        value = results[name]["mAP"]
+        return (value if math.isfinite(value) else -math.inf, name == split)
+
+    best = max(candidates, key=key)
+    return results[best]["mAP"], best
 
 
 def _ratios(sums: dict[str, float]) -> dict[str, float]:
@@ -212,7 +322,8 @@ def _check_finite(history: list[tuple[int, dict[str, float]]], workdir: str, las
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Trains (resuming from `workdir` if it holds a checkpoint), evaluates, returns final metrics."""
+    """Trains (resuming from `workdir` if it holds a checkpoint), evaluates, returns the final test
+    metrics (of the raw weights; results.json also holds the EMA and validation metrics)."""
     os.makedirs(workdir, exist_ok=True)
     exp = setup(config)
     cfg = exp.config
@@ -232,7 +343,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         writer.write(start, {}, event="resume")
     step = int(jax.device_get(state.step))
     spe, total = exp.steps_per_epoch, exp.total_steps
-    final = None
+    results = None
     results_path = os.path.join(workdir, "results.json")
     if step >= total and os.path.exists(results_path):
         print(f"{workdir} already holds a finished run (step {step}); evaluating it again.")
@@ -244,10 +355,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     epoch_counts: dict[str, float] = {}  # sums of '<name>/num' and '<name>/den' metrics this epoch
     while step < total:
         if exp.method.refresh is not None and step % spe == 0:
-            epoch = step // spe
-            state = exp.method.refresh(
-                cfg, exp.model, state, epoch, functools.partial(refresh_batches, exp, epoch)
-            )
+            state = run_refresh(exp, state, step // spe)
         batch = sharding.host_to_global(next(train_iter), exp.mesh)
         with jax.transfer_guard("disallow"):  # the step itself never moves data implicitly
             state, step_metrics = exp.step_fn(state, batch)
@@ -279,19 +387,37 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             continue
         epoch = math.ceil(step / spe)
         if epoch % cfg.train.eval_every_epochs == 0 or step == total:
-            final, _, _ = evaluate(exp, state)
-            writer.write(
-                step, {f"eval/{cfg.data.name}/{k}": v for k, v in final.items()}, epoch=epoch
-            )
-            bar.write(f"epoch {epoch}: test mAP {final['mAP']:.2f}")
-            ckpt.save_best(state, final)
+            results = evaluate_epoch(exp, state)
+            writer.write(step, _eval_record(cfg, results), epoch=epoch)
+            score, source = selection_score(cfg, results)
+            bar.write(f"epoch {epoch}: test mAP {results['test']['mAP']:.2f}" + (
+                f", selection mAP ({source}) {score:.2f}" if source != "test" else ""
+            ))  # fmt: skip
+            ckpt.save_best(state, {"mAP": score, "source": source})
         if epoch % cfg.checkpoint.every_epochs == 0 or step == total:
             ckpt.save(state, train_iter)
     bar.close()
-    if final is None:  # nothing left to train: evaluate the restored final state
-        final, _, _ = evaluate(exp, state)
+    if results is None:  # nothing left to train: evaluate the restored final state
+        results = evaluate_epoch(exp, state)
+    final = results["test"]
     if jax.process_index() == 0:
-        atomic_write_json(results_path, {"step": step, "epoch": step / spe, "metrics": final})
+        score, source = selection_score(cfg, results)
+        atomic_write_json(
+            results_path,
+            {
+                "step": step,
+                "epoch": step / spe,
+                "metrics": final,
+                "all_metrics": results,
+                "selection": {
+                    "select_on": cfg.train.select_on,
+                    "best_checkpoint_source": source,
+                    "rule": "best checkpoint (workdir/best) by mAP on "
+                    + ("the test split (paper reproduction)" if cfg.train.select_on == "test"
+                       else f"the validation split ({cfg.data.val_labels} labels)"),
+                },
+            },
+        )  # fmt: skip
         print(
             format_table(
                 final, title=f"{cfg.method} on {cfg.data.name}: test metrics (%) at step {step}"
@@ -300,3 +426,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     writer.close()
     ckpt.close()
     return final
+
+
+def _eval_record(cfg: ml_collections.ConfigDict, results: dict) -> dict[str, float]:
+    """Metric-writer record of `evaluate_epoch`'s results: 'eval/<dataset>/<k>' for the test split
+    (as before), 'eval/<dataset>/<split>/<k>' for the others."""
+    record = {}
+    for name, values in results.items():
+        prefix = f"eval/{cfg.data.name}" + ("" if name == "test" else f"/{name}")
+        record.update({f"{prefix}/{k}": v for k, v in values.items()})
+    return record

@@ -22,8 +22,11 @@ def tiny_run_config(data_dir, method: str = "plain", **overrides):
     return config
 
 
-def fake_data_info(num_classes: int, embedding_dim: int = 8, seed: int = 0) -> methods.DataInfo:
-    """A DataInfo with random category embeddings and a random row-stochastic-like adjacency."""
+def fake_data_info(
+    num_classes: int, embedding_dim: int = 8, seed: int = 0, num_examples: int = 64
+) -> methods.DataInfo:
+    """A DataInfo with random category embeddings, a random row-stochastic-like adjacency and
+    random partial labels (num_examples, C)."""
     rng = np.random.default_rng(seed)
     adjacency = rng.random((num_classes, num_classes)).astype(np.float32)
     np.fill_diagonal(adjacency, 1.0)
@@ -32,9 +35,12 @@ def fake_data_info(num_classes: int, embedding_dim: int = 8, seed: int = 0) -> m
         adjacency=adjacency,
         embedding_source="random (test)",
     )
+    partial = rng.integers(-1, 2, size=(num_examples, num_classes)).astype(np.int8)
     return methods.DataInfo(
         num_classes=num_classes,
         class_names=tuple(f"class_{c}" for c in range(num_classes)),
+        num_train_examples=num_examples,
+        train_partial_labels=lambda: partial,
         label_semantics=lambda: semantics,
     )
 

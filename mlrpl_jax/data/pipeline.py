@@ -6,6 +6,7 @@ slice of the global batch; `sharding.host_to_global` assembles the global arrays
 
 import math
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import grain
 import ml_collections
@@ -22,6 +23,46 @@ def make_source(data: ml_collections.ConfigDict, split: str) -> sources.Source:
     )
 
 
+class Splits(NamedTuple):
+    """The sources of one experiment. `val` is None without a validation split."""
+
+    train: sources.Source | sources.Subset
+    val: sources.Source | sources.Subset | None
+    test: sources.Source
+
+
+def make_splits(data: ml_collections.ConfigDict) -> Splits:
+    """Train, validation and test sources of `config.data`.
+
+    Validation: `data.val_split` names a split of the dataset (e.g. 'validation'), or
+    `data.val_fraction` > 0 carves that fraction out of the train split with `data.val_seed`
+    (`sources.carve_out`; the train source is then the rest), or neither: no validation split.
+    """
+    train = make_source(data, data.train_split)
+    val = None
+    if data.val_split is not None:
+        val = make_source(data, data.val_split)
+    elif data.val_fraction > 0:
+        train, val = sources.carve_out(train, data.val_fraction, data.val_seed)
+    return Splits(train, val, make_source(data, data.test_split))
+
+
+def val_mask_transform(data: ml_collections.ConfigDict, source) -> transforms.MaskLabels:
+    """The partial labels of the validation split (`data.val_labels='partial'`): the train
+    split's setting and proportion, with a seed derived from `data.label_seed` (so the val masks
+    are not the train masks of the same example ids)."""
+    seed = int(np.random.SeedSequence([data.label_seed, 0x7A1]).generate_state(1)[0] % 2**31)
+    return transforms.MaskLabels(
+        dataset=f"{data.name}[{source.split}]",
+        num_examples=len(source),
+        num_classes=source.num_classes,
+        setting=data.setting,
+        proportion=data.known_proportion,
+        seed=seed,
+        mode="hash",
+    )
+
+
 def _sizes(data: ml_collections.ConfigDict) -> tuple[int, tuple[int, ...], int]:
     return transforms.scaled_sizes(
         data.scale_size, data.crop_sizes, data.image_size, data.size_factor
@@ -33,9 +74,7 @@ def image_size(data: ml_collections.ConfigDict) -> int:
     return _sizes(data)[2]
 
 
-def make_mask_transform(
-    data: ml_collections.ConfigDict, source: sources.Source
-) -> transforms.MaskLabels:
+def make_mask_transform(data: ml_collections.ConfigDict, source) -> transforms.MaskLabels:
     """The partial-label transform for the train split (from the setting or a labels file)."""
     fixed = None
     if data.partial_labels_file is not None:
@@ -43,7 +82,7 @@ def make_mask_transform(
             data.partial_labels_file, len(source), source.num_classes
         )
     return transforms.MaskLabels(
-        dataset=f"{data.name}[{data.train_split}]",
+        dataset=f"{data.name}[{source.split}]",
         num_examples=len(source),
         num_classes=source.num_classes,
         setting=data.setting,
@@ -88,7 +127,7 @@ class TrainBatches:
 
 
 def make_train_loader(
-    data: ml_collections.ConfigDict, source: sources.Source, local_batch_size: int, seed: int
+    data: ml_collections.ConfigDict, source, local_batch_size: int, seed: int
 ) -> TrainBatches:
     """An endless, shuffled (new permutation every pass), augmented iterator of this process's batches.
 
@@ -115,16 +154,18 @@ def make_train_loader(
 
 def eval_batches(
     data: ml_collections.ConfigDict,
-    source: sources.Source,
+    source,
     local_batch_size: int,
     process_index: int = 0,
     process_count: int = 1,
+    mask: transforms.MaskLabels | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """This process's evaluation batches, covering every example exactly once (no drop_last).
 
     Each process gets a contiguous slice of the split; the last batches are padded (valid=False) so that
     every process yields the same number of full-size batches.
-    Batches: {'image': uint8 (b, S, S, 3), 'targets': uint8 (b, C), 'valid': bool (b,)}.
+    Batches: {'image': uint8 (b, S, S, 3), 'targets': int8 (b, C), 'valid': bool (b,)}; targets are
+    the full labels {0, 1}, or with `mask` the partial labels {-1, 0, 1} it gives.
     """
     bounds = np.linspace(0, len(source), process_count + 1).round().astype(int)
     longest = int(np.max(np.diff(bounds)))
@@ -132,7 +173,7 @@ def eval_batches(
     start, stop = int(bounds[process_index]), int(bounds[process_index + 1])
     dataset = (
         grain.MapDataset.source(source)[start:stop]
-        .map(transforms.EvalTransform(_sizes(data)[2], f"{data.name}[{data.test_split}]"))
+        .map(transforms.EvalTransform(_sizes(data)[2], f"{data.name}[{source.split}]", mask))
         .batch(local_batch_size, drop_remainder=False)
         .to_iter_dataset()
     )
@@ -143,7 +184,7 @@ def eval_batches(
     size = _sizes(data)[2]
     padding = {
         "image": np.zeros((local_batch_size, size, size, 3), np.uint8),
-        "targets": np.zeros((local_batch_size, source.num_classes), np.uint8),
+        "targets": np.zeros((local_batch_size, source.num_classes), np.int8),
         "valid": np.zeros((local_batch_size,), bool),
     }
     count = 0

@@ -512,3 +512,61 @@ def make_source(
     if name == "vg200":
         return _make_vg200(split, data_dir)
     raise ValueError(f"Unknown dataset {name!r}; supported: {', '.join(SUPPORTED_DATASETS)}.")
+
+
+class Subset:
+    """Rows `indices` of a `Source`, renumbered: ``subset[i]`` is ``base[indices[i]]`` with
+    ``example_id`` = i, so partial-label masks and per-example tables are keyed by the position in
+    the subset. Same interface as `Source` (``name``, ``split``, ``num_classes``, ``class_names``,
+    ``labels_matrix``, ``image_names``); picklable.
+    """
+
+    def __init__(self, base: Source, indices: np.ndarray, split: str):
+        """Args: base source; indices (n,) int into it; split: the name used for this subset."""
+        self.base = base
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.name, self.split = base.name, split
+        self.class_names, self.num_classes = base.class_names, base.num_classes
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __repr__(self) -> str:
+        return f"Subset({self.base!r}, split={self.split!r}, num_examples={len(self)})"
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        index = operator.index(index)
+        record = self.base[int(self.indices[index])]
+        return dict(record, example_id=np.int64(index if index >= 0 else index + len(self)))
+
+    def labels_matrix(self) -> np.ndarray:
+        """uint8 (n, C): the base's labels of the subset's rows."""
+        return self.base.labels_matrix()[self.indices]
+
+    def image_names(self) -> tuple[str, ...]:
+        """The base's file names of the subset's rows."""
+        names = self.base.image_names()
+        return tuple(names[i] for i in self.indices)
+
+
+def carve_out(base: Source, fraction: float, seed: int) -> tuple[Subset, Subset]:
+    """(train, val) = a seeded random split of `base` with round(fraction * N) examples in val.
+
+    The permutation is ``np.random.default_rng(seed).permutation(N)`` (the LargeLoss protocol
+    carves 20% of COCO/VOC train with seed 1200); both parts keep the base order. Example ids are
+    renumbered within each part (`Subset`).
+    """
+    n = len(base)
+    num_val = int(round(fraction * n))
+    if not 0 < num_val < n:
+        raise ValueError(
+            f"config.data.val_fraction={fraction} carves {num_val} of the {n} examples of "
+            f"{base.name}[{base.split}]; it must leave at least one example on each side."
+        )
+    perm = np.random.default_rng(seed).permutation(n)
+    val_idx, train_idx = np.sort(perm[:num_val]), np.sort(perm[num_val:])
+    tag = f"carve{fraction:g}_seed{seed}"
+    return (
+        Subset(base, train_idx, f"{base.split}[{tag}:train]"),
+        Subset(base, val_idx, f"{base.split}[{tag}:val]"),
+    )

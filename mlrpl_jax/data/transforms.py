@@ -1,7 +1,7 @@
 """grain transforms: partial-label masking, the papers' train augmentation and the test resize.
 
 Images stay uint8 on the host (4x less host->device traffic); normalisation happens on device
-(`train_state.normalize_images`).
+(`Method.normalize_images`).
 
 Train augmentation (reference, torchvision on PIL images; every size times `size_factor`):
   1. resize to scale x scale (512, aspect ratio not kept), bicubic;
@@ -127,13 +127,16 @@ class TrainAugment(grain.transforms.RandomMap):
 
 
 class EvalTransform(grain.transforms.Map):
-    """Test transform: resize to image_size. Output {'image', 'targets' uint8 (C,) {0,1}, 'valid'}."""
+    """Evaluation transform: resize to image_size. Output {'image', 'targets' int8 (C,), 'valid'}:
+    targets are the full labels {0, 1}, or with `mask` (a `MaskLabels`) the partial labels
+    {-1, 0, 1} it gives (model selection on a partially labelled validation split)."""
 
-    def __init__(self, image_size: int, dataset: str):
-        self.image_size, self.dataset = image_size, dataset
+    def __init__(self, image_size: int, dataset: str, mask: "MaskLabels | None" = None):
+        self.image_size, self.dataset, self.mask = image_size, dataset, mask
 
     def map(self, record: dict[str, Any]) -> dict[str, Any]:
         full = np.asarray(record["labels"])
         check_full_labels(full, int(record["example_id"]), self.dataset)
+        targets = full if self.mask is None else self.mask.map(record)["labels"]
         image = np.asarray(_resize(record["image"], self.image_size), dtype=np.uint8)
-        return {"image": image, "targets": full.astype(np.uint8), "valid": np.bool_(True)}
+        return {"image": image, "targets": targets.astype(np.int8), "valid": np.bool_(True)}

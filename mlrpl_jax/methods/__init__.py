@@ -1,9 +1,9 @@
 """The one registry of methods: name -> `Method` (see `methods/base.py`)."""
 
 from mlrpl_jax.methods import blending, hst, plain, ssgrl, sst
-from mlrpl_jax.methods.base import Clock, DataInfo, Method
+from mlrpl_jax.methods.base import Clock, DataInfo, Method, ParamGroup, StepOutput
 
-__all__ = ["METHODS", "Clock", "DataInfo", "Method", "get"]
+__all__ = ["METHODS", "Clock", "DataInfo", "Method", "ParamGroup", "StepOutput", "get"]
 
 METHODS: dict[str, Method] = {
     "plain": plain.METHOD,

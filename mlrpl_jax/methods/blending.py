@@ -26,8 +26,8 @@ with the epoch-0 ramp w and soft-target partial BCE (targets 1 - alpha > 0 count
 alpha and beta (``learn_coefficients``): learnable, per class (the vectors A and B of DSRB eq. 8 and
 12; ``per_class_coefficients=False`` gives the single scalars of the released SARB/DSRB code),
 initialised at 0.5, with gradients through the blended features and the targets; their optimiser
-starts at their first gradient (epoch 5, `delayed_params`, as PyTorch's Adam skips them before) and
-they are clamped to [0, 1] after every update (`project_params`; the reference clamps in place
+starts at their first gradient (epoch 5, a delayed `ParamGroup`, as PyTorch's Adam skips them before)
+and they are clamped to [0, 1] after every update (the group's `project`; the reference clamps in place
 before each blended forward, the same sequence of values). Only the enabled branches' coefficients
 exist. Caveat of the per-class form: with Adam and coupled L2 (the recipe), the coefficient of a
 class that is rarely blended mostly sees the weight-decay gradient, which Adam normalises to steps
@@ -56,7 +56,7 @@ import ml_collections
 
 from mlrpl_jax import losses
 from mlrpl_jax.losses import contrastive
-from mlrpl_jax.methods import base, prototypes
+from mlrpl_jax.methods import base, common, prototypes
 from mlrpl_jax.methods import ssgrl as ssgrl_method
 from mlrpl_jax.models import ssgrl
 from mlrpl_jax.ops import blending
@@ -114,39 +114,50 @@ def dsrb_config() -> ml_collections.ConfigDict:
 
 def check(mc) -> None:
     """Errors that name a bad key and its allowed values."""
-    choices = {"prototypes": ("location", "kmeans"), "mixup": ("none", "image", "feature_map")}
-    for key, allowed in choices.items():
-        if key in mc and mc[key] not in allowed:
-            raise ValueError(f"config.method_config.{key}={mc[key]!r}: must be one of {allowed}.")
+    common.check_choices(
+        mc, {"prototypes": ("location", "kmeans"), "mixup": ("none", "image", "feature_map")}
+    )
     for key in ("alpha", "beta"):
         if not 0.0 <= mc[key] <= 1.0:
             raise ValueError(f"config.method_config.{key}={mc[key]}: must lie in [0, 1].")
 
 
-def coefficient_scalars(mc, num_classes: int) -> tuple:
-    """`LearnedScalars` entries for the coefficients of the enabled branches (alpha for IPRB, beta
-    for PPRB; none when fixed), so an unused coefficient is not moved by weight decay."""
+def validate(config: base.Config) -> None:
+    """`Method.validate`: `check` of the method's keys."""
+    check(config.method_config)
+
+
+def init_coefficients(mc, num_classes: int) -> dict:
+    """The method's own parameters alpha (IPRB) and beta (PPRB) of the enabled branches, when
+    learnable (none when fixed, so an unused coefficient is not moved by weight decay)."""
     if not mc.learn_coefficients:
-        return ()
+        return {}
     shape = (num_classes,) if mc.per_class_coefficients else ()
     used = (("alpha", mc.use_iprb), ("beta", mc.use_pprb))
-    return tuple((name, float(mc[name]), shape) for name, on in used if on)
+    return {name: jnp.full(shape, mc[name], jnp.float32) for name, on in used if on}
 
 
-def coefficients(mc, aux) -> tuple[jax.Array, jax.Array]:
+def coefficients(mc, params) -> tuple[jax.Array, jax.Array]:
     """(alpha, beta): the learned parameters, or the fixed config values."""
-    learned = aux.get("scalars", {}) if mc.learn_coefficients else {}
+    learned = base.method_params(params) if mc.learn_coefficients else {}
     alpha = learned.get("alpha", jnp.float32(mc.alpha))
     return alpha, learned.get("beta", jnp.float32(mc.beta))
 
 
-def make_model(config: base.Config, data_info: base.DataInfo) -> ssgrl.SSGRL:
-    """SSGRL core + alpha, beta (when learnable)."""
-    mc = config.method_config
-    check(mc)
-    entries = coefficient_scalars(mc, data_info.num_classes)
-    scalars = ssgrl.LearnedScalars(entries) if entries else None
-    return ssgrl_method.make_model(config, data_info, scalars=scalars)
+def init_params(config: base.Config, data_info: base.DataInfo) -> dict:
+    """alpha, beta (`init_coefficients`)."""
+    return init_coefficients(config.method_config, data_info.num_classes)
+
+
+def param_groups(config: base.Config) -> tuple[base.ParamGroup, ...]:
+    """SSGRL's groups + alpha and beta: out of the graph (no Adam step, no L2) until blending
+    starts, as in PyTorch, and clamped to [0, 1] after every update (the reference's in-place clamp
+    before each blended forward)."""
+    own = base.METHOD_PARAMS
+    return ssgrl_method.param_groups(config) + tuple(
+        base.ParamGroup((own, name), delayed=True, project=common.clip_unit)
+        for name in COEFFICIENTS
+    )
 
 
 def init_state(config: base.Config, data_info: base.DataInfo, rng: jax.Array) -> dict:
@@ -164,36 +175,23 @@ def init_state(config: base.Config, data_info: base.DataInfo, rng: jax.Array) ->
     }
 
 
-def prototypes_due(mc, epoch: int) -> bool:
-    """SARB/DSRB schedule (notes §8.4): e >= 5 and (e == 5 or (recompute and (e - 5) % 5 == 0))."""
-    start = mc.blend_epoch
-    return epoch == start or (
-        epoch > start
-        and mc.recompute_prototypes
-        and (epoch - start) % mc.prototype_every_epochs == 0
-    )
-
-
-def refresh(config, model, state, epoch, batches):
-    """Prototypes from one pass over the training set, when `prototypes_due`."""
+def refresh(config, model, params, batch_stats, method_state, epoch, batches):
+    """Prototypes from one pass over the training set at epochs 5, 10, 15 (notes §8.4)."""
     mc = config.method_config
-    if not mc.use_pprb or not prototypes_due(mc, epoch):
-        return state
-    c, _, d = state.method_state["prototypes"].shape
+    due = common.prototypes_due(
+        epoch, mc.blend_epoch, mc.prototype_every_epochs, mc.recompute_prototypes
+    )
+    if not mc.use_pprb or not due:
+        return method_state
     if mc.prototypes == "kmeans":
-        result = prototypes.kmeans_prototypes(
-            model, state, batches, num_classes=c, feature_dim=d,
-            num_prototypes=mc.num_prototypes, max_per_class=mc.prototype_max_per_class,
-            n_init=mc.kmeans_n_init, max_iters=mc.kmeans_max_iters,
-            seed=prototypes.refresh_seed(config.seed, epoch),
-        )  # fmt: skip
-        new, counts = result.centroids, result.num_points
-    else:
-        new, counts = prototypes.location_prototypes(
-            model, state, batches, num_classes=c, feature_dim=d, cap=mc.location_cap
+        return prototypes.kmeans_refresh(
+            config, model, params, batch_stats, method_state, epoch, batches
         )
-    method_state = dict(state.method_state, prototypes=new, prototype_points=counts)
-    return state.replace(method_state=method_state)
+    c, _, d = method_state["prototypes"].shape
+    new, counts = prototypes.location_prototypes(
+        model, params, batch_stats, batches, num_classes=c, feature_dim=d, cap=mc.location_cap
+    )
+    return dict(method_state, prototypes=new, prototype_points=counts)
 
 
 def drawn_prototypes(kind: str, method_state, aux, key) -> jax.Array:
@@ -222,7 +220,7 @@ def blend_loss(model, mc, params, aux, labels, method_state, key, kind: str, act
     nothing for them, as in the reference; the loss and the branch metrics are then 0).
     """
     v = aux["category_features"]
-    alpha, beta = coefficients(mc, aux)
+    alpha, beta = coefficients(mc, params)
     metrics = {}
     for name, value, on in (("alpha", alpha, mc.use_iprb), ("beta", beta, mc.use_pprb)):
         if on:
@@ -247,7 +245,9 @@ def blend_loss(model, mc, params, aux, labels, method_state, key, kind: str, act
             feats.append(v2), targets.append(y2), weights.append(mc.pprb_weight)
             names.append("pprb")
         logits = model.apply(
-            {"params": params}, jnp.concatenate(feats), method=ssgrl.SSGRL.classify
+            {"params": base.model_params(params)},
+            jnp.concatenate(feats),
+            method=ssgrl.SSGRL.classify,
         )
         total, terms = jnp.float32(0.0), {}
         for i, (y, w, name) in enumerate(zip(targets, weights, names, strict=True)):
@@ -268,8 +268,6 @@ def _with_backbone_map(module, images, train):
     """The model's (logits, aux) and the backbone map f they came from."""
     f = module.backbone(images, train=train)
     aux = module.head.features(f, train)
-    if module.scalars is not None:
-        aux["scalars"] = module.scalars()
     return (module.classify(aux["category_features"]), aux), f
 
 
@@ -315,12 +313,12 @@ def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock)
     mc = config.method_config
     k_con, k_blend, k_mix = jax.random.split(rng, 3)
     t = batch["labels"]
-    active = clock.epoch >= mc.blend_epoch
+    active = common.active_from(clock, mc.blend_epoch)
     (logits, aux), batch_stats, mix_loss = forward(
         model, mc, params, batch_stats, batch["image"], t, k_mix, active
     )
     on = active.astype(jnp.float32)
-    ramp = jnp.where(clock.epoch == 0, clock.epoch_fraction, 1.0)
+    ramp = common.epoch0_ramp(clock)
     loss, metrics = ssgrl_method.supervised_loss(config, logits, aux, t)
     l_con, _ = contrastive.instance_contrastive_loss(aux["category_features"], t, k_con)
     l_blend, blend_metrics = blend_loss(
@@ -328,38 +326,21 @@ def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock)
     )
     loss = loss + ramp * mc.contrastive_weight * l_con + l_blend + on * mc.mixup_weight * mix_loss
     metrics.update(contrastive=l_con, mixup_bce=mix_loss, **blend_metrics)
-    return loss, {"metrics": metrics, "batch_stats": batch_stats}
-
-
-def delayed_params(config: base.Config) -> tuple[tuple[str, ...], ...]:
-    """alpha, beta: out of the graph (no Adam step, no L2) until blending starts, as in PyTorch."""
-    return (("scalars",),) if coefficient_scalars(config.method_config, 1) else ()
-
-
-def project_params(config: base.Config, params):
-    """Clamps alpha and beta to [0, 1] (the reference's in-place clamp before each blended forward)."""
-    if "scalars" not in params:
-        return params
-    scalars = dict(params["scalars"])
-    for name in COEFFICIENTS:
-        if name in scalars:
-            scalars[name] = jnp.clip(scalars[name], 0.0, 1.0)
-    return dict(params, scalars=scalars)
+    return loss, base.StepOutput(metrics, batch_stats, method_state)
 
 
 def _method(name, default_config):
     return base.Method(
         name=name,
         default_config=default_config,
-        make_model=make_model,
-        init_state=init_state,
+        make_model=ssgrl_method.make_model,
         loss_fn=loss_fn,
-        update_state=base.keep_state,
         predict_fn=base.predict_logits,
-        frozen_params=ssgrl_method.frozen_params,
+        validate=validate,
+        init_state=init_state,
+        init_params=init_params,
+        param_groups=param_groups,
         refresh=refresh,
-        delayed_params=delayed_params,
-        project_params=project_params,
     )
 
 

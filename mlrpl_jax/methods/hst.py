@@ -2,9 +2,10 @@
 
 As the authors' code runs it (``shared/reference/hcp_mlr_pl_notes.md`` §9, script values):
 
-* model: SSGRL + IST pair head + two learnable margins theta_intra, theta_inter (init 1.0, DTL,
-  paper §3.4) held as parameters ``scalars/{intra,inter}_margin``; their optimiser starts at
-  their first gradient (epoch 5), as PyTorch's Adam skips them before (`Method.delayed_params`);
+* model: SSGRL + IST pair head; two learnable margins theta_intra, theta_inter (init 1.0, DTL,
+  paper §3.4) are the method's own parameters ``params['method']['{intra,inter}_margin']``; their
+  optimiser starts at their first gradient (epoch 5), as PyTorch's Adam skips them before (a
+  delayed `ParamGroup`);
 * CST prototypes: K = 10 K-means centres per class of the category features of the known positives
   of one pass over the (augmented) training set in inference mode, at the start of epochs 5, 10, 15
   (`refresh`; one batched K-means for all classes, `ops.kmeans`), held in `method_state`;
@@ -36,7 +37,7 @@ import ml_collections
 
 from mlrpl_jax import losses
 from mlrpl_jax.losses import contrastive, cooccurrence
-from mlrpl_jax.methods import base, blending, prototypes, sst
+from mlrpl_jax.methods import base, blending, common, prototypes, sst
 from mlrpl_jax.methods import ssgrl as ssgrl_method
 from mlrpl_jax.models import ist, ssgrl
 from mlrpl_jax.ops import pseudo_labels as pl
@@ -78,22 +79,14 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-def _check(mc):
-    if mc.prototype_loss_sign not in ("reference", "paper"):
-        raise ValueError(
-            f"config.method_config.prototype_loss_sign={mc.prototype_loss_sign!r}: must be "
-            "'reference' or 'paper'."
-        )
-    if mc.cooccurrence_source not in ("learned", "statistics"):
-        raise ValueError(
-            f"config.method_config.cooccurrence_source={mc.cooccurrence_source!r}: must be "
-            "'learned' or 'statistics'."
-        )
-    if mc.cross_image_source not in ("prototypes", "instances"):
-        raise ValueError(
-            f"config.method_config.cross_image_source={mc.cross_image_source!r}: must be "
-            "'prototypes' (HST) or 'instances' (SST's feature bank, ablation 'CST w/ IL')."
-        )
+def validate(config: base.Config) -> None:
+    """Choice keys and the prototype schedule."""
+    mc = config.method_config
+    common.check_choices(mc, {
+        "prototype_loss_sign": ("reference", "paper"),
+        "cooccurrence_source": ("learned", "statistics"),
+        "cross_image_source": ("prototypes", "instances"),
+    })  # fmt: skip
     if mc.generate_label_epoch % mc.prototype_every_epochs:
         raise ValueError(
             f"config.method_config.generate_label_epoch={mc.generate_label_epoch} must be a "
@@ -102,22 +95,34 @@ def _check(mc):
         )
 
 
-def make_model(
-    config: base.Config, data_info: base.DataInfo, extra_scalars: tuple = ()
-) -> ssgrl.SSGRL:
-    """SSGRL + IST head + the two margins (when learnable) + `extra_scalars` (`LearnedScalars`
-    entries of methods built on HST)."""
+def make_model(config: base.Config, data_info: base.DataInfo) -> ssgrl.SSGRL:
+    """SSGRL + IST head."""
     mc = config.method_config
-    _check(mc)
     head = ist.ISTHead(mc.ist_hidden_dim, mc.ist_pair_dim, mc.ist_chunk)
-    entries = extra_scalars
-    if mc.learn_margins:
-        entries = (
-            ("intra_margin", float(mc.intra_margin), ()),
-            ("inter_margin", float(mc.inter_margin), ()),
-        ) + entries
-    scalars = ssgrl.LearnedScalars(entries) if entries else None
-    return ssgrl_method.make_model(config, data_info, ist=head, scalars=scalars)
+    return ssgrl_method.make_model(config, data_info, ist=head)
+
+
+def init_params(config: base.Config, data_info: base.DataInfo) -> dict:
+    """The learnable margins theta_intra, theta_inter (when `learn_margins`)."""
+    del data_info
+    mc = config.method_config
+    if not mc.learn_margins:
+        return {}
+    return {name: jnp.float32(mc[name]) for name in ("intra_margin", "inter_margin")}
+
+
+def param_groups(config: base.Config) -> tuple[base.ParamGroup, ...]:
+    """SSGRL's groups + the method's own parameters (margins; alpha and beta for `hst_fb`),
+    out of the graph (no Adam step, no L2) until epoch 5 as in the reference; alpha and beta are
+    clamped to [0, 1] after each update."""
+    own = base.METHOD_PARAMS
+    return ssgrl_method.param_groups(config) + (
+        base.ParamGroup((own,), delayed=True),
+        *(
+            base.ParamGroup((own, name), delayed=True, project=common.clip_unit)
+            for name in blending.COEFFICIENTS
+        ),
+    )
 
 
 def init_state(config: base.Config, data_info: base.DataInfo, rng: jax.Array) -> dict:
@@ -133,59 +138,47 @@ def init_state(config: base.Config, data_info: base.DataInfo, rng: jax.Array) ->
     }
 
 
-def prototypes_due(mc: ml_collections.ConfigDict, epoch: int) -> bool:
-    """Reference schedule (notes §9.2): e >= 5, e % 5 == 0, and (e == 5 or recompute); never for
-    ``cross_image_source='instances'``."""
-    return (
-        mc.cross_image_source == "prototypes"
-        and epoch >= mc.generate_label_epoch
-        and epoch % mc.prototype_every_epochs == 0
-        and (epoch == mc.generate_label_epoch or mc.recompute_prototypes)
-    )
-
-
-def refresh(config, model, state, epoch, batches):
-    """K-means prototypes from one pass over the training set, when `prototypes_due`."""
+def refresh(config, model, params, batch_stats, method_state, epoch, batches):
+    """K-means prototypes from one pass over the training set at epochs 5, 10, 15 (notes §9.2;
+    never for ``cross_image_source='instances'``)."""
     mc = config.method_config
-    if not prototypes_due(mc, epoch):
-        return state
-    c, _, d = state.method_state["prototypes"].shape
-    result = prototypes.kmeans_prototypes(
-        model, state, batches, num_classes=c, feature_dim=d, num_prototypes=mc.num_prototypes,
-        max_per_class=mc.prototype_max_per_class, n_init=mc.kmeans_n_init,
-        max_iters=mc.kmeans_max_iters, seed=prototypes.refresh_seed(config.seed, epoch),
-    )  # fmt: skip
-    method_state = dict(
-        state.method_state, prototypes=result.centroids, prototype_points=result.num_points
+    due = common.prototypes_due(
+        epoch, mc.generate_label_epoch, mc.prototype_every_epochs, mc.recompute_prototypes
     )
-    return state.replace(method_state=method_state)
+    if mc.cross_image_source != "prototypes" or not due:
+        return method_state
+    return prototypes.kmeans_refresh(
+        config, model, params, batch_stats, method_state, epoch, batches
+    )
 
 
-def margins(mc, aux) -> tuple[jax.Array, jax.Array]:
+def margins(mc, params) -> tuple[jax.Array, jax.Array]:
     """(theta_intra, theta_inter): learned parameters, or the fixed config values."""
     if mc.learn_margins:
-        return aux["scalars"]["intra_margin"], aux["scalars"]["inter_margin"]
+        own = base.method_params(params)
+        return own["intra_margin"], own["inter_margin"]
     return jnp.float32(mc.intra_margin), jnp.float32(mc.inter_margin)
 
 
 def hst_loss(config, params, method_state, batch, rng, clock, logits, aux):
-    """The HST loss of one forward's (logits, aux). Returns (loss, metrics, method-state extras)."""
+    """The HST loss of one forward's (logits, aux). Returns (loss, metrics, new method state,
+    diagnostics)."""
     mc = config.method_config
     t = batch["labels"]
     v, pair_logits = aux["category_features"], aux["pair_logits"]
-    active = clock.epoch >= mc.generate_label_epoch
+    active = common.active_from(clock, mc.generate_label_epoch)
     on = active.astype(jnp.float32)
-    ramp = jnp.where(clock.epoch == 0, clock.epoch_fraction, 1.0)
-    theta_intra, theta_inter = margins(mc, aux)
+    ramp = common.epoch0_ramp(clock)
+    theta_intra, theta_inter = margins(mc, params)
 
-    s = sst.cooccurrence_for_labels(mc, params, pair_logits)
+    s = common.cooccurrence_for_labels(mc.cooccurrence_source, params, pair_logits)
     soft_intra = pl.hst_soft_scores(pl.intra_scores(s, t), theta_intra)
     instances = mc.cross_image_source == "instances"
     if instances:  # "CST w/ IL": SST's bank, updated before the scores, as SST codes it
-        state_out = {"bank": pl.update_bank(method_state["bank"], v, t)}
-        references = state_out["bank"]
+        new_state = dict(method_state, bank=pl.update_bank(method_state["bank"], v, t))
+        references = new_state["bank"]
     else:
-        state_out, references = {}, method_state["prototypes"]
+        new_state, references = method_state, method_state["prototypes"]
     soft_inter = pl.hst_soft_scores(pl.mean_cosine_to_set(v, references), theta_inter)
     y_intra = pl.complete_labels(t, pl.indicator(soft_intra, 0.0, strict=True))
     y_inter = pl.complete_labels(t, pl.indicator(soft_inter, 0.0, strict=True))
@@ -212,55 +205,44 @@ def hst_loss(config, params, method_state, batch, rng, clock, logits, aux):
         + ramp * mc.instance_weight * l_ins
         + on * mc.prototype_weight * l_pro
     )
-    full = batch["full_labels"]
     metrics.update(
         intra_bce=l_intra, inter_bce=l_inter, intra_dtl=dtl_intra, inter_dtl=dtl_inter,
         ist_asl=l_ist, instance_contrastive=l_ins, prototype_contrastive=l_pro,
         theta_intra=theta_intra, theta_inter=theta_inter,
-        **sst.quality_metrics("pseudo_intra", y_intra, t, full, active & mc.use_intra),
-        **sst.quality_metrics("pseudo_inter", y_inter, t, full, active & mc.use_inter),
     )  # fmt: skip
-    return loss, metrics, state_out
+    diagnostics = {
+        "pseudo_intra": (y_intra, active & mc.use_intra),
+        "pseudo_inter": (y_inter, active & mc.use_inter),
+    }
+    return loss, metrics, new_state, diagnostics
 
 
 def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock):
     """The HST loss (module docstring). See `base.Method.loss_fn`."""
     (logits, aux), batch_stats = base.apply_train(model, params, batch_stats, batch["image"])
-    loss, metrics, state_out = hst_loss(
+    loss, metrics, new_state, diagnostics = hst_loss(
         config, params, method_state, batch, rng, clock, logits, aux
     )
-    return loss, {"metrics": metrics, "batch_stats": batch_stats, **state_out}
-
-
-def update_state(config, method_state, aux, clock):
-    """Keeps the bank of ``cross_image_source='instances'`` (features detached); the prototypes
-    change only in `refresh`."""
-    if config.method_config.cross_image_source == "instances":
-        return sst.update_state(config, method_state, aux, clock)
-    return method_state
-
-
-def delayed_params(config: base.Config) -> tuple[tuple[str, ...], ...]:
-    """The margins: out of the graph (no Adam step, no L2) until epoch 5, as in the reference."""
-    return (("scalars",),) if config.method_config.learn_margins else ()
+    return loss, base.StepOutput(metrics, batch_stats, new_state, diagnostics)
 
 
 METHOD = base.Method(
     name="hst",
     default_config=default_config,
     make_model=make_model,
-    init_state=init_state,
     loss_fn=loss_fn,
-    update_state=update_state,
     predict_fn=base.predict_logits,
-    frozen_params=ssgrl_method.frozen_params,
+    validate=validate,
+    init_state=init_state,
+    init_params=init_params,
+    param_groups=param_groups,
     refresh=refresh,
-    delayed_params=delayed_params,
+    diagnostics=common.pseudo_label_diagnostics,
 )
 
 
 # ---------------------------------------------------------------------------------------------
-# `hst_fb`: HST with feature blending (HST paper §4.4, Table 8 "HST w/ FB").
+# `hst_fb`: HST with feature blending (HST paper §4.4, Table 8, "HST w/ FB").
 #
 # The paper gives no details beyond "integrating the feature blending strategy [SARB] into HST"
 # and there is no released code. Built here as: the HST loss + from epoch `generate_label_epoch`
@@ -275,18 +257,25 @@ def fb_default_config() -> ml_collections.ConfigDict:
     return blending.blend_keys(default_config())
 
 
-def fb_make_model(config: base.Config, data_info: base.DataInfo) -> ssgrl.SSGRL:
-    """HST's model + alpha, beta (when learnable)."""
+def fb_validate(config: base.Config) -> None:
+    """HST's checks, the blending checks, and PPRB's need of HST's prototypes."""
+    validate(config)
     mc = config.method_config
     blending.check(mc)
     if mc.use_pprb and mc.cross_image_source != "prototypes":
         raise ValueError(
-            "hst_fb: use_pprb=True blends with HST's K-means prototypes, which "
-            "cross_image_source='instances' does not compute; set use_pprb=False or "
+            "config.method_config.use_pprb=True: hst_fb blends with HST's K-means prototypes, "
+            "which cross_image_source='instances' does not compute; set use_pprb=False or "
             "cross_image_source='prototypes'."
         )
-    extra = blending.coefficient_scalars(mc, data_info.num_classes)
-    return make_model(config, data_info, extra_scalars=extra)
+
+
+def fb_init_params(config: base.Config, data_info: base.DataInfo) -> dict:
+    """The margins + alpha and beta of the enabled branches (when learnable)."""
+    return {
+        **init_params(config, data_info),
+        **blending.init_coefficients(config.method_config, data_info.num_classes),
+    }
 
 
 def fb_loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock):
@@ -294,28 +283,21 @@ def fb_loss_fn(model, config, params, batch_stats, method_state, batch, rng, clo
     mc = config.method_config
     k_hst, k_blend = jax.random.split(rng)
     (logits, aux), batch_stats = base.apply_train(model, params, batch_stats, batch["image"])
-    loss, metrics, state_out = hst_loss(
+    loss, metrics, new_state, diagnostics = hst_loss(
         config, params, method_state, batch, k_hst, clock, logits, aux
     )
-    active = clock.epoch >= mc.generate_label_epoch
+    active = common.active_from(clock, mc.generate_label_epoch)
     blend, blend_metrics = blending.blend_loss(
         model, mc, params, aux, batch["labels"], method_state, k_blend, "kmeans", active
     )
     metrics.update(blend_metrics)
-    return loss + blend, {"metrics": metrics, "batch_stats": batch_stats, **state_out}
-
-
-def fb_delayed_params(config: base.Config) -> tuple[tuple[str, ...], ...]:
-    """Margins, alpha and beta: optimiser from their first gradient (epoch 5)."""
-    mc = config.method_config
-    return (("scalars",),) if mc.learn_margins or blending.coefficient_scalars(mc, 1) else ()
+    return loss + blend, base.StepOutput(metrics, batch_stats, new_state, diagnostics)
 
 
 METHOD_FB = METHOD._replace(
     name="hst_fb",
     default_config=fb_default_config,
-    make_model=fb_make_model,
+    validate=fb_validate,
+    init_params=fb_init_params,
     loss_fn=fb_loss_fn,
-    delayed_params=fb_delayed_params,
-    project_params=blending.project_params,
 )

@@ -14,9 +14,7 @@ from mlrpl_jax.models.classifier import GlobalPoolClassifier
 def default_config() -> ml_collections.ConfigDict:
     """The method's keys."""
     c = ml_collections.ConfigDict()
-    c.bce_margin = (
-        0.0  # Partial BCE ignores targets with |y| <= margin (reference BCELoss(margin)).
-    )
+    c.bce_margin = 0.0  # Partial BCE ignores targets with |y| <= margin (reference BCELoss(margin)).
     return c
 
 
@@ -29,26 +27,18 @@ def make_model(config: base.Config, data_info: base.DataInfo) -> GlobalPoolClass
 
 def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock):
     """Partial BCE of the logits against the partial labels. See `base.Method.loss_fn`."""
-    del method_state, rng, clock
+    del rng, clock
     (logits, _), batch_stats = base.apply_train(model, params, batch_stats, batch["image"])
     loss, metrics = losses.partial_bce(
         logits, batch["labels"], margin=config.method_config.bce_margin
     )
-    return loss, {"metrics": {"bce": loss, **metrics}, "batch_stats": batch_stats}
-
-
-def frozen_params(config: base.Config) -> tuple[tuple[str, ...], ...]:
-    """The frozen backbone stages (`config.model.frozen_stages`)."""
-    return models.backbone_frozen_params(config.model)
+    return loss, base.StepOutput({"bce": loss, **metrics}, batch_stats, method_state)
 
 
 METHOD = base.Method(
     name="plain",
     default_config=default_config,
     make_model=make_model,
-    init_state=base.no_state,
     loss_fn=loss_fn,
-    update_state=base.keep_state,
     predict_fn=base.predict_logits,
-    frozen_params=frozen_params,
 )

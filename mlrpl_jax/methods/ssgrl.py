@@ -29,13 +29,10 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-def make_model(
-    config: base.Config, data_info: base.DataInfo, ist=None, scalars=None
-) -> ssgrl.SSGRL:
+def make_model(config: base.Config, data_info: base.DataInfo, ist=None) -> ssgrl.SSGRL:
     """Backbone from `config.model` + SSGRL head with the data's embeddings and adjacency.
 
-    `ist` and `scalars` are optional extra parts (`ssgrl.SSGRL` attributes) for methods built on
-    the SSGRL core.
+    `ist` is the optional IST pair head (`ssgrl.SSGRL.ist`) of SST and HST.
     """
     semantics = data_info.label_semantics()
     m = config.model
@@ -49,7 +46,7 @@ def make_model(
         gnn_steps=m.gnn_steps,
         sd_chunk=m.sd_chunk,
     )
-    return ssgrl.SSGRL(backbone=models.make_backbone(m), head=head, ist=ist, scalars=scalars)
+    return ssgrl.SSGRL(backbone=models.make_backbone(m), head=head, ist=ist)
 
 
 def supervised_loss(config, logits, aux, labels):
@@ -66,24 +63,23 @@ def supervised_loss(config, logits, aux, labels):
 
 def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock):
     """Partial BCE of the logits against the partial labels. See `base.Method.loss_fn`."""
-    del method_state, rng, clock
+    del rng, clock
     (logits, aux), batch_stats = base.apply_train(model, params, batch_stats, batch["image"])
     loss, metrics = supervised_loss(config, logits, aux, batch["labels"])
-    return loss, {"metrics": metrics, "batch_stats": batch_stats}
+    return loss, base.StepOutput(metrics, batch_stats, method_state)
 
 
-def frozen_params(config: base.Config) -> tuple[tuple[str, ...], ...]:
+def param_groups(config: base.Config) -> tuple[base.ParamGroup, ...]:
     """The frozen backbone stages and the data-derived constants (embeddings, adjacency)."""
-    return models.backbone_frozen_params(config.model) + ssgrl.CONSTANT_PARAMS
+    constants = tuple(base.ParamGroup(p, frozen=True) for p in ssgrl.CONSTANT_PARAMS)
+    return base.backbone_groups(config) + constants
 
 
 METHOD = base.Method(
     name="ssgrl",
     default_config=default_config,
     make_model=make_model,
-    init_state=base.no_state,
     loss_fn=loss_fn,
-    update_state=base.keep_state,
     predict_fn=base.predict_logits,
-    frozen_params=frozen_params,
+    param_groups=param_groups,
 )

@@ -18,7 +18,8 @@ As the authors' code runs it (``shared/reference/hcp_mlr_pl_notes.md`` §7, scri
   done and w(e >= 1) = 1 (the epoch-0 ramp, notes §2.4).
 
 Pseudo-label precision and recall against the hidden full labels are logged as
-'pseudo_{intra,inter}_{precision,recall}' (diagnostics only; never used for training).
+'pseudo_{intra,inter}_{precision,recall}' through `Method.diagnostics` (`common`), which alone
+sees the full labels; they are never used for training.
 """
 
 import jax
@@ -27,7 +28,7 @@ import ml_collections
 
 from mlrpl_jax import losses
 from mlrpl_jax.losses import contrastive, cooccurrence
-from mlrpl_jax.methods import base
+from mlrpl_jax.methods import base, common
 from mlrpl_jax.methods import ssgrl as ssgrl_method
 from mlrpl_jax.models import ist
 from mlrpl_jax.ops import pseudo_labels as pl
@@ -59,16 +60,18 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
+def validate(config: base.Config) -> None:
+    """The choice keys (`common.check_choices`)."""
+    common.check_choices(config.method_config, {
+        "threshold_schedule": ("decay", "fixed"),
+        "threshold_rule": ("reference", "paper"),
+        "cooccurrence_source": ("learned", "statistics"),
+    })  # fmt: skip
+
+
 def make_model(config: base.Config, data_info: base.DataInfo):
     """SSGRL + IST head."""
     mc = config.method_config
-    for key, allowed in (
-        ("threshold_schedule", ("decay", "fixed")),
-        ("threshold_rule", ("reference", "paper")),
-        ("cooccurrence_source", ("learned", "statistics")),
-    ):
-        if mc[key] not in allowed:
-            raise ValueError(f"config.method_config.{key}={mc[key]!r}: must be one of {allowed}.")
     head = ist.ISTHead(mc.ist_hidden_dim, mc.ist_pair_dim, mc.ist_chunk)
     return ssgrl_method.make_model(config, data_info, ist=head)
 
@@ -92,34 +95,10 @@ def thresholds(mc: ml_collections.ConfigDict, epoch: jax.Array) -> tuple[jax.Arr
     return decayed[0], decayed[1]
 
 
-def cooccurrence_for_labels(mc, params, pair_logits) -> jax.Array:
-    """S (B, C, C) for the intra-image pseudo labels: the IST head's image-specific co-occurrence,
-    or (ablation "IST w/ stat", HST Table 4) the dataset statistics S[i, j] = P(i | j) = A[j, i],
-    A being the known-label adjacency of the GNN (same for every image)."""
-    if mc.cooccurrence_source == "statistics":
-        adjacency = jax.lax.stop_gradient(params["head"]["adjacency"])
-        return jnp.broadcast_to(adjacency.T, (pair_logits.shape[0],) + adjacency.shape)
-    return pl.cooccurrence_matrix(pair_logits, params["head"]["adjacency"].shape[0])
-
-
 def _threshold(mc, scores, theta):
     if mc.threshold_rule == "reference":
         return pl.sst_threshold(scores, theta)
     return pl.indicator(scores, theta)
-
-
-def quality_metrics(name: str, pseudo, labels, full, active) -> dict[str, jax.Array]:
-    """'<name>_precision' and '<name>_recall' of pseudo positives among unknowns, as num/den counts
-    (the trainer turns them into exact ratios per log window and per epoch)."""
-    q = pl.pseudo_label_quality(pseudo, labels, full)
-    on = active.astype(jnp.float32)
-    correct = q["pseudo_positive_correct"].astype(jnp.float32) * on
-    return {
-        f"{name}_precision/num": correct,
-        f"{name}_precision/den": q["pseudo_positive"].astype(jnp.float32) * on,
-        f"{name}_recall/num": correct,
-        f"{name}_recall/den": q["unknown_positive"].astype(jnp.float32) * on,
-    }
 
 
 def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock):
@@ -128,12 +107,14 @@ def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock)
     (logits, aux), batch_stats = base.apply_train(model, params, batch_stats, batch["image"])
     t = batch["labels"]
     v, pair_logits = aux["category_features"], aux["pair_logits"]
-    active = clock.epoch >= mc.generate_label_epoch
-    ramp = jnp.where(clock.epoch == 0, clock.epoch_fraction, 1.0)
+    active = common.active_from(clock, mc.generate_label_epoch)
+    ramp = common.epoch0_ramp(clock)
     theta_intra, theta_inter = thresholds(mc, clock.epoch)
 
     bank = pl.update_bank(method_state["bank"], v, t)  # before the pseudo labels, as coded
-    s = cooccurrence_for_labels(mc, params, jax.lax.stop_gradient(pair_logits))
+    s = common.cooccurrence_for_labels(
+        mc.cooccurrence_source, params, jax.lax.stop_gradient(pair_logits)
+    )
     intra = _threshold(mc, pl.intra_scores(s, t), theta_intra)
     y_intra = pl.complete_labels(t, intra)
     inter = _threshold(mc, pl.mean_cosine_to_set(jax.lax.stop_gradient(v), bank), theta_inter)
@@ -152,29 +133,25 @@ def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock)
         + ramp * mc.cooccurrence_weight * l_ist
         + ramp * mc.contrastive_weight * l_con
     )
-    full = batch["full_labels"]
     metrics.update(
         intra_bce=l_intra, inter_bce=l_inter, ist_asl=l_ist, contrastive=l_con,
         theta_intra=theta_intra, theta_inter=theta_inter,
-        **quality_metrics("pseudo_intra", y_intra, t, full, active & mc.use_intra),
-        **quality_metrics("pseudo_inter", y_inter, t, full, active & mc.use_inter),
     )  # fmt: skip
-    return loss, {"metrics": metrics, "batch_stats": batch_stats, "bank": bank}
-
-
-def update_state(config, method_state, aux, clock):
-    """Keeps the bank updated in `loss_fn` (features detached)."""
-    del config, clock
-    return dict(method_state, bank=jax.lax.stop_gradient(aux["bank"]))
+    diagnostics = {
+        "pseudo_intra": (y_intra, active & mc.use_intra),
+        "pseudo_inter": (y_inter, active & mc.use_inter),
+    }
+    return loss, base.StepOutput(metrics, batch_stats, {"bank": bank}, diagnostics)
 
 
 METHOD = base.Method(
     name="sst",
     default_config=default_config,
     make_model=make_model,
-    init_state=init_state,
     loss_fn=loss_fn,
-    update_state=update_state,
     predict_fn=base.predict_logits,
-    frozen_params=ssgrl_method.frozen_params,
+    validate=validate,
+    init_state=init_state,
+    param_groups=ssgrl_method.param_groups,
+    diagnostics=common.pseudo_label_diagnostics,
 )

@@ -310,27 +310,10 @@ class SSGRLHead(nn.Module):
         return self.classify(aux["category_features"]), aux
 
 
-class LearnedScalars(nn.Module):
-    """Named learnable parameters of given initial values (HST's margins, SARB's alpha and beta).
-
-    Attributes:
-      values: ((name, initial value, shape), ...); returned as {name: array}.
-    """
-
-    values: tuple[tuple[str, float, tuple[int, ...]], ...]
-
-    @nn.compact
-    def __call__(self) -> dict[str, jax.Array]:
-        return {
-            name: self.param(name, nn.initializers.constant(value), shape)
-            for name, value, shape in self.values
-        }
-
-
 class SSGRL(nn.Module):
     """Backbone + `SSGRLHead` (+ optional method parts). ``apply(..., images, train)`` ->
     (logits (B, C), aux) with aux {'category_features': (B, C, D), 'attention': (B, H, W, C),
-    'feature_sum': (B, H, W), ['cam_logits': (B, C)], ['pair_logits': (B, P) from `ist`], ['scalars': from `scalars`]}.
+    'feature_sum': (B, H, W), ['cam_logits': (B, C)], ['pair_logits': (B, P) from `ist`]}.
 
     Later methods reuse the parts: ``apply(..., method=SSGRL.features)`` maps images to the aux
     dict, ``apply(..., v, method=SSGRL.classify)`` maps (possibly blended) category features to
@@ -339,14 +322,14 @@ class SSGRL(nn.Module):
     Attributes:
       backbone: images -> (B, H, W, D_in).
       head: the SSGRL head.
-      ist: optional `ist.ISTHead` on the category features (SST, HST).
-      scalars: optional `LearnedScalars` (HST margins, SARB/DSRB alpha and beta).
+      ist: optional `ist.ISTHead` on the category features (SST, HST). Parameters that only the
+        loss uses (HST's margins, SARB's alpha and beta) are the method's own
+        (``params['method']``, `methods.base.Method.init_params`), not part of this model.
     """
 
     backbone: nn.Module
     head: SSGRLHead
     ist: nn.Module | None = None
-    scalars: nn.Module | None = None
 
     def features(self, images: jax.Array, train: bool) -> dict[str, jax.Array]:
         """(B, H, W, 3) images -> aux dict (see class docstring)."""
@@ -360,6 +343,4 @@ class SSGRL(nn.Module):
         aux = self.features(images, train)
         if self.ist is not None:
             aux["pair_logits"] = self.ist(aux["category_features"])
-        if self.scalars is not None:
-            aux["scalars"] = self.scalars()
         return self.classify(aux["category_features"]), aux

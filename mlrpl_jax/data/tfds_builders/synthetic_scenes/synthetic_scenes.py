@@ -106,7 +106,7 @@ except ImportError:  # pragma: no cover - non-POSIX platforms.
 
 _LOG = logging.getLogger(__name__)
 
-SPLIT_INDEX: Mapping[str, int] = {"train": 0, "test": 1}
+SPLIT_INDEX: Mapping[str, int] = {"train": 0, "test": 1, "validation": 2}
 SHAPES: tuple[str, ...] = (
     "disc",
     "square",
@@ -145,7 +145,7 @@ _NOISE_STD = 0.035
 _MIN_VISIBLE_FRACTION = 0.3
 
 _CONFIG_NAME_RE = re.compile(
-    r"^s(?P<s>\d+)_c(?P<c>\d+)_tr(?P<tr>\d+)_te(?P<te>\d+)_seed(?P<seed>\d+)"
+    r"^s(?P<s>\d+)_c(?P<c>\d+)_tr(?P<tr>\d+)_te(?P<te>\d+)(?:_va(?P<va>\d+))?_seed(?P<seed>\d+)"
     r"(?:_d(?P<d>[0-9.eE+-]+))?$"
 )
 
@@ -453,7 +453,7 @@ def generate_example(
 
     Args:
         index: Example index within the split (>= 0).
-        split: ``'train'`` or ``'test'``.
+        split: ``'train'``, ``'test'`` or ``'validation'``.
         image_size: Side ``S`` of the square image in pixels.
         num_classes: Number of classes ``C`` (>= 2).
         seed: Data set seed (>= 0).
@@ -526,12 +526,15 @@ def config_name(
     num_test: int = 1000,
     seed: int = 0,
     difficulty: float = 1.0,
+    num_val: int = 0,
 ) -> str:
     """Returns the canonical config name encoding all parameters.
 
-    Example: ``s96_c10_tr4000_te1000_seed0``; ``_d{difficulty:g}`` is appended if difficulty != 1.
+    Example: ``s96_c10_tr4000_te1000_seed0``; ``_va{num_val}`` follows ``te...`` when there is a
+    validation split, and ``_d{difficulty:g}`` is appended if difficulty != 1.
     """
-    name = f"s{image_size}_c{num_classes}_tr{num_train}_te{num_test}_seed{seed}"
+    val = f"_va{num_val}" if num_val else ""
+    name = f"s{image_size}_c{num_classes}_tr{num_train}_te{num_test}{val}_seed{seed}"
     if float(difficulty) != 1.0:
         name += f"_d{float(difficulty):g}"
     return name
@@ -546,6 +549,7 @@ class SyntheticScenesConfig(tfds.core.BuilderConfig):
         num_classes: Number of classes (>= 2).
         num_train: Number of training examples.
         num_test: Number of test examples.
+        num_val: Number of validation examples (0: no 'validation' split).
         seed: Seed (>= 0) of the examples (the class world depends only on ``num_classes``).
         difficulty: Difficulty multiplier (> 0) of colour jitter, clutter, noise and object size.
     """
@@ -557,14 +561,15 @@ class SyntheticScenesConfig(tfds.core.BuilderConfig):
     num_test: int = 1000
     seed: int = 0
     difficulty: float = 1.0
+    num_val: int = 0
 
     def __post_init__(self) -> None:
         if self.image_size < 8:
             raise ValueError(f"image_size must be >= 8, got {self.image_size}.")
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {self.num_classes}.")
-        if self.num_train < 0 or self.num_test < 0:
-            raise ValueError("num_train and num_test must be >= 0.")
+        if self.num_train < 0 or self.num_test < 0 or self.num_val < 0:
+            raise ValueError("num_train, num_test and num_val must be >= 0.")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}.")
         if not self.difficulty > 0:
@@ -576,6 +581,7 @@ class SyntheticScenesConfig(tfds.core.BuilderConfig):
             num_test=self.num_test,
             seed=self.seed,
             difficulty=self.difficulty,
+            num_val=self.num_val,
         )
         if self.name and self.name != canonical:
             raise ValueError(
@@ -586,7 +592,8 @@ class SyntheticScenesConfig(tfds.core.BuilderConfig):
         if not self.description:
             self.description = (
                 f"{self.image_size}x{self.image_size} px, {self.num_classes} classes, "
-                f"{self.num_train} train / {self.num_test} test, seed {self.seed}, "
+                f"{self.num_train} train / {self.num_test} test / {self.num_val} validation, "
+                f"seed {self.seed}, "
                 f"difficulty {self.difficulty:g}."
             )
 
@@ -603,6 +610,7 @@ class SyntheticScenesConfig(tfds.core.BuilderConfig):
             num_test=int(match["te"]),
             seed=int(match["seed"]),
             difficulty=float(match["d"]) if match["d"] else 1.0,
+            num_val=int(match["va"]) if match["va"] else 0,
         )
         return config if config.name == name else None
 
@@ -651,10 +659,13 @@ class SyntheticScenes(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
         del dl_manager  # Nothing to download.
         config: SyntheticScenesConfig = self.builder_config
-        return {
+        splits = {
             "train": self._generate_examples("train", config.num_train),
             "test": self._generate_examples("test", config.num_test),
         }
+        if config.num_val:
+            splits["validation"] = self._generate_examples("validation", config.num_val)
+        return splits
 
     def _generate_examples(
         self, split: str, num_examples: int
@@ -683,6 +694,7 @@ def make_builder(
     num_test: int = 1000,
     seed: int = 0,
     difficulty: float = 1.0,
+    num_val: int = 0,
 ) -> tfds.core.DatasetBuilder:
     """Creates the `synthetic_scenes` builder for the given parameters (does not prepare it).
 
@@ -693,6 +705,7 @@ def make_builder(
         num_train: Number of training examples.
         num_test: Number of test examples.
         seed: Seed of the examples.
+        num_val: Number of validation examples (0: no 'validation' split).
         difficulty: Difficulty multiplier, see the module docstring.
 
     Returns:
@@ -705,6 +718,7 @@ def make_builder(
         num_test=num_test,
         seed=seed,
         difficulty=difficulty,
+        num_val=num_val,
     )
     return SyntheticScenes(
         data_dir=None if data_dir is None else os.fspath(data_dir), config=config.name
@@ -774,7 +788,8 @@ def load_source(split: str, data_dir: str | os.PathLike[str] | None = None, **pa
     """Returns the random-access ``tfds.data_source`` of ``split``, preparing the data if needed.
 
     Args:
-        split: ``'train'`` or ``'test'`` (any TFDS split string such as ``'train[:80%]'`` works).
+        split: ``'train'``, ``'test'`` or ``'validation'`` (any TFDS split string such as
+            ``'train[:80%]'`` works).
         data_dir: TFDS data directory.
         **params: Keyword arguments of ``make_builder`` (image_size, num_classes, ...).
 

@@ -1,0 +1,165 @@
+"""Per-example tables (`ops.example_table`): storage precision, gather/scatter, sharding over 8
+simulated devices (same contents as 1 device, 1/8 of the bytes per device, no table-sized
+temporaries), and a method that keeps one in its state through the trainer's jitted step."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from helpers import fake_data_info
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from configs import base as base_config
+from mlrpl_jax import sharding, trainer
+from mlrpl_jax.methods import base, plain
+from mlrpl_jax.ops import example_table as table_ops
+
+
+def test_storage_precision():
+    values = np.linspace(0.0, 1.0, 1001, dtype=np.float32)[:, None]
+    for dtype, bound in (("float32", 0.0), ("bfloat16", 2.0**-8), ("uint8", 1.0 / 510)):
+        stored = table_ops.init(values, dtype, multiple=8)
+        back = np.asarray(table_ops.decode(stored))[: len(values)]
+        err = np.abs(back - values)
+        if dtype == "bfloat16":
+            err = err / np.maximum(values, 1e-30)
+        assert err.max() <= bound + 1e-7, (dtype, err.max())
+    u8 = table_ops.init(np.array([[0.0, 1.0, 0.5, -3.0, 7.0]]), "uint8", multiple=1)
+    np.testing.assert_array_equal(np.asarray(u8), [[0, 255, 128, 0, 255]])  # clipped to [0, 1]
+    with pytest.raises(ValueError, match="float16"):
+        table_ops.init(values, "float16")
+
+
+def test_from_partial_labels_and_row_padding():
+    labels = np.array([[1, -1, 0], [0, 0, 1]], np.int8)
+    t = table_ops.from_partial_labels(labels, unknown=0.25, multiple=4)
+    assert t.shape == (4, 3)
+    np.testing.assert_array_equal(np.asarray(t), [[1, 0, 0.25], [0.25, 0.25, 1], [0, 0, 0], [0, 0, 0]])
+
+
+def test_gather_and_scatter():
+    rng = np.random.default_rng(0)
+    values = rng.random((10, 4)).astype(np.float32)
+    t = jnp.asarray(table_ops.init(values, "float32", multiple=16))
+    ids = jnp.array([7, 2, 9])
+    np.testing.assert_array_equal(np.asarray(table_ops.gather(t, ids)), values[[7, 2, 9]])
+    new_rows = rng.random((3, 4)).astype(np.float32)
+    t2 = np.asarray(table_ops.scatter(t, ids, new_rows))
+    expected = np.zeros((16, 4), np.float32)
+    expected[:10] = values
+    expected[[7, 2, 9]] = new_rows
+    np.testing.assert_array_equal(t2, expected)
+
+
+def _table_step(table, ids, targets):
+    """A typical use: read the batch's rows, move them towards targets, write them back."""
+    rows = table_ops.gather(table, ids)
+    new = 0.9 * rows + 0.1 * targets
+    return table_ops.scatter(table, ids, new), jnp.sum(rows)
+
+
+def _run(devices, table, batches):
+    mesh = sharding.make_mesh(devices)
+    table_sh = NamedSharding(mesh, table_ops.PARTITION)
+    batch_sh = sharding.batch_sharding(mesh)
+    fn = jax.jit(
+        _table_step,
+        in_shardings=(table_sh, batch_sh, batch_sh),
+        out_shardings=(table_sh, sharding.replicated(mesh)),
+        donate_argnums=0,
+    )
+    table = jax.device_put(np.asarray(table), table_sh)
+    compiled = fn.lower(table, *batches[0]).compile()
+    for ids, targets in batches:
+        table, _ = fn(table, jax.device_put(ids, batch_sh), jax.device_put(targets, batch_sh))
+    return np.asarray(table), compiled.memory_analysis(), table
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "bfloat16", "float32"])
+def test_eight_devices_hold_an_eighth_and_match_one_device(dtype):
+    n, c, b = 5000, 64, 32
+    rng = np.random.default_rng(1)
+    table = table_ops.from_partial_labels(rng.integers(-1, 2, (n, c)), dtype=dtype)
+    batches = [
+        (rng.permutation(n)[:b].astype(np.int32), rng.random((b, c)).astype(np.float32))
+        for _ in range(3)
+    ]
+    one, _, _ = _run(jax.devices()[:1], table, batches)
+    eight, memory, sharded = _run(jax.devices(), table, batches)
+    np.testing.assert_array_equal(one, eight)
+    assert sharded.sharding.spec == table_ops.PARTITION
+    itemsize = np.dtype(table.dtype).itemsize
+    per_device = table_ops.padded_rows(n) * c * itemsize // 8
+    assert {s.data.nbytes for s in sharded.addressable_shards} == {per_device}
+    # Compiled per-device memory: the table argument is 1/8 of it (plus the batch), and no
+    # temporary holds the whole table (an all-gather of it would need 8 * per_device; without
+    # XLA's optimisations, as the tests compile, a copy of the local shard may be made).
+    batch_bytes = b * 4 + b * c * 4
+    assert memory.argument_size_in_bytes <= per_device + batch_bytes
+    assert memory.temp_size_in_bytes < 8 * per_device // 2
+
+
+# A method with a per-example table in its state, through the trainer's step on 8 devices.
+
+
+def _table_init_state(config, data_info, rng):
+    del rng
+    labels = data_info.train_partial_labels()
+    return {"table": table_ops.from_partial_labels(labels, dtype=config.method_config.storage)}
+
+
+def _table_loss(model, config, params, batch_stats, method_state, batch, rng, clock):
+    loss, out = plain.loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock)
+    ids = batch["example_id"]
+    rows = table_ops.gather(method_state["table"], ids)
+    table = table_ops.scatter(method_state["table"], ids, 1.0 - rows)  # visible change
+    return loss, out._replace(method_state={"table": table})
+
+
+def _table_config():
+    c = plain.default_config()
+    c.storage = "uint8"
+    return c
+
+
+TABLE_METHOD = base.Method(
+    name="plain",  # its config keys are plain's + 'storage'
+    default_config=_table_config,
+    make_model=plain.make_model,
+    loss_fn=_table_loss,
+    predict_fn=base.predict_logits,
+    init_state=_table_init_state,
+    state_sharding=lambda config: (table_ops.sharding_rule(r"^method_state/table$"),),
+)
+
+
+def test_a_method_shards_its_table_through_the_trainer():
+    config = base_config.get_config("plain")
+    with config.unlocked():
+        config.method_config = ml_collections.ConfigDict(_table_config().to_dict())
+    config.model.backbone, config.model.width, config.model.avg_pool_2x2 = "resnet18", 8, False
+    config.model.frozen_stages, config.data.size_factor = 0, 32 / 448
+    info = fake_data_info(4, num_examples=40)
+    mesh = sharding.make_mesh(jax.devices())
+    fns = trainer.make_train_fns(config, TABLE_METHOD, info, mesh, 10, 20)
+    assert fns.state.method_state["table"].sharding.spec == table_ops.PARTITION
+    assert fns.state.method_state["table"].shape == (1024, 4)
+    before = np.asarray(fns.state.method_state["table"])
+    rng = np.random.default_rng(0)
+    ids = rng.permutation(40)[:16].astype(np.int32)
+    batch = {
+        "image": rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
+        "labels": info.train_partial_labels()[ids],
+        "example_id": ids,
+        "full_labels": rng.integers(0, 2, (16, 4), dtype=np.uint8),
+    }
+    state, _ = fns.step_fn(fns.state, sharding.host_to_global(batch, mesh))
+    after = np.asarray(state.method_state["table"])
+    assert state.method_state["table"].sharding.spec == table_ops.PARTITION
+    expected = before.copy()
+    expected[ids] = 255 - before[ids]
+    np.testing.assert_array_equal(after, expected)

@@ -1,7 +1,8 @@
 """Evaluate a trained run: `python -m mlrpl_jax.evaluate --config configs/quickstart.py --workdir runs/qs`.
 
 Restores the best checkpoint (or `--checkpoint=latest`) of the workdir, scores the test split, prints the
-metrics table and writes workdir/eval_<which>.json.
+metrics table and writes workdir/eval_<which>.json. The pretrained-weight file a run started from is not
+needed (every weight is in the checkpoint).
 """
 
 import os
@@ -24,7 +25,9 @@ def evaluate_workdir(config, workdir: str, which: str = "best") -> dict[str, flo
     from mlrpl_jax import checkpointing, trainer
     from mlrpl_jax.metric_writer import atomic_write_json, format_table
 
-    exp = trainer.setup(config)
+    # Everything, the pretrained backbone included, comes from the checkpoint: the weight file
+    # that started the run is not needed.
+    exp = trainer.setup(config, pretrained=False)
     ckpt = checkpointing.Checkpointer(
         workdir, max_to_keep=config.checkpoint.max_to_keep, keep_best=True
     )

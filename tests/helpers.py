@@ -60,3 +60,23 @@ NO_TENSORFLOW = textwrap.dedent(
     importlib.machinery.PathFinder.find_spec = classmethod(find_spec)
     """
 )
+
+
+def normalize(images):
+    """ImageNet normalisation of uint8 images (the default `Method.normalize_images`)."""
+    from mlrpl_jax.methods import base
+
+    return base.imagenet_normalize(None, images)
+
+
+def init_params(method, config, info, model, images, seed: int = 0) -> dict:
+    """{'params': model params + the method's own at ['method'], 'batch_stats': ...}, as the
+    trainer initialises them."""
+    import jax
+
+    variables = model.init(jax.random.PRNGKey(seed), images, train=False)
+    params = dict(variables["params"])
+    own = method.init_params(config, info)
+    if own:
+        params["method"] = {k: jax.numpy.asarray(v) for k, v in own.items()}
+    return {"params": params, "batch_stats": variables.get("batch_stats", {})}

@@ -5,14 +5,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import fake_data_info
+from helpers import fake_data_info, init_params, normalize
 from test_train_step import NUM_CLASSES, fake_batch, tiny_config
 
 from mlrpl_jax import losses, methods
-from mlrpl_jax.methods import base, blending, hst
+from mlrpl_jax.methods import base, blending, common, hst
 from mlrpl_jax.models import ssgrl
 from mlrpl_jax.ops import blending as ops
-from mlrpl_jax.train_state import TrainState, normalize_images
+from mlrpl_jax import optim
 
 
 def setup(method, **method_config):
@@ -26,8 +26,8 @@ def setup(method, **method_config):
     m = methods.get(method)
     model = m.make_model(config, info)
     batch = fake_batch(batch_size=8)
-    batch["image"] = normalize_images(batch["image"])
-    variables = model.init(jax.random.PRNGKey(0), batch["image"], train=False)
+    batch["image"] = normalize(batch["image"])
+    variables = init_params(m, config, info, model, batch["image"])
     state = m.init_state(config, info, None)
     state["prototypes"] = jax.random.normal(jax.random.PRNGKey(1), state["prototypes"].shape)
     return config, m, model, variables, state, batch
@@ -49,17 +49,19 @@ def test_alpha_and_beta_get_gradients_only_once_blending_starts(method):
         def loss(params):
             return loss_and_aux(m, model, config, variables, state, batch, epoch, params)[0]
 
-        return jax.jit(jax.grad(loss))(variables["params"])["scalars"]
+        return jax.jit(jax.grad(loss))(variables["params"])["method"]
 
     before, after = grads(3), grads(6)
     for name in ("alpha", "beta"):
         assert before[name].shape == (NUM_CLASSES,)
         np.testing.assert_array_equal(before[name], 0.0)
         assert np.any(np.asarray(after[name]) != 0.0), name
-    assert m.delayed_params(config) == (("scalars",),)
+    groups = m.param_groups(config)
+    for name in ("alpha", "beta"):
+        assert groups[optim.group_of(("method", name), groups)].delayed
     # Before blending the branches are skipped (a lax.cond), not computed and multiplied by 0.
     for epoch, ran in ((3, False), (6, True)):
-        metrics = loss_and_aux(m, model, config, variables, state, batch, epoch)[1]["metrics"]
+        metrics = loss_and_aux(m, model, config, variables, state, batch, epoch)[1].metrics
         for name in ("iprb_bce", "pprb_bce"):
             assert (float(metrics[name]) > 0.0) == ran, (name, epoch)
     jaxpr = jax.make_jaxpr(lambda: loss_and_aux(m, model, config, variables, state, batch, 3))()
@@ -77,19 +79,22 @@ def test_blended_branches_go_through_the_same_classifier():
         model, variables["params"], variables["batch_stats"], batch["image"]
     )
     v, t = out["category_features"], batch["labels"]
-    alpha, beta = variables["params"]["scalars"]["alpha"], variables["params"]["scalars"]["beta"]
+    alpha, beta = variables["params"]["method"]["alpha"], variables["params"]["method"]["beta"]
 
     def classify(features):
-        return model.apply(variables, features, method=ssgrl.SSGRL.classify)
+        return model.apply(
+            {"params": base.model_params(variables["params"])}, features,
+            method=ssgrl.SSGRL.classify,
+        )  # fmt: skip
 
     v1, y1 = ops.instance_blend(v, t, alpha)
     np.testing.assert_allclose(
-        aux["metrics"]["iprb_bce"], losses.partial_bce(classify(v1), y1)[0], rtol=1e-5
+        aux.metrics["iprb_bce"], losses.partial_bce(classify(v1), y1)[0], rtol=1e-5
     )
     v2 = beta[:, None] * v + (1 - beta[:, None]) * p
     y2 = jnp.broadcast_to(1 - beta, t.shape)
     np.testing.assert_allclose(
-        aux["metrics"]["pprb_bce"], losses.partial_bce(classify(v2), y2)[0], rtol=1e-5
+        aux.metrics["pprb_bce"], losses.partial_bce(classify(v2), y2)[0], rtol=1e-5
     )
 
 
@@ -119,10 +124,13 @@ def test_kmeans_prototype_index_is_shared_by_all_classes():
 
 def test_coefficients_are_clamped_after_each_update():
     config, m, *_ = setup("dsrb")
-    params = {"scalars": {"alpha": jnp.array([-0.2, 0.3, 1.4]), "beta": jnp.array(2.0)}, "x": 5}
-    out = m.project_params(config, params)
-    np.testing.assert_allclose(out["scalars"]["alpha"], [0.0, 0.3, 1.0])
-    assert float(out["scalars"]["beta"]) == 1.0 and out["x"] == 5
+    params = {
+        "method": {"alpha": jnp.array([-0.2, 0.3, 1.4]), "beta": jnp.array(2.0)},
+        "x": jnp.array(5.0),
+    }
+    out = optim.project(params, m.param_groups(config))
+    np.testing.assert_allclose(out["method"]["alpha"], [0.0, 0.3, 1.0])
+    assert float(out["method"]["beta"]) == 1.0 and float(out["x"]) == 5.0
 
 
 @pytest.mark.parametrize("mode", ["image", "feature_map"])
@@ -133,14 +141,14 @@ def test_mixup_baselines_add_a_mixed_branch(mode):
     config, m, model, variables, state, batch = setup(
         "dsrb", use_iprb=False, use_pprb=False, mixup=mode
     )
-    assert "scalars" not in variables["params"] and m.delayed_params(config) == ()
+    assert "method" not in variables["params"]
     _, aux = loss_and_aux(m, model, config, variables, state, batch, epoch=6)
     _, clean_stats = base.apply_train(
         model, variables["params"], variables["batch_stats"], batch["image"]
     )
-    jax.tree.map(np.testing.assert_array_equal, aux["batch_stats"], clean_stats)
+    jax.tree.map(np.testing.assert_array_equal, aux.batch_stats, clean_stats)
     _, before = loss_and_aux(m, model, config, variables, state, batch, epoch=3)
-    assert float(before["metrics"]["mixup_bce"]) == 0.0
+    assert float(before.metrics["mixup_bce"]) == 0.0
     lam = jax.random.beta(jax.random.split(jax.random.PRNGKey(2), 3)[2], 1.0, 1.0)
     x, t = batch["image"], batch["labels"]
     _, y = ops.mixup(x, t, lam)
@@ -150,53 +158,62 @@ def test_mixup_baselines_add_a_mixed_branch(mode):
         )
     else:
 
-        def fm(module, images):
-            f = module.backbone(images, train=True)
-            mixed = module.head.features(lam * f + (1 - lam) * f[::-1], True)
+        def fm(module, images, train):
+            f = module.backbone(images, train=train)
+            mixed = module.head.features(lam * f + (1 - lam) * f[::-1], train)
             return module.classify(mixed["category_features"])
 
-        logits, _ = model.apply(variables, x, method=fm, mutable=["batch_stats"])
+        logits, _ = base.apply_train(
+            model, variables["params"], variables["batch_stats"], x, method=fm
+        )
     np.testing.assert_allclose(
-        aux["metrics"]["mixup_bce"], losses.partial_bce(logits, y)[0], rtol=1e-4
+        aux.metrics["mixup_bce"], losses.partial_bce(logits, y)[0], rtol=1e-4
     )
-    assert "iprb_bce" not in aux["metrics"] and "pprb_bce" not in aux["metrics"]
-
-
-def _state(variables, method_state):
-    return TrainState(
-        step=jnp.int32(0), params=variables["params"], opt_state=None,
-        batch_stats=variables["batch_stats"], method_state=method_state, rng=jax.random.PRNGKey(0),
-    )  # fmt: skip
+    assert "iprb_bce" not in aux.metrics and "pprb_bce" not in aux.metrics
 
 
 def test_dsrb_refresh_buckets_the_known_positives_of_one_pass():
     config, m, model, variables, state, _ = setup("dsrb", location_cap=3)
     batches = [fake_batch(batch_size=8, seed=s) for s in range(3)]
-    before = _state(variables, state)
-    assert m.refresh(config, model, before, 4, lambda: iter(batches)) is before  # not due
-    new = m.refresh(config, model, before, 5, lambda: iter(batches))
+    seen = [{"image": normalize(b["image"]), "labels": b["labels"]} for b in batches]
+
+    def refresh(epoch):
+        return m.refresh(
+            config, model, variables["params"], variables["batch_stats"], state, epoch,
+            lambda: iter(seen),
+        )  # fmt: skip
+
+    assert refresh(4) is state  # not due
+    new = refresh(5)
     sums = jnp.zeros_like(state["prototypes"])
     counts = jnp.zeros(state["prototype_points"].shape, jnp.int32)
     for b in batches:
-        aux = model.apply(
-            variables, normalize_images(b["image"]), train=False, method=ssgrl.SSGRL.features
-        )
+        aux = base.apply_eval(
+            model, variables["params"], variables["batch_stats"], normalize(b["image"]),
+            method=ssgrl.SSGRL.features,
+        )  # fmt: skip
         q = ops.attention_quadrants(aux["attention"], aux["feature_sum"])
         sums, counts = ops.accumulate_location_sums(
             sums, counts, aux["category_features"], q, b["labels"] == 1, cap=3
         )
     np.testing.assert_allclose(
-        new.method_state["prototypes"], ops.location_prototypes(sums, counts), rtol=1e-5, atol=1e-6
+        new["prototypes"], ops.location_prototypes(sums, counts), rtol=1e-5, atol=1e-6
     )
-    np.testing.assert_array_equal(new.method_state["prototype_points"], counts)
+    np.testing.assert_array_equal(new["prototype_points"], counts)
     assert int(counts.max()) <= 3
 
 
 def test_prototype_schedule_and_errors():
     mc = methods.get("sarb").default_config()
-    assert [e for e in range(20) if blending.prototypes_due(mc, e)] == [5, 10, 15]
+
+    def due(e):
+        return common.prototypes_due(
+            e, mc.blend_epoch, mc.prototype_every_epochs, mc.recompute_prototypes
+        )
+
+    assert [e for e in range(20) if due(e)] == [5, 10, 15]
     mc.recompute_prototypes = False
-    assert [e for e in range(20) if blending.prototypes_due(mc, e)] == [5]
+    assert [e for e in range(20) if due(e)] == [5]
     config, *_ = setup("dsrb")
     for key, value, message in (
         ("prototypes", "mean", "prototypes='mean'"),
@@ -206,17 +223,17 @@ def test_prototype_schedule_and_errors():
         bad = config.copy_and_resolve_references()
         bad.method_config[key] = value
         with pytest.raises(ValueError, match=message):
-            blending.make_model(bad, fake_data_info(NUM_CLASSES))
+            blending.validate(bad)
     bad = tiny_config(method="hst_fb")
     bad.method_config.cross_image_source = "instances"
     with pytest.raises(ValueError, match="use_pprb"):
-        hst.fb_make_model(bad, fake_data_info(NUM_CLASSES))
+        hst.fb_validate(bad)
 
 
 def test_fixed_and_scalar_coefficients():
     config, m, model, variables, state, batch = setup("sarb", learn_coefficients=False)
-    assert "scalars" not in variables["params"] and m.delayed_params(config) == ()
+    assert "method" not in variables["params"]
     _, aux = loss_and_aux(m, model, config, variables, state, batch, epoch=6)
-    assert float(aux["metrics"]["alpha_mean"]) == 0.5
+    assert float(aux.metrics["alpha_mean"]) == 0.5
     config, m, model, variables, *_ = setup("sarb", per_class_coefficients=False)
-    assert variables["params"]["scalars"]["alpha"].shape == ()
+    assert variables["params"]["method"]["alpha"].shape == ()

@@ -4,21 +4,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import fake_data_info
+from helpers import fake_data_info, init_params, normalize
 from test_train_step import NUM_CLASSES, fake_batch, tiny_config
 
 from mlrpl_jax import methods
-from mlrpl_jax.methods import base, hst
+from mlrpl_jax.methods import base, common, hst
 from mlrpl_jax.models import ssgrl
 from mlrpl_jax.ops import kmeans
-from mlrpl_jax.train_state import TrainState, normalize_images
+
+
+def _due(mc, epoch):
+    return common.prototypes_due(
+        epoch, mc.generate_label_epoch, mc.prototype_every_epochs, mc.recompute_prototypes
+    )
 
 
 def test_prototype_schedule_is_the_reference_one():
     mc = methods.get("hst").default_config()
-    assert [e for e in range(20) if hst.prototypes_due(mc, e)] == [5, 10, 15]
+    assert [e for e in range(20) if _due(mc, e)] == [5, 10, 15]
     mc.recompute_prototypes = False
-    assert [e for e in range(20) if hst.prototypes_due(mc, e)] == [5]
+    assert [e for e in range(20) if _due(mc, e)] == [5]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +35,7 @@ def tiny():
     info = fake_data_info(NUM_CLASSES)
     model = hst.make_model(config, info)
     batch = fake_batch(batch_size=8)
-    variables = model.init(jax.random.PRNGKey(0), normalize_images(batch["image"]), train=False)
+    variables = init_params(hst.METHOD, config, info, model, normalize(batch["image"]))
     method_state = hst.init_state(config, info, None)
     method_state["prototypes"] = jax.random.normal(
         jax.random.PRNGKey(1), method_state["prototypes"].shape
@@ -42,7 +47,7 @@ def test_margins_get_gradients_only_from_the_activation_epoch(tiny):
     """Before epoch 5 every term that involves the margins is multiplied by 0: their gradient is
     exactly 0, so `start_on_first_gradient` keeps them out of Adam (no step, no L2) as PyTorch does."""
     config, model, variables, method_state, batch = tiny
-    batch = dict(batch, image=normalize_images(batch["image"]))
+    batch = dict(batch, image=normalize(batch["image"]))
 
     def grads(epoch):
         clock = base.Clock(jnp.int32(0), jnp.int32(epoch), jnp.float32(0.5))
@@ -56,28 +61,32 @@ def test_margins_get_gradients_only_from_the_activation_epoch(tiny):
         return jax.jit(jax.grad(loss))(variables["params"])
 
     before, after = grads(3), grads(6)
-    assert float(before["scalars"]["intra_margin"]) == 0.0
-    assert float(before["scalars"]["inter_margin"]) == 0.0
+    assert float(before["method"]["intra_margin"]) == 0.0
+    assert float(before["method"]["inter_margin"]) == 0.0
     assert (
-        float(after["scalars"]["intra_margin"]) != 0.0
-        or float(after["scalars"]["inter_margin"]) != 0.0
+        float(after["method"]["intra_margin"]) != 0.0
+        or float(after["method"]["inter_margin"]) != 0.0
     )
-    assert hst.delayed_params(config) == (("scalars",),)
+    assert base.ParamGroup(("method",), delayed=True) in hst.param_groups(config)
 
 
 def test_refresh_clusters_the_known_positive_features_of_one_pass(tiny):
     config, model, variables, method_state, _ = tiny
-    state = TrainState(
-        step=jnp.int32(0), params=variables["params"], opt_state=None,
-        batch_stats=variables["batch_stats"], method_state=method_state, rng=jax.random.PRNGKey(0),
-    )  # fmt: skip
     batches = [fake_batch(batch_size=8, seed=s) for s in range(3)]
-    assert hst.refresh(config, model, state, 4, lambda: iter(batches)) is state  # not due
-    new = hst.refresh(config, model, state, 5, lambda: iter(batches))
+    seen = [{"image": normalize(b["image"]), "labels": b["labels"]} for b in batches]
+
+    def refresh(epoch):
+        return hst.refresh(
+            config, model, variables["params"], variables["batch_stats"], method_state, epoch,
+            lambda: iter(seen),
+        )  # fmt: skip
+
+    assert refresh(4) is method_state  # not due
+    new = refresh(5)
     # The same clustering, written directly: features of every known positive, then K-means.
     feats = jnp.concatenate([
-        model.apply(variables, normalize_images(b["image"]), train=False,
-                    method=ssgrl.SSGRL.features)["category_features"]
+        base.apply_eval(model, variables["params"], variables["batch_stats"],
+                        normalize(b["image"]), method=ssgrl.SSGRL.features)["category_features"]
         for b in batches
     ])  # fmt: skip
     labels = np.concatenate([b["labels"] for b in batches])
@@ -85,18 +94,17 @@ def test_refresh_clusters_the_known_positive_features_of_one_pass(tiny):
     seed = int(np.random.SeedSequence([config.seed, 5, 0xC57]).generate_state(1)[0])
     expected = kmeans.batched_kmeans(points, mask, 2, jax.random.PRNGKey(seed), n_init=2)
     np.testing.assert_allclose(
-        new.method_state["prototypes"], expected.centroids, rtol=1e-4, atol=1e-4
+        new["prototypes"], expected.centroids, rtol=1e-4, atol=1e-4
     )
     np.testing.assert_array_equal(
-        new.method_state["prototype_points"], np.minimum((labels == 1).sum(0), 16)
+        new["prototype_points"], np.minimum((labels == 1).sum(0), 16)
     )
 
 
 def test_fixed_margins_have_no_parameters(tiny):
     config = tiny[0].copy_and_resolve_references()
     config.method_config.learn_margins = False
-    model = hst.make_model(config, fake_data_info(NUM_CLASSES))
-    assert model.scalars is None and hst.delayed_params(config) == ()
+    assert hst.init_params(config, fake_data_info(NUM_CLASSES)) == {}
 
 
 def test_instance_level_cst_scores_against_the_bank(tiny):
@@ -116,25 +124,24 @@ def test_instance_level_cst_scores_against_the_bank(tiny):
     d = config.model.feature_dim
     assert set(state) == {"bank"} and state["bank"].shape == (NUM_CLASSES, 4, d)
     state["bank"] = jax.random.normal(jax.random.PRNGKey(3), state["bank"].shape)
-    assert not any(hst.prototypes_due(mc, e) for e in range(20))
-    batch = dict(batch, image=normalize_images(batch["image"]))
+    assert hst.refresh(config, model, None, None, state, 5, None) is state  # never due
+    batch = dict(batch, image=normalize(batch["image"]))
     clock = base.Clock(jnp.int32(0), jnp.int32(6), jnp.float32(0.5))
-    _, aux = hst.loss_fn(
+    _, out = hst.loss_fn(
         model, config, variables["params"], variables["batch_stats"], state, batch,
         jax.random.PRNGKey(2), clock,
     )  # fmt: skip
 
-    (logits, out), _ = base.apply_train(
+    (logits, aux), _ = base.apply_train(
         model, variables["params"], variables["batch_stats"], batch["image"]
     )
     t = batch["labels"]
-    bank = pl.update_bank(state["bank"], out["category_features"], t)
+    bank = pl.update_bank(state["bank"], aux["category_features"], t)
     soft = np.clip(
-        np.asarray(pl.mean_cosine_to_set(out["category_features"], bank)) - mc.inter_margin, 0, 1
+        np.asarray(pl.mean_cosine_to_set(aux["category_features"], bank)) - mc.inter_margin, 0, 1
     )
     y_inter = np.where((t == 0) & (soft > 0), 1, np.asarray(t))
     expected, _ = losses.partial_bce(logits, jnp.asarray(y_inter, jnp.int8))
-    np.testing.assert_allclose(aux["metrics"]["inter_bce"], expected, rtol=1e-5)
-    assert float(aux["metrics"]["prototype_contrastive"]) == 0.0
-    new = hst.update_state(config, state, aux, clock)
-    np.testing.assert_allclose(new["bank"], bank, rtol=1e-6)
+    np.testing.assert_allclose(out.metrics["inter_bce"], expected, rtol=1e-5)
+    assert float(out.metrics["prototype_contrastive"]) == 0.0
+    np.testing.assert_allclose(out.method_state["bank"], bank, rtol=1e-6)

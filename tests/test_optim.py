@@ -7,6 +7,7 @@ import pytest
 
 from configs import base
 from mlrpl_jax import optim
+from mlrpl_jax.methods.base import ParamGroup
 
 
 def torch_adam_steps(w, grads, lrs, wd, b1=0.9, b2=0.999, eps=1e-8):
@@ -61,7 +62,8 @@ def test_delayed_parameters_start_their_adam_at_their_first_gradient():
     it first receives a gradient; then it runs torch.optim.Adam from t = 1 (notes §3)."""
     config = base.get_config("plain")
     config.optim.learning_rate = 1e-2
-    tx, schedule = optim.make_optimizer(config.optim, 2, total_steps=60, delayed=(("margin",),))
+    groups = (ParamGroup(("margin",), delayed=True),)
+    tx, schedule = optim.make_optimizer(config.optim, 2, total_steps=60, groups=groups)
     rng = np.random.default_rng(0)
     params = {"w": jnp.asarray(rng.normal(size=(3,)), jnp.float32), "margin": jnp.float32(1.0)}
     w_grads = [rng.normal(size=(3,)) for _ in range(30)]
@@ -79,3 +81,61 @@ def test_delayed_parameters_start_their_adam_at_their_first_gradient():
     np.testing.assert_allclose(params["w"], torch_adam_steps(w0, w_grads, lrs, wd), rtol=1e-5)
     expected = torch_adam_steps(np.array([1.0]), [np.array([g]) for g in m_grads[7:]], lrs[7:], wd)
     np.testing.assert_allclose(params["margin"], expected[0], rtol=1e-5)
+
+
+def test_param_groups_are_torch_adam_param_groups():
+    """lr multiplier and weight-decay masks per group equal torch.optim.Adam with one param group
+    per rule (ASL's 'no decay on biases and 1-D weights', ROLE's x10 table); the longest prefix
+    wins; a projection applies after the update."""
+    config = base.get_config("plain")
+    config.optim.learning_rate = 1e-2
+    groups = (
+        ParamGroup((), weight_decay="matrices"),
+        ParamGroup(("method", "table"), lr_mult=10.0),
+        ParamGroup(("method", "alpha"), weight_decay="none", project=optim_clip),
+    )
+    tx, schedule = optim.make_optimizer(config.optim, 2, total_steps=60, groups=groups)
+    rng = np.random.default_rng(1)
+    init = {
+        "w": rng.normal(size=(3, 2)), "b": rng.normal(size=(3,)),
+        "method": {"table": rng.normal(size=(4,)), "alpha": np.full((2,), 0.5)},
+    }  # fmt: skip
+    params = {"w": jnp.asarray(init["w"], jnp.float32), "b": jnp.asarray(init["b"], jnp.float32),
+              "method": {k: jnp.asarray(v, jnp.float32) for k, v in init["method"].items()}}  # fmt: skip
+    grads = [
+        {"w": rng.normal(size=(3, 2)), "b": rng.normal(size=(3,)),
+         "method": {"table": rng.normal(size=(4,)), "alpha": -np.abs(rng.normal(size=(2,)))}}
+        for _ in range(12)
+    ]  # fmt: skip
+    lrs = [float(schedule(t)) for t in range(12)]
+    state = tx.init(params)
+    for g in grads:
+        g = {"w": jnp.asarray(g["w"], jnp.float32), "b": jnp.asarray(g["b"], jnp.float32),
+             "method": {k: jnp.asarray(v, jnp.float32) for k, v in g["method"].items()}}  # fmt: skip
+        updates, state = tx.update(g, state, params)
+        params = optim.project(optax.apply_updates(params, updates), groups)
+    wd = config.optim.weight_decay
+    steps = lambda name, w0, lr_mult, decay: torch_adam_steps(  # noqa: E731
+        w0, [_get(g, name) for g in grads], [lr_mult * lr for lr in lrs], decay
+    )
+    np.testing.assert_allclose(params["w"], steps("w", init["w"], 1.0, wd), rtol=1e-5)
+    np.testing.assert_allclose(params["b"], steps("b", init["b"], 1.0, 0.0), rtol=1e-5)
+    np.testing.assert_allclose(
+        params["method"]["table"], steps("method/table", init["method"]["table"], 10.0, wd),
+        rtol=1e-4, atol=1e-5,
+    )  # fmt: skip
+    # alpha: negative gradients push it up; clamped at 1 after every update.
+    assert np.all(np.asarray(params["method"]["alpha"]) <= 1.0)
+    assert np.all(np.asarray(params["method"]["alpha"]) > 0.5)
+    assert optim.group_of(("method", "table", "x"), groups) == 1
+    assert optim.group_of(("other",), groups) == 0
+
+
+def optim_clip(x):
+    return jnp.clip(x, 0.0, 1.0)
+
+
+def _get(tree, path):
+    for key in path.split("/"):
+        tree = tree[key]
+    return tree

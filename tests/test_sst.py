@@ -13,7 +13,7 @@ from mlrpl_jax import losses, methods
 from mlrpl_jax.losses import contrastive, cooccurrence
 from mlrpl_jax.methods import base, sst
 from mlrpl_jax.ops import pseudo_labels as pl
-from mlrpl_jax.train_state import normalize_images
+from mlrpl_jax.methods import common
 
 
 def test_threshold_schedule_decays_after_epoch_five_to_the_floor():
@@ -35,7 +35,8 @@ def tiny():
     info = fake_data_info(NUM_CLASSES)
     model = sst.make_model(config, info)
     batch = fake_batch(batch_size=8)
-    batch["image"] = normalize_images(batch["image"])
+    del batch["full_labels"]  # what a method's loss_fn sees
+    batch["image"] = base.imagenet_normalize(None, batch["image"])
     variables = model.init(jax.random.PRNGKey(0), batch["image"], train=False)
     state = sst.init_state(config, info, None)
     state["bank"] = jax.random.normal(jax.random.PRNGKey(1), state["bank"].shape)
@@ -72,10 +73,14 @@ def test_loss_is_the_documented_sum_of_terms(tiny, epoch, fraction):
         + ramp * 0.05 * contrastive.instance_contrastive_loss(v, t, rng)[0]
     )
     np.testing.assert_allclose(loss, expected, rtol=2e-5)
-    np.testing.assert_allclose(aux["bank"], bank, atol=1e-6)
+    np.testing.assert_allclose(aux.method_state["bank"], bank, atol=1e-6)
     # Pseudo labels only add positives to unknown entries; their counts are logged from epoch 5.
     assert np.all((np.asarray(y_intra) == np.asarray(t)) | (np.asarray(t) == 0))
-    has_counts = float(aux["metrics"]["pseudo_intra_recall/den"]) > 0
+    # ... through the diagnostics path, the only one that sees the full labels.
+    assert "full_labels" not in batch
+    diag = sst.METHOD.diagnostics(config, aux.diagnostics, t, jnp.ones_like(t, jnp.uint8))
+    assert all(not k.startswith("pseudo") for k in aux.metrics)
+    has_counts = float(diag["pseudo_intra_recall/den"]) > 0
     assert has_counts == (epoch >= 5)
 
 
@@ -85,12 +90,12 @@ def test_statistical_cooccurrence_ablation_uses_the_known_label_graph(tiny):
     mc = config.method_config.copy_and_resolve_references()
     mc.cooccurrence_source = "statistics"
     pair = jnp.zeros((3, NUM_CLASSES * (NUM_CLASSES - 1) // 2))
-    s = sst.cooccurrence_for_labels(mc, variables["params"], pair)
+    s = common.cooccurrence_for_labels(mc.cooccurrence_source, variables["params"], pair)
     adjacency = np.asarray(variables["params"]["head"]["adjacency"])
     for b in range(3):
         np.testing.assert_array_equal(s[b], adjacency.T)
     mc.cooccurrence_source = "learned"
     np.testing.assert_allclose(
-        sst.cooccurrence_for_labels(mc, variables["params"], pair),
+        common.cooccurrence_for_labels(mc.cooccurrence_source, variables["params"], pair),
         pl.cooccurrence_matrix(pair, NUM_CLASSES),
     )

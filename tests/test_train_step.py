@@ -40,14 +40,14 @@ def fake_batch(batch_size: int = 16, seed: int = 0):
 
 def run_steps(config, devices, num_steps: int = 2):
     mesh = sharding.make_mesh(devices)
-    _, state, _, step_fn, eval_fn = trainer.make_train_fns(
+    _, state, _, step_fn, eval_fns, _ = trainer.make_train_fns(
         config, methods.get(config.method), fake_data_info(NUM_CLASSES), mesh, 10, 20
     )
     losses = []
     for i in range(num_steps):
         state, metrics = step_fn(state, sharding.host_to_global(fake_batch(seed=i), mesh))
         losses.append(float(metrics["loss"]))
-    logits = eval_fn(state, sharding.host_to_global(fake_batch(seed=9), mesh)["image"])
+    logits = eval_fns["raw"](state, sharding.host_to_global(fake_batch(seed=9), mesh)["image"])
     return jax.device_get(state), losses, np.asarray(logits)
 
 
@@ -69,7 +69,7 @@ def test_eight_devices_match_one_device():
 def test_frozen_stages_get_no_update_and_no_optimizer_state():
     config = tiny_config(frozen_stages=2)  # stem + layer1 frozen
     mesh = sharding.make_mesh(jax.devices()[:1])
-    _, state, _, step_fn, _ = trainer.make_train_fns(
+    _, state, _, step_fn, _, _ = trainer.make_train_fns(
         config, methods.get("plain"), fake_data_info(NUM_CLASSES), mesh, 10, 20
     )
     before = jax.device_get(state)
@@ -90,7 +90,7 @@ def test_frozen_stages_get_no_update_and_no_optimizer_state():
         after.params["backbone"]["layer2"]["0"]["conv1"]["kernel"],
     )
     # Optimiser state exists only for trainable leaves: count Adam's first moments.
-    trainable, fixed = split_params(before.params, methods.get("plain").frozen_params(config))
+    trainable, fixed = split_params(before.params, methods.get("plain").param_groups(config))
     mu = before.opt_state[1].mu
     assert jax.tree.structure(mu) == jax.tree.structure(trainable)
     assert "conv1" not in mu["backbone"] and "layer1" not in mu["backbone"]
@@ -105,7 +105,7 @@ def test_ssgrl_step_trains_heads_and_layer4_only(category_features):
     config.model.category_features = category_features
     mesh = sharding.make_mesh(jax.devices()[:1])
     info = fake_data_info(NUM_CLASSES)
-    _, state, _, step_fn, _ = trainer.make_train_fns(
+    _, state, _, step_fn, _, _ = trainer.make_train_fns(
         config, methods.get("ssgrl"), info, mesh, 10, 20
     )
     before = jax.device_get(state)
@@ -133,7 +133,7 @@ def test_ssgrl_step_trains_heads_and_layer4_only(category_features):
 def test_step_compiles_once():
     config = tiny_config()
     mesh = sharding.make_mesh(jax.devices()[:1])
-    _, state, _, step_fn, _ = trainer.make_train_fns(
+    _, state, _, step_fn, _, _ = trainer.make_train_fns(
         config, methods.get("plain"), fake_data_info(NUM_CLASSES), mesh, 10, 20
     )
     for i in range(3):
@@ -148,30 +148,36 @@ def test_batch_not_divisible_by_devices_is_a_clear_error(bad):
         sharding.local_batch_size(bad, mesh)
 
 
-def test_backbone_weights_are_loaded_into_the_initial_state(tmp_path):
-    """config.model.backbone_weights fills the backbone (torchvision names and layout, .npz)."""
-    config = tiny_config(frozen_stages=2)
+def write_fake_resnet18_weights(path: str, image_size: int = 48) -> dict:
+    """Writes a random torchvision-layout ResNet-18 (width 8) state dict to `path` (.npz)."""
     model = resnet.RESNETS["resnet18"](width=8)
     abstract = jax.eval_shape(
-        lambda k: model.init(k, np.zeros((1, 48, 48, 3), np.float32), train=False),
+        lambda k: model.init(k, np.zeros((1, image_size, image_size, 3), np.float32), train=False),
         jax.random.key(0),
     )
     rng = np.random.default_rng(0)
     weights = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]:
+    for key_path, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]:
         shape = leaf.shape
-        if path[-1].key == "kernel":  # Flax (kh, kw, in, out) -> torchvision (out, in, kh, kw)
+        if key_path[-1].key == "kernel":  # Flax (kh, kw, in, out) -> torchvision (out, in, kh, kw)
             shape = (shape[3], shape[2], shape[0], shape[1])
         value = rng.standard_normal(shape).astype(np.float32)
-        if path[-1].key == "var":
+        if key_path[-1].key == "var":
             value = np.abs(value) + 0.5
-        weights[resnet.torchvision_name(path)] = value
+        weights[resnet.torchvision_name(key_path)] = value
     weights["fc.weight"] = np.zeros((1000, 64), np.float32)  # ignored, as in the reference
-    path = str(tmp_path / "resnet18_w8.npz")
     np.savez(path, **weights)
+    return weights
+
+
+def test_backbone_weights_are_loaded_into_the_initial_state(tmp_path):
+    """config.model.backbone_weights fills the backbone (torchvision names and layout, .npz)."""
+    config = tiny_config(frozen_stages=2)
+    path = str(tmp_path / "resnet18_w8.npz")
+    weights = write_fake_resnet18_weights(path)
     config.model.backbone_weights = path
     mesh = sharding.make_mesh(jax.devices()[:1])
-    _, state, _, _, _ = trainer.make_train_fns(
+    _, state, _, _, _, _ = trainer.make_train_fns(
         config, methods.get("plain"), fake_data_info(NUM_CLASSES), mesh, 10, 20
     )
     state = jax.device_get(state)

@@ -62,9 +62,10 @@ def main():
     print(f"{'storage':>9} {'table GB':>9} {'expected/dev GB':>16} {'argument/dev GB':>16} "
           f"{'temp/dev MB':>12}")  # fmt: skip
     for dtype in table_ops.STORAGE_DTYPES:
-        itemsize = np.dtype(jax.numpy.dtype(dtype)).itemsize
+        held = table_ops.HELD_AS[dtype]
+        itemsize = np.dtype(held).itemsize
         abstract = (
-            jax.ShapeDtypeStruct((rows, c), jax.numpy.dtype(dtype), sharding=table_sh),
+            jax.ShapeDtypeStruct((rows, c), held, sharding=table_sh),
             jax.ShapeDtypeStruct((b,), np.int32, sharding=batch_sh),
             jax.ShapeDtypeStruct((b, c), np.float32, sharding=batch_sh),
         )

@@ -17,7 +17,9 @@ measures the overhead).
 Storage (`dtype`):
   * 'float32': exact;
   * 'bfloat16': 8 significant bits; a value v is stored with |error| <= 2^-8 |v| (relative
-    0.4%), any real value can be stored;
+    0.4%), any real value can be stored. The bits are held as a uint16 array (bitcast), because
+    XLA:CPU converts a bfloat16 operand of a scatter to float32 as a whole (a temporary of twice
+    the local shard); as uint16 the update is in place;
   * 'uint8': values in [0, 1] only (probabilities, {0, 1} labels), quantised to k / 255 by
     rounding: |error| <= 1 / 510 ~ 0.002, exact for 0, 1 and 0.5 +- 1/510 (0.5 is stored as
     128 / 255 = 0.50196). Values outside [0, 1] are clipped.
@@ -49,18 +51,31 @@ def _check_dtype(dtype: str) -> None:
         raise ValueError(f"table storage dtype {dtype!r}: must be one of {STORAGE_DTYPES}.")
 
 
+# The array dtype that holds each storage dtype.
+HELD_AS = {"float32": np.float32, "bfloat16": np.uint16, "uint8": np.uint8}
+
+
+def storage_dtype(table: jax.Array) -> str:
+    """The storage dtype ('float32' | 'bfloat16' | 'uint8') of a table."""
+    return {np.dtype(v): k for k, v in HELD_AS.items()}[np.dtype(table.dtype)]
+
+
 def encode(values: jax.Array, dtype: str) -> jax.Array:
     """float values -> the stored representation (module docstring); jnp, for use in a step."""
     _check_dtype(dtype)
     if dtype == "uint8":
         return jnp.round(jnp.clip(values, 0.0, 1.0) * _UINT8_SCALE).astype(jnp.uint8)
-    return jnp.asarray(values).astype(dtype)
+    if dtype == "bfloat16":
+        return jax.lax.bitcast_convert_type(jnp.asarray(values, jnp.bfloat16), jnp.uint16)
+    return jnp.asarray(values, jnp.float32)
 
 
 def decode(stored: jax.Array) -> jax.Array:
     """The stored representation -> float32 values."""
     if stored.dtype == jnp.uint8:
         return stored.astype(jnp.float32) / _UINT8_SCALE
+    if stored.dtype == jnp.uint16:
+        return jax.lax.bitcast_convert_type(stored, jnp.bfloat16).astype(jnp.float32)
     return stored.astype(jnp.float32)
 
 
@@ -68,7 +83,9 @@ def _encode_host(values: np.ndarray, dtype: str) -> np.ndarray:
     """`encode` in numpy (host memory, chunk by chunk by the caller)."""
     if dtype == "uint8":
         return np.round(np.clip(values, 0.0, 1.0) * _UINT8_SCALE).astype(np.uint8)
-    return np.asarray(values, np.float32).astype(jnp.dtype(dtype))
+    if dtype == "bfloat16":
+        return np.asarray(values, np.float32).astype(jnp.bfloat16).view(np.uint16)
+    return np.asarray(values, np.float32)
 
 
 _CHUNK_ROWS = 1 << 16
@@ -83,7 +100,7 @@ def init(values: np.ndarray, dtype: str = "float32", multiple: int = ROW_MULTIPL
     _check_dtype(dtype)
     values = np.asarray(values)
     n, c = values.shape
-    table = np.zeros((padded_rows(n, multiple), c), jnp.dtype(dtype))
+    table = np.zeros((padded_rows(n, multiple), c), HELD_AS[dtype])
     for start in range(0, n, _CHUNK_ROWS):
         stop = min(n, start + _CHUNK_ROWS)
         table[start:stop] = _encode_host(values[start:stop].astype(np.float32), dtype)
@@ -102,7 +119,7 @@ def from_partial_labels(
     _check_dtype(dtype)
     labels = np.asarray(labels)
     n, c = labels.shape
-    table = np.zeros((padded_rows(n, multiple), c), jnp.dtype(dtype))
+    table = np.zeros((padded_rows(n, multiple), c), HELD_AS[dtype])
     for start in range(0, n, _CHUNK_ROWS):
         rows = labels[start : start + _CHUNK_ROWS]
         values = np.where(rows == 1, 1.0, np.where(rows == -1, 0.0, unknown)).astype(np.float32)
@@ -121,8 +138,7 @@ def scatter(table: jax.Array, example_ids: jax.Array, values: jax.Array) -> jax.
     Ids must be distinct within a batch (a grain epoch visits every example once; for a batch
     that spans two passes and holds one example twice, which of its two rows is written is
     unspecified)."""
-    dtype = "uint8" if table.dtype == jnp.uint8 else str(table.dtype)
-    return table.at[example_ids].set(encode(values, dtype))
+    return table.at[example_ids].set(encode(values, storage_dtype(table)))
 
 
 def sharding_rule(pattern: str) -> tuple[str, P]:

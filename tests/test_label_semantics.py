@@ -194,7 +194,6 @@ def test_fit_dim_keeps_inner_products_when_rank_allows():
 
 @pytest.mark.parametrize("num_classes,dim", [(20, 300), (7, 7), (12, 5)])
 def test_random_orthonormal_fallback_warns(monkeypatch, num_classes, dim):
-    monkeypatch.setattr(ls, "_sentence_embeddings", lambda names: None)
     names = [f"word{c}" for c in range(num_classes)]
     with pytest.warns(UserWarning, match="no semantic prior.*config.data.label_embeddings"):
         emb, description = ls.fallback_label_embeddings(names, dim, "voc/2007")
@@ -230,23 +229,29 @@ def _fake_sentence_transformers(monkeypatch, fail=False):
     return calls
 
 
-def test_sentence_transformers_fallback_is_offline(monkeypatch):
+def test_sentence_transformers_only_when_the_config_names_them(monkeypatch, tmp_path):
+    """Installed and cached or not, the fallback never uses a sentence model (same config, same
+    embeddings everywhere); 'sentence-transformers:<model>' uses it, offline."""
     calls = _fake_sentence_transformers(monkeypatch)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        emb, description = ls.fallback_label_embeddings(["dog", "diningtable"], 300, "voc/2007")
-    assert "sentence-transformers" in description and emb.shape == (2, 300)
-    name, kwargs, offline = calls[0]
-    assert name == ls.SENTENCE_MODEL and kwargs["local_files_only"] is True and offline == "1"
-    assert calls[1] == ["dog", "dining table"]
-    assert "HF_HUB_OFFLINE" not in os.environ  # restored
-
-
-def test_sentence_transformers_failure_falls_back_to_random(monkeypatch):
-    calls = _fake_sentence_transformers(monkeypatch, fail=True)
     with pytest.warns(UserWarning, match="random orthonormal"):
         _, description = ls.fallback_label_embeddings(["dog", "cat"], 16, "coco/2014")
-    assert description.startswith("random") and len(calls) == 1
+    assert description.startswith("random") and calls == []
+    emb = ls.sentence_embeddings(["dog", "diningtable"], "some/model")
+    assert emb.shape == (2, 384)
+    name, kwargs, offline = calls[0]
+    assert name == "some/model" and kwargs["local_files_only"] is True and offline == "1"
+    assert calls[1] == ["dog", "dining table"]
+    assert "HF_HUB_OFFLINE" not in os.environ  # restored
+    data = _data_config(tmp_path, label_embeddings="sentence-transformers:some/model")
+    data.label_embedding_dim = 300
+    result = ls.compute_label_semantics(data, CountingSource(_labels(), name="voc/2007"))
+    assert result.embeddings.shape == (5, 300) and "some/model" in result.embedding_source
+
+
+def test_missing_sentence_model_is_an_error_that_says_so(monkeypatch):
+    _fake_sentence_transformers(monkeypatch, fail=True)
+    with pytest.raises(RuntimeError, match="not in the local Hugging Face cache"):
+        ls.sentence_embeddings(["dog", "cat"], "some/model")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -418,7 +423,6 @@ def test_unwritable_cache_only_warns(tmp_path):
 
 
 def test_random_fallback_warns_on_cache_hits_too(tmp_path, monkeypatch):
-    monkeypatch.setattr(ls, "_sentence_embeddings", lambda names: None)
     data = _data_config(tmp_path)
     source = CountingSource(_labels(), name="voc/2007")
     for _ in range(2):

@@ -30,6 +30,14 @@ IST = {"method_config.ist_hidden_dim": 8, "method_config.ist_pair_dim": 12}
 KMEANS = {"method_config.num_prototypes": 2, "method_config.kmeans_n_init": 2}
 
 
+def _results(workdir):
+    import json
+    import os
+
+    with open(os.path.join(workdir, "results.json")) as f:
+        return json.load(f)
+
+
 def run_config(root, method):
     overrides = {**SMALL_HEADS, **SCHEDULES[method], "data.cache_dir": str(root / "cache")}
     if method in ("sst", "hst", "hst_fb"):
@@ -46,19 +54,20 @@ def test_method_trains_with_every_part_active(tmp_path, method):
     workdir = str(tmp_path / "work")
     final = trainer.run(config, workdir)
     assert 0.0 <= final["mAP"] <= 100.0
-    exp = trainer.setup(config)
+    exp = trainer.setup(config, pretrained=False)
     ckpt = checkpointing.Checkpointer(workdir, max_to_keep=2, keep_best=True)
     state, _ = ckpt.restore_state(exp.state, which="latest")
     ckpt.close()
     state = jax.device_get(state)
     assert int(state.step) == 2 * 64 // 16
+    assert {"val", "test"} <= set(_results(workdir)["all_metrics"])
     ms = state.method_state
     if method == "sst":
         assert np.abs(ms["bank"]).sum() > 0  # known positives entered the bank
     else:  # prototypes were computed by the refresh before epoch 1
         assert ms["prototype_points"].sum() > 0
         assert np.abs(ms["prototypes"]).sum() > 0
-    scalars = state.params.get("scalars", {})
+    scalars = state.params.get("method", {})  # the method's own parameters
     for name in ("intra_margin", "inter_margin"):
         if method in ("hst", "hst_fb"):  # learned from epoch 1 on
             assert float(scalars[name]) != 1.0

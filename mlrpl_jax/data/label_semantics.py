@@ -34,13 +34,18 @@ Category embeddings
      in which classes of the same shape are closest, then those sharing a texture, then similar
      colours (the order in which the generator makes these attributes reliable: shape and texture
      are fixed per class, colours are jittered). 15 dims, zero-padded to ``E``.
-  2. Otherwise, if the ``sentence_transformers`` package is installed and its model
-     `SENTENCE_MODEL` is already in the local Hugging Face cache, the class names are embedded with
-     it. No download is ever attempted (``HF_HUB_OFFLINE=1``, ``TRANSFORMERS_OFFLINE=1`` and
-     ``local_files_only=True`` during the attempt); any failure falls through to 3.
-  3. A deterministic random orthonormal set (fixed numpy seed; ``C`` orthonormal rows when
+  2. Otherwise a deterministic random orthonormal set (fixed numpy seed; ``C`` orthonormal rows when
      ``C <= E``, unit-norm random rows otherwise), with a warning: the semantic decoupling then
      has no semantic prior. Supply GloVe vectors through ``config.data.label_embeddings``.
+
+  The fallback never depends on what is installed or cached on a machine: the same config gives
+  the same embeddings everywhere.
+
+* ``config.data.label_embeddings = 'sentence-transformers:<model>'`` (e.g.
+  ``'sentence-transformers:sentence-transformers/all-MiniLM-L6-v2'``) embeds the class names with
+  that sentence-transformers model, which must already be in the local Hugging Face cache: no
+  download is ever attempted (``HF_HUB_OFFLINE=1``, ``TRANSFORMERS_OFFLINE=1`` and
+  ``local_files_only=True``); a missing package or model is an error that says so.
 
   Embeddings of another width than ``E`` are fitted to ``E`` deterministically (`_fit_dim`): zero
   padding when narrower; when wider, coordinates in the top-``E`` right singular directions (with
@@ -64,12 +69,11 @@ Results are stored in ``<cache_dir>/label_semantics/`` (``config.data.cache_dir`
 ``$MLRPL_JAX_CACHE`` or ``~/.cache/mlrpl_jax``), one ``.npz`` file per key: dataset (plus the
 synthetic parameters for ``synthetic_scenes``, and the data_dir), train split and size, class
 names, setting, known_proportion, label_seed, mask_mode, the partial-labels file's content hash,
-the embeddings file's path, mtime and size, the embedding dim and, when the sentence-transformers
-fallback could apply, whether the package is installed. The file name holds a hash of the key and
+the embeddings file's path, mtime and size (or the sentence-transformers model name), the
+embedding dim. The file name holds a hash of the key and
 the file holds the key itself, which is checked on reading. Files are written to a temporary file
 and renamed (``os.replace``), so a killed run never leaves a corrupt entry; an unreadable entry is
-recomputed with a warning. Delete the directory to force a recomputation (e.g. after downloading
-a sentence-transformers model).
+recomputed with a warning. Delete the directory to force a recomputation.
 """
 
 from __future__ import annotations
@@ -90,7 +94,7 @@ from mlrpl_jax.data import partial_labels as pl
 from mlrpl_jax.data import pipeline, transforms
 
 CACHE_ENV = "MLRPL_JAX_CACHE"
-SENTENCE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+SENTENCE_PREFIX = "sentence-transformers:"
 # Run-together class names (VOC) spelled out as words before the GloVe / sentence lookup.
 NAME_ALIASES: Mapping[str, str] = {
     "diningtable": "dining table",
@@ -98,7 +102,7 @@ NAME_ALIASES: Mapping[str, str] = {
     "tvmonitor": "tv monitor",
 }
 
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 _RANDOM_SEED = 20240917
 _OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 _PLACEHOLDER = re.compile(r"class_\d+")
@@ -295,25 +299,38 @@ def random_orthonormal_embeddings(num_classes: int, dim: int) -> np.ndarray:
     return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
 
 
-def _sentence_embeddings(class_names: Sequence[str]) -> np.ndarray | None:
-    """(C, F) float32 from a locally cached sentence-transformers model, or None (never downloads)."""
+def sentence_embeddings(class_names: Sequence[str], model_name: str) -> np.ndarray:
+    """(C, F) float32 embeddings of the class names from a locally cached sentence-transformers
+    model (`config.data.label_embeddings = 'sentence-transformers:<model>'`); never downloads.
+
+    Raises:
+        ImportError / RuntimeError: the package or the model is missing, naming the fix.
+    """
     if importlib.util.find_spec("sentence_transformers") is None:
-        return None
+        raise ImportError(
+            f"config.data.label_embeddings={SENTENCE_PREFIX + model_name!r} needs the "
+            "sentence-transformers package (pip install sentence-transformers)."
+        )
     saved = {key: os.environ.get(key) for key in _OFFLINE_ENV}
     os.environ.update({key: "1" for key in _OFFLINE_ENV})
     try:
         import sentence_transformers
 
-        model = sentence_transformers.SentenceTransformer(
-            SENTENCE_MODEL, device="cpu", local_files_only=True
-        )
+        try:
+            model = sentence_transformers.SentenceTransformer(
+                model_name, device="cpu", local_files_only=True
+            )
+        except Exception as err:  # noqa: BLE001 - reported with the fix
+            raise RuntimeError(
+                f"config.data.label_embeddings={SENTENCE_PREFIX + model_name!r}: the model is not "
+                f"in the local Hugging Face cache ({err}); download it once where there is "
+                "network access, or give a GloVe file / .npy instead."
+            ) from err
         texts = [" ".join(class_words(n)) for n in class_names]
         array = np.asarray(model.encode(texts, convert_to_numpy=True), dtype=np.float32)
         if array.ndim != 2 or array.shape[0] != len(class_names) or not np.isfinite(array).all():
-            return None
+            raise RuntimeError(f"{model_name} returned embeddings of shape {array.shape}.")
         return array
-    except Exception:  # noqa: BLE001 - any failure (no model, offline, old version): fall back.
-        return None
     finally:
         for key, value in saved.items():
             if value is None:
@@ -366,14 +383,6 @@ def fallback_label_embeddings(
             f"{features.shape[1]} -> {dim} dims)"
         )
         return _fit_dim(features, dim), description
-    if not _is_placeholder(class_names):
-        array = _sentence_embeddings(class_names)
-        if array is not None:
-            description = (
-                f"sentence-transformers {SENTENCE_MODEL!r} embeddings of the class names "
-                f"({array.shape[1]} -> {dim} dims)"
-            )
-            return _fit_dim(array, dim), description
     warnings.warn(_random_warning(num_classes, dim), stacklevel=2)
     description = f"random orthonormal {dim}-d vectors (no semantic prior; seed {_RANDOM_SEED})"
     return random_orthonormal_embeddings(num_classes, dim), description
@@ -466,12 +475,13 @@ def cache_key(data_config: Any, train_source: Any) -> dict[str, Any]:
     """Everything `label_semantics`' result depends on (module docstring), JSON-serialisable."""
     synthetic = train_source.name == "synthetic_scenes"
     labels_file = _abspath(data_config.partial_labels_file)
-    embeddings_file = _abspath(data_config.label_embeddings)
+    spec = data_config.label_embeddings
+    sentence = spec if spec is not None and spec.startswith(SENTENCE_PREFIX) else None
+    embeddings_file = None if sentence else _abspath(spec)
     embeddings_stat = None
     if embeddings_file is not None and os.path.isfile(embeddings_file):
         stat = os.stat(embeddings_file)
         embeddings_stat = {"mtime_ns": stat.st_mtime_ns, "size": stat.st_size}
-    uses_sentence = embeddings_file is None and not synthetic
     return {
         "format": _CACHE_FORMAT,
         "dataset": train_source.name,
@@ -493,9 +503,7 @@ def cache_key(data_config: Any, train_source: Any) -> dict[str, Any]:
         if embeddings_file is None
         else {"path": embeddings_file, **(embeddings_stat or {})},
         "label_embedding_dim": int(data_config.label_embedding_dim),
-        "sentence_transformers": (
-            importlib.util.find_spec("sentence_transformers") is not None if uses_sentence else None
-        ),
+        "sentence_transformers": sentence,
     }
 
 
@@ -560,7 +568,13 @@ def compute_label_semantics(data_config: Any, train_source: Any) -> LabelSemanti
     """`label_semantics` without the cache."""
     adjacency = cooccurrence_adjacency(train_partial_labels(data_config, train_source))
     path = data_config.label_embeddings
-    if path is not None:
+    if path is not None and path.startswith(SENTENCE_PREFIX):
+        model_name = path[len(SENTENCE_PREFIX) :]
+        array = sentence_embeddings(train_source.class_names, model_name)
+        dim = data_config.label_embedding_dim
+        embeddings = _fit_dim(array, dim)
+        source = f"sentence-transformers {model_name!r} embeddings of the class names ({array.shape[1]} -> {dim} dims)"
+    elif path is not None:
         embeddings = load_label_embeddings(path, train_source.class_names)
         kind = ".npy" if os.fspath(path).endswith(".npy") else "GloVe text"
         source = f"{kind} file {_abspath(path)}"

@@ -153,9 +153,7 @@ def make_train_fns(
     # as constants) and placed on the mesh with the method's sharding, each device its part.
     method_state = method.init_state(config, data_info, jax.random.split(rng, 3)[2])
     rules = tuple(method.state_sharding(config))
-    state_sharding = sharding.tree_shardings(
-        jax.eval_shape(init, rng, method_state), mesh, rules
-    )
+    state_sharding = sharding.tree_shardings(jax.eval_shape(init, rng, method_state), mesh, rules)
     method_state = jax.device_put(method_state, state_sharding.method_state)
     state = jax.jit(init, out_shardings=state_sharding)(rng, method_state)
     if pretrained:
@@ -213,7 +211,7 @@ def evaluate(
     cfg = exp.config
     source = exp.test_source if split == "test" else exp.val_source
     partial = split == "val" and cfg.data.val_labels == "partial"
-    mask = pipeline.val_mask_transform(cfg.data, source) if partial else None
+    mask = pipeline.make_mask_transform(cfg.data, source, validation=True) if partial else None
     local_bs = sharding.local_batch_size(cfg.train.eval_batch_size, exp.mesh)
     eval_fn = exp.eval_fns[weights]
     outputs = []

@@ -52,7 +52,9 @@ def main():
     rows = table_ops.padded_rows(n)
     table_sh = NamedSharding(mesh, table_ops.PARTITION)
     batch_sh = sharding.batch_sharding(mesh)
-    print(f"{jax.devices()[0].platform} x {d} devices; N = {n:,} (padded {rows:,}), C = {c}, B = {b}")
+    print(
+        f"{jax.devices()[0].platform} x {d} devices; N = {n:,} (padded {rows:,}), C = {c}, B = {b}"
+    )
 
     def table_step(table, ids, targets):
         rows_ = table_ops.gather(table, ids)
@@ -90,10 +92,14 @@ def main():
 
     def init_state(config, data_info, rng):
         del config, rng
-        return {"table": table_ops.from_partial_labels(data_info.train_partial_labels(), dtype="uint8")}
+        return {
+            "table": table_ops.from_partial_labels(data_info.train_partial_labels(), dtype="uint8")
+        }
 
     def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock):
-        loss, out = plain.loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock)
+        loss, out = plain.loss_fn(
+            model, config, params, batch_stats, method_state, batch, rng, clock
+        )
         ids = batch["example_id"]
         rows = table_ops.gather(method_state["table"], ids)
         table = table_ops.scatter(method_state["table"], ids, 0.9 * rows + 0.05)
@@ -127,14 +133,16 @@ def main():
     t0 = time.perf_counter()
     runs = {name: trainer.make_train_fns(config, m, info, mesh, 100, 1000)
             for name, m in (("plain", plain), ("plain + uint8 table", with_table))}  # fmt: skip
-    print(f"   set-up (both, incl. the table's host init and placement): {time.perf_counter() - t0:.1f} s")
+    print(
+        f"   set-up (both, incl. the table's host init and placement): {time.perf_counter() - t0:.1f} s"
+    )
     states = {k: v.state for k, v in runs.items()}
     times = {k: [] for k in runs}
     batches = [batch_of(i) for i in range(args.steps + 1)]
     for i, batch in enumerate(batches):
         for name, fns in runs.items():
             t = time.perf_counter()
-            states[name], m = fns.step_fn(states[name], batch)
+            states[name], _ = fns.step_fn(states[name], batch)
             jax.block_until_ready(states[name].params)
             if i:  # the first call compiles
                 times[name].append(time.perf_counter() - t)
@@ -144,7 +152,7 @@ def main():
     for name, ts in times.items():
         med = float(np.median(ts))
         print(f"   {name:>22}: {med * 1e3:8.1f} ms/step  (x{med / base_t:.3f})")
-    print(f"   table {table.shape} {table.dtype}: {sorted(per_dev)[0] / 1e6:.1f} MB on each of {d} "
+    print(f"   table {table.shape} {table.dtype}: {min(per_dev) / 1e6:.1f} MB on each of {d} "
           f"devices ({table.nbytes / 1e9:.2f} GB in all)")  # fmt: skip
 
 

@@ -71,8 +71,6 @@ class Straightforward:
         aux = {"category_features": v, "attention": attention}
         if self.model.ist is not None:
             aux["pair_logits"] = reference_heads.ist_head_apply(params["ist"], v)
-        if self.model.scalars is not None:
-            aux["scalars"] = self.model.scalars.apply({"params": params["scalars"]})
         new_stats = dict(stats, backbone=backbone_stats["batch_stats"])
         return (logits, aux), {"batch_stats": new_stats}
 
@@ -87,7 +85,13 @@ def data_info(num_classes: int, embedding_dim: int = 300) -> methods.DataInfo:
         embedding_source="random (benchmark)",
     )
     names = tuple(f"class_{c}" for c in range(num_classes))
-    return methods.DataInfo(num_classes, names, lambda: semantics)
+    return methods.DataInfo(
+        num_classes=num_classes,
+        class_names=names,
+        num_train_examples=1,
+        train_partial_labels=lambda: np.zeros((1, num_classes), np.int8),
+        label_semantics=lambda: semantics,
+    )
 
 
 def make_config(method: str, args):
@@ -110,9 +114,10 @@ def build(method_name: str, num_classes: int, straightforward: bool, args):
         method = method._replace(make_model=lambda c, d: Straightforward(make(c, d)))
     mesh = sharding.make_mesh(jax.devices()[:1])
     steps_per_epoch = 10
-    _, state, _, step_fn, _ = trainer.make_train_fns(
+    fns = trainer.make_train_fns(
         config, method, data_info(num_classes), mesh, steps_per_epoch, 20 * steps_per_epoch
     )
+    state, step_fn = fns.state, fns.step_fn
     state = state.replace(step=state.step + 6 * steps_per_epoch)
     rng = np.random.default_rng(1)
     b, s = args.batch, args.image_size

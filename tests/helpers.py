@@ -80,3 +80,14 @@ def init_params(method, config, info, model, images, seed: int = 0) -> dict:
     if own:
         params["method"] = {k: jax.numpy.asarray(v) for k, v in own.items()}
     return {"params": params, "batch_stats": variables.get("batch_stats", {})}
+
+
+def restore_latest(config, workdir):
+    """(experiment, latest TrainState) of a finished run in `workdir` (no pretrained loading)."""
+    from mlrpl_jax import checkpointing, trainer
+
+    exp = trainer.setup(config, pretrained=False)
+    ckpt = checkpointing.Checkpointer(workdir, max_to_keep=2, keep_best=True)
+    state, _ = ckpt.restore_state(exp.state, which="latest")
+    ckpt.close()
+    return exp, state

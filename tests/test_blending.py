@@ -8,11 +8,10 @@ import pytest
 from helpers import fake_data_info, init_params, normalize
 from test_train_step import NUM_CLASSES, fake_batch, tiny_config
 
-from mlrpl_jax import losses, methods
+from mlrpl_jax import losses, methods, optim
 from mlrpl_jax.methods import base, blending, common, hst
 from mlrpl_jax.models import ssgrl
 from mlrpl_jax.ops import blending as ops
-from mlrpl_jax import optim
 
 
 def setup(method, **method_config):

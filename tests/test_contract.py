@@ -8,10 +8,10 @@ import os
 import jax
 import numpy as np
 import pytest
-from helpers import fake_data_info, tiny_run_config
+from helpers import fake_data_info, restore_latest, tiny_run_config
 from test_train_step import NUM_CLASSES, fake_batch, tiny_config, write_fake_resnet18_weights
 
-from mlrpl_jax import checkpointing, config_validation, evaluate, methods, sharding, trainer
+from mlrpl_jax import config_validation, evaluate, methods, sharding, trainer
 from mlrpl_jax.methods import base
 
 
@@ -22,7 +22,9 @@ def test_loss_fn_never_sees_the_full_labels_only_diagnostics_do():
     def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock):
         seen["loss_keys"] = set(batch)
         seen["image_dtype"] = batch["image"].dtype
-        loss, out = plain.loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock)
+        loss, out = plain.loss_fn(
+            model, config, params, batch_stats, method_state, batch, rng, clock
+        )
         return loss, out._replace(diagnostics={"labels_used": batch["labels"]})
 
     def diagnostics(config, diag, labels, full_labels):
@@ -58,7 +60,10 @@ def test_step_compiles_once_across_activation_epochs(name):
     """One compiled step for the whole run: the epoch gates (pseudo labels, blending, delayed
     optimisers) are traced values, so crossing an activation epoch never retraces."""
     config = tiny_config(frozen_stages=4, method=name)
-    for key, value in {**SMALL, **{f"method_config.{k}": v for k, v in ACTIVATION.get(name, {}).items()}}.items():
+    for key, value in {
+        **SMALL,
+        **{f"method_config.{k}": v for k, v in ACTIVATION.get(name, {}).items()},
+    }.items():
         node = config
         *parents, leaf = key.split(".")
         for p in parents:
@@ -110,10 +115,7 @@ def test_ema_is_evaluated_logged_and_checkpointed(tmp_path):
     assert set(results["all_metrics"]) == {"test", "test/ema", "val", "val/ema"}
     assert results["selection"]["best_checkpoint_source"] in ("val", "val/ema")
     # Round trip: the restored EMA weights give the logged EMA test mAP.
-    exp = trainer.setup(config, pretrained=False)
-    ckpt = checkpointing.Checkpointer(workdir, max_to_keep=2, keep_best=True)
-    state, _ = ckpt.restore_state(exp.state, which="latest")
-    ckpt.close()
+    exp, state = restore_latest(config, workdir)
     scores, _, _ = trainer.evaluate(exp, state, "test", "ema")
     assert scores["mAP"] == pytest.approx(last["eval/synthetic_scenes/test/ema/mAP"], abs=1e-6)
     assert scores["mAP"] == pytest.approx(results["all_metrics"]["test/ema"]["mAP"], abs=1e-6)
@@ -139,7 +141,10 @@ def test_evaluate_works_without_the_pretrained_weight_file(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"data.val_split": None, "data.val_fraction": 0.0}, r"train.select_on='val'.*no validation"),
+        (
+            {"data.val_split": None, "data.val_fraction": 0.0},
+            r"train.select_on='val'.*no validation",
+        ),
         ({"data.val_fraction": 0.2}, r"data.val_fraction=0.2.*exclude each other"),
         ({"data.val_labels": "some"}, r"data.val_labels='some'"),
         ({"train.ema_decay": 1.0}, r"train.ema_decay=1.0"),
@@ -162,7 +167,9 @@ def test_method_keys_are_validated_before_any_data_is_opened(tmp_path):
 def test_val_carve_out_is_seeded_disjoint_and_renumbered(tmp_path):
     from mlrpl_jax.data import pipeline
 
-    config = tiny_run_config(tmp_path / "tfds", **{"data.val_split": None, "data.val_fraction": 0.25})
+    config = tiny_run_config(
+        tmp_path / "tfds", **{"data.val_split": None, "data.val_fraction": 0.25}
+    )
     splits = pipeline.make_splits(config.data)
     assert (len(splits.train), len(splits.val)) == (48, 16)
     train_idx, val_idx = splits.train.indices, splits.val.indices
@@ -199,3 +206,17 @@ def test_method_defaults_are_the_documented_ones():
     assert m.normalize_images is base.imagenet_normalize
     assert m.load_pretrained is base.load_backbone_weights
     assert m.init_params(None, None) == {} and m.state_sharding(None) == ()
+
+
+def test_kmeans_feature_buffer_is_split_over_the_devices():
+    """A refresh's K-means buffer (C, M, D) is not replicated: its points are split over the mesh
+    (the trainer runs `refresh` under the mesh)."""
+    import jax.numpy as jnp
+
+    from mlrpl_jax.methods import prototypes
+
+    with jax.set_mesh(sharding.make_mesh()):
+        buffer = prototypes._points_sharded(jnp.zeros((3, 16, 4)))
+        odd = prototypes._points_sharded(jnp.zeros((3, 5, 4)))  # 5 points: left replicated
+    assert {s.data.shape for s in buffer.addressable_shards} == {(3, 2, 4)}
+    assert odd.shape == (3, 5, 4)

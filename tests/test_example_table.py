@@ -2,8 +2,6 @@
 simulated devices (same contents as 1 device, 1/8 of the bytes per device, no table-sized
 temporaries), and a method that keeps one in its state through the trainer's jitted step."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -11,7 +9,6 @@ import numpy as np
 import pytest
 from helpers import fake_data_info
 from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from configs import base as base_config
 from mlrpl_jax import sharding, trainer
@@ -38,7 +35,9 @@ def test_from_partial_labels_and_row_padding():
     labels = np.array([[1, -1, 0], [0, 0, 1]], np.int8)
     t = table_ops.from_partial_labels(labels, unknown=0.25, multiple=4)
     assert t.shape == (4, 3)
-    np.testing.assert_array_equal(np.asarray(t), [[1, 0, 0.25], [0.25, 0.25, 1], [0, 0, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(
+        np.asarray(t), [[1, 0, 0.25], [0.25, 0.25, 1], [0, 0, 0], [0, 0, 0]]
+    )
 
 
 def test_gather_and_scatter():

@@ -4,7 +4,6 @@ import importlib.machinery
 import os
 import sys
 import types
-import warnings
 
 import numpy as np
 import pytest

@@ -11,9 +11,9 @@ test_hst.py and test_blending.py); their schedules stay listed for a manual run.
 import jax
 import numpy as np
 import pytest
-from helpers import tiny_run_config
+from helpers import restore_latest, tiny_run_config
 
-from mlrpl_jax import checkpointing, trainer
+from mlrpl_jax import trainer
 
 SMALL_HEADS = {
     "model.feature_dim": 16,
@@ -54,10 +54,7 @@ def test_method_trains_with_every_part_active(tmp_path, method):
     workdir = str(tmp_path / "work")
     final = trainer.run(config, workdir)
     assert 0.0 <= final["mAP"] <= 100.0
-    exp = trainer.setup(config, pretrained=False)
-    ckpt = checkpointing.Checkpointer(workdir, max_to_keep=2, keep_best=True)
-    state, _ = ckpt.restore_state(exp.state, which="latest")
-    ckpt.close()
+    _, state = restore_latest(config, workdir)
     state = jax.device_get(state)
     assert int(state.step) == 2 * 64 // 16
     assert {"val", "test"} <= set(_results(workdir)["all_metrics"])

@@ -115,7 +115,7 @@ def test_param_groups_are_torch_adam_param_groups():
         updates, state = tx.update(g, state, params)
         params = optim.project(optax.apply_updates(params, updates), groups)
     wd = config.optim.weight_decay
-    steps = lambda name, w0, lr_mult, decay: torch_adam_steps(  # noqa: E731
+    steps = lambda name, w0, lr_mult, decay: torch_adam_steps(
         w0, [_get(g, name) for g in grads], [lr_mult * lr for lr in lrs], decay
     )
     np.testing.assert_allclose(params["w"], steps("w", init["w"], 1.0, wd), rtol=1e-5)

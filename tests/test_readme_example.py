@@ -7,9 +7,9 @@ import types
 import jax
 import numpy as np
 import pytest
-from helpers import tiny_run_config
+from helpers import restore_latest, tiny_run_config
 
-from mlrpl_jax import checkpointing, methods, trainer
+from mlrpl_jax import methods, trainer
 from mlrpl_jax.ops import example_table
 
 README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
@@ -18,17 +18,18 @@ README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
 def readme_method():
     with open(README) as f:
         text = f.read()
-    match = re.search(r"<!-- example-method -->\n```python\n(.*?)```", text, re.S)
+    match = re.search(r"<!-- example-method -->\n```python\n(.*?)```", text, re.DOTALL)
     assert match, "README lost its worked example"
     module = types.ModuleType("soft_table")
-    exec(compile(match.group(1), "README.md:soft_table", "exec"), module.__dict__)
+    code = compile(match.group(1), "README.md:soft_table", "exec")
+    exec(code, module.__dict__)  # noqa: S102 - the README's own example
     return module.METHOD
 
 
 def test_example_is_short():
     with open(README) as f:
         text = f.read()
-    code = re.search(r"<!-- example-method -->\n```python\n(.*?)```", text, re.S).group(1)
+    code = re.search(r"<!-- example-method -->\n```python\n(.*?)```", text, re.DOTALL).group(1)
     assert len([line for line in code.splitlines() if line.strip()]) <= 60
 
 
@@ -40,10 +41,7 @@ def test_readme_example_method_trains_through_the_trainer(tmp_path, monkeypatch)
     workdir = str(tmp_path / "work")
     final = trainer.run(config, workdir)
     assert 0.0 <= final["mAP"] <= 100.0
-    exp = trainer.setup(config, pretrained=False)
-    ckpt = checkpointing.Checkpointer(workdir, max_to_keep=2, keep_best=True)
-    state, _ = ckpt.restore_state(exp.state, which="latest")
-    ckpt.close()
+    exp, state = restore_latest(config, workdir)
     table = state.method_state["table"]
     assert table.sharding.spec == example_table.PARTITION and table.dtype == np.uint8
     values = np.asarray(jax.device_get(table))[:64]

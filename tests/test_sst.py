@@ -11,9 +11,8 @@ from test_train_step import NUM_CLASSES, fake_batch, tiny_config
 
 from mlrpl_jax import losses, methods
 from mlrpl_jax.losses import contrastive, cooccurrence
-from mlrpl_jax.methods import base, sst
+from mlrpl_jax.methods import base, common, sst
 from mlrpl_jax.ops import pseudo_labels as pl
-from mlrpl_jax.methods import common
 
 
 def test_threshold_schedule_decays_after_epoch_five_to_the_floor():

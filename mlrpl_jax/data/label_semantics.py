@@ -320,7 +320,7 @@ def sentence_embeddings(class_names: Sequence[str], model_name: str) -> np.ndarr
             model = sentence_transformers.SentenceTransformer(
                 model_name, device="cpu", local_files_only=True
             )
-        except Exception as err:  # noqa: BLE001 - reported with the fix
+        except Exception as err:
             raise RuntimeError(
                 f"config.data.label_embeddings={SENTENCE_PREFIX + model_name!r}: the model is not "
                 f"in the local Hugging Face cache ({err}); download it once where there is "

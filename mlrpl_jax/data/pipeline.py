@@ -47,22 +47,6 @@ def make_splits(data: ml_collections.ConfigDict) -> Splits:
     return Splits(train, val, make_source(data, data.test_split))
 
 
-def val_mask_transform(data: ml_collections.ConfigDict, source) -> transforms.MaskLabels:
-    """The partial labels of the validation split (`data.val_labels='partial'`): the train
-    split's setting and proportion, with a seed derived from `data.label_seed` (so the val masks
-    are not the train masks of the same example ids)."""
-    seed = int(np.random.SeedSequence([data.label_seed, 0x7A1]).generate_state(1)[0] % 2**31)
-    return transforms.MaskLabels(
-        dataset=f"{data.name}[{source.split}]",
-        num_examples=len(source),
-        num_classes=source.num_classes,
-        setting=data.setting,
-        proportion=data.known_proportion,
-        seed=seed,
-        mode="hash",
-    )
-
-
 def _sizes(data: ml_collections.ConfigDict) -> tuple[int, tuple[int, ...], int]:
     return transforms.scaled_sizes(
         data.scale_size, data.crop_sizes, data.image_size, data.size_factor
@@ -74,10 +58,18 @@ def image_size(data: ml_collections.ConfigDict) -> int:
     return _sizes(data)[2]
 
 
-def make_mask_transform(data: ml_collections.ConfigDict, source) -> transforms.MaskLabels:
-    """The partial-label transform for the train split (from the setting or a labels file)."""
-    fixed = None
-    if data.partial_labels_file is not None:
+def make_mask_transform(
+    data: ml_collections.ConfigDict, source, *, validation: bool = False
+) -> transforms.MaskLabels:
+    """The partial-label transform of the train split (from the setting or a labels file), or with
+    `validation` that of the validation split (`data.val_labels='partial'`): the train split's
+    setting and proportion, in 'hash' mode with a seed derived from `data.label_seed`, so that the
+    val masks are not the train masks of the same example ids."""
+    fixed, seed, mode = None, data.label_seed, data.mask_mode
+    if validation:
+        seed = int(np.random.SeedSequence([data.label_seed, 0x7A1]).generate_state(1)[0] % 2**31)
+        mode = "hash"
+    elif data.partial_labels_file is not None:
         fixed = pl.load_partial_labels_file(
             data.partial_labels_file, len(source), source.num_classes
         )
@@ -87,8 +79,8 @@ def make_mask_transform(data: ml_collections.ConfigDict, source) -> transforms.M
         num_classes=source.num_classes,
         setting=data.setting,
         proportion=data.known_proportion,
-        seed=data.label_seed,
-        mode=data.mask_mode,
+        seed=seed,
+        mode=mode,
         fixed_labels=fixed,
     )
 

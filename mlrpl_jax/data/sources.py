@@ -557,7 +557,7 @@ def carve_out(base: Source, fraction: float, seed: int) -> tuple[Subset, Subset]
     renumbered within each part (`Subset`).
     """
     n = len(base)
-    num_val = int(round(fraction * n))
+    num_val = round(fraction * n)
     if not 0 < num_val < n:
         raise ValueError(
             f"config.data.val_fraction={fraction} carves {num_val} of the {n} examples of "

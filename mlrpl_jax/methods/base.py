@@ -100,7 +100,7 @@ class StepOutput(NamedTuple):
     metrics: dict[str, jax.Array]
     batch_stats: Any
     method_state: Any
-    diagnostics: dict[str, Any] = {}
+    diagnostics: dict[str, Any] = {}  # noqa: RUF012 - never mutated
 
 
 class ParamGroup(NamedTuple):

@@ -14,7 +14,9 @@ from mlrpl_jax.models.classifier import GlobalPoolClassifier
 def default_config() -> ml_collections.ConfigDict:
     """The method's keys."""
     c = ml_collections.ConfigDict()
-    c.bce_margin = 0.0  # Partial BCE ignores targets with |y| <= margin (reference BCELoss(margin)).
+    c.bce_margin = (
+        0.0  # Partial BCE ignores targets with |y| <= margin (reference BCELoss(margin)).
+    )
     return c
 
 

@@ -23,6 +23,7 @@ from mlrpl_jax.models import ssgrl
 from mlrpl_jax.ops import blending, kmeans
 from mlrpl_jax.sharding import DATA_AXIS
 
+
 def one_pass(model, params, batch_stats, batches: Callable[[], Iterator[dict]], update, carry):
     """Runs `update(carry, aux, positive) -> carry` over one pass of `batches()` (normalised images)
     in inference mode, with one jitted step per batch (compiled once per pass)."""

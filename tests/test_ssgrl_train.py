@@ -21,6 +21,7 @@ def ssgrl_config(root, **overrides):
     )
 
 
+@pytest.mark.slow  # a whole run (~30 s)
 def test_ssgrl_run_uses_the_known_label_graph(tmp_path):
     config = ssgrl_config(tmp_path)
     workdir = str(tmp_path / "work")

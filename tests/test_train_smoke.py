@@ -110,6 +110,7 @@ def test_evaluation_scores_every_test_example_with_the_configured_ap(finished_ru
     assert voc["mAP"] == pytest.approx(expected, abs=1e-6)
 
 
+@pytest.mark.slow  # a run up to its 6th step (~10 s)
 def test_nan_loss_stops_with_step_and_terms_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     plain = methods.get("plain")
 
@@ -139,6 +140,7 @@ def test_missing_dataset_says_how_to_prepare(tmp_path):
         trainer.run(config, str(tmp_path / "work"))
 
 
+@pytest.mark.slow  # a whole run (~10 s)
 def test_refresh_runs_before_every_epoch_with_a_deterministic_pass(tmp_path, monkeypatch):
     """`Method.refresh` is called before each epoch with one seeded pass over the train split."""
     plain = methods.get("plain")

@@ -127,10 +127,9 @@ def make_train_fns(
     tx, schedule = optim.make_optimizer(config.optim, steps_per_epoch, total_steps, groups)
     model = method.make_model(config, data_info)
     size = pipeline.image_size(config.data)
-    own = {k: jnp.asarray(v) for k, v in method.init_params(config, data_info).items()}
     use_ema = config.train.ema_decay > 0
 
-    def init(rng, method_state):
+    def init(rng, method_state, own):
         init_rng, state_rng, _ = jax.random.split(rng, 3)
         variables = model.init(init_rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False)
         params = dict(variables["params"])
@@ -149,13 +148,18 @@ def make_train_fns(
         )
 
     rng = jax.random.PRNGKey(config.seed)
-    # The method state is built outside jit (it may hold large host tables, which jit would embed
-    # as constants) and placed on the mesh with the method's sharding, each device its part.
+    # The method's state and own parameters are built outside jit (they may hold large host
+    # tables, which jit would embed as constants) and placed on the mesh with the method's
+    # sharding, each device receiving its part.
     method_state = method.init_state(config, data_info, jax.random.split(rng, 3)[2])
+    own = dict(method.init_params(config, data_info))
     rules = tuple(method.state_sharding(config))
-    state_sharding = sharding.tree_shardings(jax.eval_shape(init, rng, method_state), mesh, rules)
+    abstract = jax.eval_shape(init, rng, method_state, own)
+    state_sharding = sharding.tree_shardings(abstract, mesh, rules)
     method_state = jax.device_put(method_state, state_sharding.method_state)
-    state = jax.jit(init, out_shardings=state_sharding)(rng, method_state)
+    if own:
+        own = jax.device_put(own, state_sharding.params[methods.base.METHOD_PARAMS])
+    state = jax.jit(init, out_shardings=state_sharding)(rng, method_state, own)
     if pretrained:
         params, batch_stats = method.load_pretrained(
             config, jax.device_get(state.params), jax.device_get(state.batch_stats)

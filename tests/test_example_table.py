@@ -162,3 +162,54 @@ def test_a_method_shards_its_table_through_the_trainer():
     expected = before.copy()
     expected[ids] = 255 - before[ids]
     np.testing.assert_array_equal(after, expected)
+
+
+def _learned_table_loss(model, config, params, batch_stats, method_state, batch, rng, clock):
+    """ROLE-like: a learned (N, C) table of label-estimate logits, gathered by example id."""
+    loss, out = plain.loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock)
+    rows = table_ops.gather(params["method"]["table"], batch["example_id"])
+    return loss + jnp.mean((jax.nn.sigmoid(rows) - 1.0) ** 2), out
+
+
+@pytest.mark.slow  # compiles a train step on 8 devices (~12 s)
+def test_a_learned_table_and_its_optimiser_state_are_sharded():
+    """A table among the method's own parameters (ROLE's label estimates, x10 learning rate): the
+    parameter and its Adam moments are split over the devices by one rule, and only the batch's
+    rows move."""
+    config = base_config.get_config("plain")
+    config.model.backbone, config.model.width, config.model.avg_pool_2x2 = "resnet18", 8, False
+    config.model.frozen_stages, config.data.size_factor = 0, 32 / 448
+    config.optim.weight_decay = 0.0
+    info = fake_data_info(4, num_examples=40)
+    method = base.Method(
+        name="plain",
+        default_config=plain.default_config,
+        make_model=plain.make_model,
+        loss_fn=_learned_table_loss,
+        predict_fn=base.predict_logits,
+        init_params=lambda config, info: {"table": table_ops.init(np.zeros((40, 4)))},
+        param_groups=lambda config: (base.ParamGroup(("method", "table"), lr_mult=10.0),),
+        state_sharding=lambda config: (table_ops.sharding_rule(r"method/table$"),),
+    )
+    mesh = sharding.make_mesh(jax.devices())
+    fns = trainer.make_train_fns(config, method, info, mesh, 10, 20)
+    sharded = [
+        (sharding.path_string(path), leaf.sharding.spec)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(fns.state)[0]
+        if leaf.shape == (1024, 4)
+    ]
+    assert len(sharded) == 3  # the parameter, Adam's mu and nu
+    assert all(spec == table_ops.PARTITION for _, spec in sharded), sharded
+    rng = np.random.default_rng(0)
+    ids = rng.permutation(40)[:16].astype(np.int32)
+    batch = {
+        "image": rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
+        "labels": info.train_partial_labels()[ids],
+        "example_id": ids,
+        "full_labels": rng.integers(0, 2, (16, 4), dtype=np.uint8),
+    }
+    state, _ = fns.step_fn(fns.state, sharding.host_to_global(batch, mesh))
+    table = np.asarray(state.params["method"]["table"])
+    moved = np.flatnonzero(np.any(table != 0, axis=1))
+    np.testing.assert_array_equal(moved, np.sort(ids))  # only this batch's rows
+    assert state.params["method"]["table"].sharding.spec == table_ops.PARTITION

@@ -1,5 +1,9 @@
 """DSRB on Pascal VOC 2007 at paper scale (`recipes.paper_scale`, with the DSRB script's batch size 8).
 
+Reproduces the paper's protocol, including its model selection on the test set
+(`train.select_on='test'`); --config.train.select_on=val --config.data.val_fraction=0.1
+selects on a seeded carve-out of the train split instead.
+
   python -m mlrpl_jax.train --config configs/dsrb_voc.py --workdir runs/dsrb_voc \
       --config.data.known_proportion=0.5 --config.model.backbone_weights=weights/resnet101.pth
 

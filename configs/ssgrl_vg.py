@@ -1,5 +1,9 @@
 """SSGRL with partial BCE on VG-200 at paper scale (ResNet-101, 448 px, batch 32; `recipes.paper_scale`).
 
+Reproduces the paper's protocol, including its model selection on the test set
+(`train.select_on='test'`); --config.train.select_on=val --config.data.val_fraction=0.1
+selects on a seeded carve-out of the train split instead.
+
   python -m mlrpl_jax.train --config configs/ssgrl_vg.py --workdir runs/ssgrl_vg \
       --config.data.known_proportion=0.5 --config.model.backbone_weights=weights/resnet101.pth
 

@@ -102,5 +102,5 @@ def get_config(method: str = "plain") -> ml_collections.ConfigDict:
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_epochs = 1  # Save TrainState + data iterator every this many epochs.
     c.checkpoint.max_to_keep = 2  # Periodic checkpoints kept (the best one is kept apart).
-    c.checkpoint.keep_best = True  # Also keep the best checkpoint (train.select_on) in workdir/best.
+    c.checkpoint.keep_best = True  # Also keep the best checkpoint (by train.select_on) in best/.
     return c

@@ -2,7 +2,8 @@
 
 Layout in the workdir:
   checkpoints/<step>/{state, data_iter}   periodic (every epoch by default), newest `max_to_keep` kept
-  best/<step>/state                       the state with the highest test mAP so far
+  best/<step>/state                       the state with the highest selection mAP so far (the
+                                          validation split, or test where a paper config says so)
 
 orbax writes each checkpoint into a temporary directory and renames it only once complete, so a kill at
 any moment leaves either the previous checkpoints or a complete new one (an unfinished temporary
@@ -105,7 +106,7 @@ class Checkpointer:
         return restored["state"], step
 
     def best_map(self) -> float:
-        """The best test mAP saved so far (-inf if none)."""
+        """The best selection mAP saved so far (-inf if none)."""
         if self.best is None or self.best.best_step() is None:
             return float("-inf")
         metrics = self.best.metrics(self.best.best_step())

@@ -136,6 +136,18 @@ TABLE_METHOD = base.Method(
 )
 
 
+def _batch_of_16(info):
+    """(ids, a train batch of 16 distinct examples of the 40 of `info`, 32 px)."""
+    rng = np.random.default_rng(0)
+    ids = rng.permutation(40)[:16].astype(np.int32)
+    return ids, {
+        "image": rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
+        "labels": info.train_partial_labels()[ids],
+        "example_id": ids,
+        "full_labels": rng.integers(0, 2, (16, 4), dtype=np.uint8),
+    }
+
+
 def test_a_method_shards_its_table_through_the_trainer():
     config = base_config.get_config("plain")
     with config.unlocked():
@@ -148,14 +160,7 @@ def test_a_method_shards_its_table_through_the_trainer():
     assert fns.state.method_state["table"].sharding.spec == table_ops.PARTITION
     assert fns.state.method_state["table"].shape == (1024, 4)
     before = np.asarray(fns.state.method_state["table"])
-    rng = np.random.default_rng(0)
-    ids = rng.permutation(40)[:16].astype(np.int32)
-    batch = {
-        "image": rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
-        "labels": info.train_partial_labels()[ids],
-        "example_id": ids,
-        "full_labels": rng.integers(0, 2, (16, 4), dtype=np.uint8),
-    }
+    ids, batch = _batch_of_16(info)
     state, _ = fns.step_fn(fns.state, sharding.host_to_global(batch, mesh))
     after = np.asarray(state.method_state["table"])
     assert state.method_state["table"].sharding.spec == table_ops.PARTITION
@@ -200,14 +205,7 @@ def test_a_learned_table_and_its_optimiser_state_are_sharded():
     ]
     assert len(sharded) == 3  # the parameter, Adam's mu and nu
     assert all(spec == table_ops.PARTITION for _, spec in sharded), sharded
-    rng = np.random.default_rng(0)
-    ids = rng.permutation(40)[:16].astype(np.int32)
-    batch = {
-        "image": rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
-        "labels": info.train_partial_labels()[ids],
-        "example_id": ids,
-        "full_labels": rng.integers(0, 2, (16, 4), dtype=np.uint8),
-    }
+    ids, batch = _batch_of_16(info)
     state, _ = fns.step_fn(fns.state, sharding.host_to_global(batch, mesh))
     table = np.asarray(state.params["method"]["table"])
     moved = np.flatnonzero(np.any(table != 0, axis=1))

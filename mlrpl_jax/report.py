@@ -1,0 +1,268 @@
+"""Paper-style reports of finished runs: `python -m mlrpl_jax.report RUN_DIRS... --out DIR`.
+
+Reads each run directory written by `mlrpl_jax.train` (config.json, results.json, metrics.jsonl;
+directories without results.json are skipped with a note, so a sweep's workdir can be globbed while
+it runs) and
+
+* prints the papers' table layout as markdown (rows: methods; columns: the known-label proportions;
+  then Avg. mAP, Avg. OF1, Avg. CF1, each the mean over the proportions of the per-proportion
+  means), every cell the mean +- sample std over the seeds, and writes it as `table.md` and
+  `table.csv` (one row per method x proportion with mean, std, number of seeds and the seeds'
+  values);
+* writes matplotlib figures (PNG) to `--out`: `map_vs_proportion.png` (mean +- std over seeds per
+  method), and, for the runs that log them, `pseudo_labels.png` (pseudo-label precision / recall of
+  SST/HST per epoch, from the `train_epoch/pseudo_*` records) and `learned_scalars.png` (HST's
+  thresholds and SARB/DSRB's alpha/beta over training, from `train/theta_*`, `train/alpha_*`,
+  `train/beta_*`).
+
+The reported metric of a run is its final test metric (`results.json['metrics']`, the last epoch),
+as the papers' tables and `scripts/sweep.py` report.
+"""
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+AVERAGED = ("mAP", "OF1", "CF1")
+
+
+class Run(NamedTuple):
+    """One finished run."""
+
+    path: str
+    method: str
+    dataset: str
+    proportion: float
+    seed: int
+    final: dict[str, float]  # final test metrics (%)
+    records: list[dict[str, Any]]  # metrics.jsonl
+
+
+def load_run(path: str) -> Run | None:
+    """The `Run` in `path`, or None if it has no results.json (unfinished)."""
+    if not os.path.exists(os.path.join(path, "results.json")):
+        return None
+    with open(os.path.join(path, "config.json")) as f:
+        config = json.load(f)
+    with open(os.path.join(path, "results.json")) as f:
+        results = json.load(f)
+    records = []
+    metrics_path = os.path.join(path, "metrics.jsonl")
+    if os.path.exists(metrics_path):
+        with open(metrics_path) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+    return Run(
+        path=path,
+        method=config["method"],
+        dataset=config["data"]["name"],
+        proportion=float(config["data"]["known_proportion"]),
+        seed=int(config["seed"]),
+        final=results["metrics"],
+        records=records,
+    )
+
+
+def load_runs(paths: Sequence[str]) -> list[Run]:
+    """Runs of `paths` (run directories, or directories of run directories), finished only."""
+    runs = []
+    for path in paths:
+        candidates = [path]
+        if not os.path.exists(os.path.join(path, "config.json")) and os.path.isdir(path):
+            candidates = sorted(os.path.join(path, d) for d in os.listdir(path))
+        for candidate in candidates:
+            if not os.path.exists(os.path.join(candidate, "config.json")):
+                continue
+            run = load_run(candidate)
+            if run is None:
+                print(
+                    f"[report] skipping {candidate}: no results.json (unfinished)", file=sys.stderr
+                )
+            else:
+                runs.append(run)
+    return runs
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample std (NaN for a single value: shown as the mean alone)."""
+    v = np.asarray(values, np.float64)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+
+
+class Table(NamedTuple):
+    """Mean +- std over seeds. cells[method][proportion][metric] = (mean, std, values)."""
+
+    methods: list[str]
+    proportions: list[float]
+    cells: dict[str, dict[float, dict[str, tuple[float, float, list[float]]]]]
+
+    def average(self, method: str, metric: str) -> tuple[float, float]:
+        """Avg. <metric>: mean over the proportions of the per-proportion means, and the mean of
+        the per-seed averages' std (the std of the seed-wise averages when every proportion has
+        the same seeds)."""
+        per = [self.cells[method][p][metric] for p in self.proportions if p in self.cells[method]]
+        mean = float(np.mean([m for m, _, _ in per]))
+        counts = {len(values) for _, _, values in per}
+        if len(counts) == 1 and len(per) == len(self.proportions):
+            seedwise = np.mean([values for _, _, values in per], axis=0)
+            return mean, _mean_std(seedwise)[1]
+        return mean, float("nan")
+
+
+def summarize(runs: Sequence[Run], metrics: Sequence[str] = AVERAGED) -> Table:
+    """Groups runs by (method, proportion) and takes mean and std over seeds (run order kept)."""
+    methods = list(dict.fromkeys(r.method for r in runs))
+    proportions = sorted({r.proportion for r in runs})
+    cells: dict = {}
+    for r in sorted(runs, key=lambda r: r.seed):
+        cell = cells.setdefault(r.method, {}).setdefault(r.proportion, {})
+        for metric in metrics:
+            cell.setdefault(metric, []).append(float(r.final[metric]))
+    for by_proportion in cells.values():
+        for p, cell in by_proportion.items():
+            by_proportion[p] = {k: (*_mean_std(v), v) for k, v in cell.items()}
+    return Table(methods, proportions, cells)
+
+
+def _fmt(mean: float, std: float) -> str:
+    return f"{mean:.1f}" if math.isnan(std) else f"{mean:.1f} +- {std:.1f}"
+
+
+def to_markdown(table: Table, metric: str = "mAP", title: str = "") -> str:
+    """The papers' layout: methods x proportions (`metric`), then Avg. mAP / OF1 / CF1."""
+    head = [f"{p * 100:g}%" for p in table.proportions] + [f"Avg. {m}" for m in AVERAGED]
+    lines = [title, ""] if title else []
+    lines += ["| method | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    for method in table.methods:
+        row = []
+        for p in table.proportions:
+            cell = table.cells[method].get(p)
+            row.append(_fmt(*cell[metric][:2]) if cell else "")
+        row += [_fmt(*table.average(method, m)) for m in AVERAGED]
+        lines.append(f"| {method} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def to_csv(table: Table) -> str:
+    """One row per (method, proportion, metric): mean, std, n, the seeds' values."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["method", "known_proportion", "metric", "mean", "std", "n", "values"])
+    for method in table.methods:
+        for p in table.proportions:
+            for metric, (mean, std, values) in table.cells[method].get(p, {}).items():
+                cells = [f"{mean:.4f}", f"{std:.4f}", len(values)]
+                writer.writerow([method, p, metric, *cells, " ".join(f"{v:.4f}" for v in values)])
+    return out.getvalue()
+
+
+def _series(run: Run, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(epoch, value) of every record of `run` holding `key`."""
+    pts = [(r["epoch"], r[key]) for r in run.records if key in r and "epoch" in r]
+    return np.asarray([e for e, _ in pts], float), np.asarray([v for _, v in pts], float)
+
+
+def plot_map_vs_proportion(table: Table, path: str, metric: str = "mAP") -> None:
+    """Mean +- std over seeds of `metric` against the known proportion, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for method in table.methods:
+        ps = [p for p in table.proportions if p in table.cells[method]]
+        mean = [table.cells[method][p][metric][0] for p in ps]
+        std = [table.cells[method][p][metric][1] for p in ps]
+        std = np.nan_to_num(np.asarray(std, float))
+        ax.errorbar([100 * p for p in ps], mean, yerr=std, marker="o", capsize=3, label=method)
+    ax.set_xlabel("known labels (%)")
+    ax.set_ylabel(f"test {metric} (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_series(runs: Sequence[Run], prefixes: Sequence[str], path: str, ylabel: str) -> bool:
+    """Every logged key starting with one of `prefixes`, over epochs, one line per run and key
+    (`train_epoch/...` records per epoch, `train/...` per log step). False if none is logged."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted({
+        k for r in runs for rec in r.records for k in rec
+        if k.startswith(tuple(prefixes)) and not k.endswith(("/num", "/den"))
+    })  # fmt: skip
+    if not keys:
+        return False
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        for r in runs:
+            x, y = _series(r, key)
+            if len(x):
+                ax.plot(x, y, marker=".", lw=1, label=f"{r.method} p={r.proportion:g} s{r.seed}")
+        ax.set_title(key.split("/", 1)[1], fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def report(paths: Sequence[str], out: str | None, metric: str = "mAP") -> str:
+    """Loads the runs, prints and (with `out`) writes the table, CSV and figures. Returns the
+    markdown."""
+    runs = load_runs(paths)
+    if not runs:
+        raise SystemExit(f"No finished runs (results.json) under {list(paths)}.")
+    table = summarize(runs, tuple(dict.fromkeys((metric, *AVERAGED))))
+    datasets = sorted({r.dataset for r in runs})
+    seeds = sorted({r.seed for r in runs})
+    title = (
+        f"Final test {metric} (%) on {', '.join(datasets)}, mean +- std over seeds {seeds} "
+        f"({len(runs)} runs)"
+    )
+    text = to_markdown(table, metric, title)
+    print(text)
+    if out is not None:
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "table.md"), "w") as f:
+            f.write(text + "\n")
+        with open(os.path.join(out, "table.csv"), "w") as f:
+            f.write(to_csv(table))
+        plot_map_vs_proportion(table, os.path.join(out, "map_vs_proportion.png"), metric)
+        plot_series(
+            runs, ("train_epoch/pseudo_",), os.path.join(out, "pseudo_labels.png"), "fraction"
+        )  # fmt: skip
+        plot_series(
+            runs, ("train/theta_", "train/alpha_mean", "train/beta_mean"),
+            os.path.join(out, "learned_scalars.png"), "value",
+        )  # fmt: skip
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", help="run directories or directories of them")
+    parser.add_argument("--out", default=None, help="write table.md, table.csv and PNGs here")
+    parser.add_argument("--metric", default="mAP", help="the per-proportion metric")
+    args = parser.parse_args(argv)
+    report(args.runs, args.out, args.metric)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""`mlrpl_jax.report`: the papers' table (mean +- std over seeds, averages), CSV and figures from
+run directories."""
+
+import csv
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+
+from mlrpl_jax import report
+
+FINAL = {  # (method, proportion, seed) -> mAP; OF1 = mAP - 10, CF1 = mAP - 20
+    ("plain", 0.1, 0): 50.0, ("plain", 0.1, 1): 52.0, ("plain", 0.5, 0): 70.0,
+    ("plain", 0.5, 1): 74.0, ("sst", 0.1, 0): 40.0, ("sst", 0.1, 1): 41.0,
+    ("sst", 0.5, 0): 60.0, ("sst", 0.5, 1): 63.0,
+}  # fmt: skip
+
+
+def write_run(root, method, proportion, seed, mAP, finished=True):
+    path = os.path.join(root, f"{method}_p{proportion:g}_s{seed}")
+    os.makedirs(path)
+    config = {"method": method, "seed": seed,
+              "data": {"name": "synthetic_scenes", "known_proportion": proportion}}  # fmt: skip
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(config, f)
+    records = [
+        {"step": 10 * e, "epoch": e, "train/loss": 1.0 / e, "train/theta_intra": 1.0 - 0.01 * e}
+        for e in (1, 2, 3)
+    ]
+    if method == "sst":
+        records += [{"step": 10 * e, "epoch": e, "train_epoch/pseudo_intra_precision": 0.1 * e}
+                    for e in (1, 2, 3)]  # fmt: skip
+    with open(os.path.join(path, "metrics.jsonl"), "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    if finished:
+        metrics = {"mAP": mAP, "OF1": mAP - 10, "CF1": mAP - 20}
+        with open(os.path.join(path, "results.json"), "w") as f:
+            json.dump({"metrics": metrics}, f)
+    return path
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    for (m, p, s), v in FINAL.items():
+        write_run(str(tmp_path), m, p, s, v)
+    write_run(str(tmp_path), "sst", 0.5, 2, 0.0, finished=False)  # still running: skipped
+    return str(tmp_path)
+
+
+def test_table_is_mean_and_std_over_seeds_with_averages(sweep):
+    table = report.summarize(report.load_runs([sweep]))
+    assert table.methods == ["plain", "sst"] and table.proportions == [0.1, 0.5]
+    mean, std, values = table.cells["sst"][0.5]["mAP"]
+    assert (
+        values == [60.0, 63.0] and mean == 61.5 and std == pytest.approx(np.std([60, 63], ddof=1))
+    )
+    # Avg. mAP of plain: mean of (51, 72); its std: of the seed-wise averages (60, 63).
+    avg, avg_std = table.average("plain", "mAP")
+    assert avg == pytest.approx(61.5) and avg_std == pytest.approx(np.std([60.0, 63.0], ddof=1))
+    assert table.average("plain", "CF1")[0] == pytest.approx(41.5)
+    text = report.to_markdown(table)
+    assert "| method | 10% | 50% | Avg. mAP | Avg. OF1 | Avg. CF1 |" in text
+    assert "| sst | 40.5 +- 0.7 | 61.5 +- 2.1 | 51.0 +- 1.4 | 41.0 +- 1.4 | 31.0 +- 1.4 |" in text
+
+
+def test_csv_and_figures_are_written(sweep, tmp_path, capsys):
+    out = str(tmp_path / "report")
+    report.main([sweep, "--out", out])
+    assert "| plain | 51.0 +- 1.4 | 72.0 +- 2.8 |" in capsys.readouterr().out
+    with open(os.path.join(out, "table.csv")) as f:
+        rows = list(csv.DictReader(io.StringIO(f.read())))
+    row = [
+        r
+        for r in rows
+        if (r["method"], r["known_proportion"], r["metric"]) == ("plain", "0.5", "mAP")
+    ]
+    assert (
+        row[0]["mean"] == "72.0000" and row[0]["n"] == "2" and row[0]["values"] == "70.0000 74.0000"
+    )
+    for name in ("map_vs_proportion.png", "pseudo_labels.png", "learned_scalars.png"):
+        with open(os.path.join(out, name), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
+    with open(os.path.join(out, "table.md")) as f:
+        assert f.read().startswith("Final test mAP (%) on synthetic_scenes")
+
+
+def test_no_finished_run_is_a_clear_error(tmp_path):
+    write_run(str(tmp_path), "plain", 0.1, 0, 0.0, finished=False)
+    with pytest.raises(SystemExit, match="No finished runs"):
+        report.report([str(tmp_path)], None)

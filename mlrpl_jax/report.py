@@ -15,6 +15,9 @@ it runs) and
   thresholds and SARB/DSRB's alpha/beta over training, from `train/theta_*`, `train/alpha_*`,
   `train/beta_*`).
 
+`--compare-paper coco|vg|voc` adds the published rows of the HST and DSRB papers' main tables
+(`mlrpl_jax.paper_tables`) in the same layout.
+
 The reported metric of a run is its final test metric (`results.json['metrics']`, the last epoch),
 as the papers' tables and `scripts/sweep.py` report.
 """
@@ -223,9 +226,39 @@ def plot_series(runs: Sequence[Run], prefixes: Sequence[str], path: str, ylabel:
     return True
 
 
-def report(paths: Sequence[str], out: str | None, metric: str = "mAP") -> str:
-    """Loads the runs, prints and (with `out`) writes the table, CSV and figures. Returns the
-    markdown."""
+def paper_markdown(dataset: str, proportions: Sequence[float]) -> str:
+    """The published rows of `dataset` (`paper_tables`) in the same layout (mAP at `proportions`;
+    the averages are the papers', over 10%..90%)."""
+    from mlrpl_jax import paper_tables
+
+    head = [f"{p * 100:g}%" for p in proportions] + [f"Avg. {m}" for m in AVERAGED]
+    lines = [
+        (
+            f"Published rows on {dataset} (mAP %; Avg. over 10%..90% as in the papers; "
+            "our method name in brackets)"
+        ),
+        "",
+        "| method | " + " | ".join(head) + " |",
+        "|---" * (len(head) + 1) + "|",
+    ]
+
+    def fmt(v):
+        return "-" if v is None else f"{v:.1f}"
+
+    for row in paper_tables.rows(dataset):
+        ours = paper_tables.METHOD_KEYS.get(row.method)
+        name = f"{row.method} [{ours}]" if ours else row.method
+        cells = [fmt(row.map_by_proportion.get(round(p, 1))) for p in proportions]
+        cells += [fmt(row.avg_map), fmt(row.avg_of1), fmt(row.avg_cf1)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def report(
+    paths: Sequence[str], out: str | None, metric: str = "mAP", compare_paper: str | None = None
+) -> str:
+    """Loads the runs, prints and (with `out`) writes the table, CSV and figures, and (with
+    `compare_paper`) the published rows of that dataset beside them. Returns the markdown."""
     runs = load_runs(paths)
     if not runs:
         raise SystemExit(f"No finished runs (results.json) under {list(paths)}.")
@@ -237,6 +270,8 @@ def report(paths: Sequence[str], out: str | None, metric: str = "mAP") -> str:
         f"({len(runs)} runs)"
     )
     text = to_markdown(table, metric, title)
+    if compare_paper is not None:
+        text += "\n\n" + paper_markdown(compare_paper, table.proportions)
     print(text)
     if out is not None:
         os.makedirs(out, exist_ok=True)
@@ -260,8 +295,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("runs", nargs="+", help="run directories or directories of them")
     parser.add_argument("--out", default=None, help="write table.md, table.csv and PNGs here")
     parser.add_argument("--metric", default="mAP", help="the per-proportion metric")
+    parser.add_argument(
+        "--compare-paper", choices=("coco", "vg", "voc"), default=None,
+        help="also print the papers' published rows on this dataset (mlrpl_jax.paper_tables)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    report(args.runs, args.out, args.metric)
+    report(args.runs, args.out, args.metric, args.compare_paper)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def evaluate_workdir(config, workdir: str, which: str = "best") -> dict[str, float]:
-    """Restores `which` checkpoint of `workdir`, evaluates it on the test split and returns the metrics."""
+    """Restores `which` checkpoint of `workdir`, evaluates it on the test split and returns the
+    metrics of its raw weights; with weight EMA (`train.ema_decay` > 0) the EMA weights' metrics
+    are printed and written too (eval_<which>.json 'ema_metrics')."""
     import jax
 
     from mlrpl_jax import checkpointing, trainer
@@ -32,14 +34,20 @@ def evaluate_workdir(config, workdir: str, which: str = "best") -> dict[str, flo
         workdir, max_to_keep=config.checkpoint.max_to_keep, keep_best=True
     )
     state, step = ckpt.restore_state(exp.state, which=which)
-    metrics, _, _ = trainer.evaluate(exp, state)
+    results = {w: trainer.evaluate(exp, state, "test", w)[0] for w in exp.eval_fns}
     ckpt.close()
+    metrics = results["raw"]
     if jax.process_index() == 0:
-        atomic_write_json(
-            os.path.join(workdir, f"eval_{which}.json"), {"step": step, "metrics": metrics}
-        )
-        title = f"{config.method} on {config.data.name}, {which} checkpoint (step {step}): test (%)"
-        print(format_table(metrics, title=title))
+        record = {"step": step, "metrics": metrics}
+        if "ema" in results:
+            record["ema_metrics"] = results["ema"]
+        atomic_write_json(os.path.join(workdir, f"eval_{which}.json"), record)
+        for weights, values in results.items():
+            title = (
+                f"{config.method} on {config.data.name}, {which} checkpoint (step {step}"
+                f"{', EMA weights' if weights == 'ema' else ''}): test (%)"
+            )
+            print(format_table(values, title=title))
     return metrics
 
 

@@ -119,6 +119,10 @@ def test_ema_is_evaluated_logged_and_checkpointed(tmp_path):
     scores, _, _ = trainer.evaluate(exp, state, "test", "ema")
     assert scores["mAP"] == pytest.approx(last["eval/synthetic_scenes/test/ema/mAP"], abs=1e-6)
     assert scores["mAP"] == pytest.approx(results["all_metrics"]["test/ema"]["mAP"], abs=1e-6)
+    evaluate.evaluate_workdir(config, workdir, "latest")  # the CLI reports both weights
+    with open(os.path.join(workdir, "eval_latest.json")) as f:
+        written = json.load(f)
+    assert written["ema_metrics"]["mAP"] == pytest.approx(scores["mAP"], abs=1e-6)
 
 
 @pytest.mark.slow

@@ -8,6 +8,8 @@ so those two are not run separately here, to keep the suite short (their own wir
 test_hst.py and test_blending.py); their schedules stay listed for a manual run.
 """
 
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -58,6 +60,15 @@ def test_method_trains_with_every_part_active(tmp_path, method):
     state = jax.device_get(state)
     assert int(state.step) == 2 * 64 // 16
     assert {"val", "test"} <= set(_results(workdir)["all_metrics"])
+    # The model-based report figures (co-occurrence for the IST head, attention for all three).
+    from mlrpl_jax import report_maps
+
+    written = report_maps.report_maps(workdir, str(tmp_path / "maps"), "latest", 2)
+    expected = {"attention.png"} | ({"cooccurrence.png"} if method != "dsrb" else set())
+    assert {os.path.basename(w) for w in written} == expected
+    for path in written:
+        with open(path, "rb") as f:
+            assert f.read(4) == b"\x89PNG"
     ms = state.method_state
     if method == "sst":
         assert np.abs(ms["bank"]).sum() > 0  # known positives entered the bank

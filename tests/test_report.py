@@ -90,3 +90,15 @@ def test_no_finished_run_is_a_clear_error(tmp_path):
     write_run(str(tmp_path), "plain", 0.1, 0, 0.0, finished=False)
     with pytest.raises(SystemExit, match="No finished runs"):
         report.report([str(tmp_path)], None)
+
+
+def test_report_maps_rebuilds_the_run_config_from_config_json(tmp_path):
+    from helpers import tiny_run_config
+
+    from mlrpl_jax import report_maps
+    from mlrpl_jax.metric_writer import atomic_write_json
+
+    config = tiny_run_config(tmp_path / "tfds", method="sst", **{"data.known_proportion": 0.3})
+    config.method_config.bank_size = 7
+    atomic_write_json(str(tmp_path / "config.json"), config.to_dict())
+    assert report_maps.load_config(str(tmp_path)).to_dict() == config.to_dict()

@@ -34,7 +34,8 @@ def evaluate_workdir(config, workdir: str, which: str = "best") -> dict[str, flo
         workdir, max_to_keep=config.checkpoint.max_to_keep, keep_best=True
     )
     state, step = ckpt.restore_state(exp.state, which=which)
-    results = {w: trainer.evaluate(exp, state, "test", w)[0] for w in exp.eval_fns}
+    scored = trainer.evaluate_weights(exp, state, "test", tuple(exp.eval_fns))
+    results = {w: values for w, (values, _, _) in scored.items()}
     ckpt.close()
     metrics = results["raw"]
     if jax.process_index() == 0:

@@ -100,6 +100,15 @@ def _matrices(params: Any) -> Any:
     return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
 
 
+def _nothing(params: Any) -> Any:
+    """Decay mask of ParamGroup.weight_decay='none'."""
+    return jax.tree.map(lambda _: False, params)
+
+
+# ParamGroup.weight_decay -> optax.add_decayed_weights mask (None: every leaf).
+_DECAY_MASKS = {"all": None, "none": _nothing, "matrices": _matrices}
+
+
 def group_of(path: tuple[str, ...], groups: Sequence[Any]) -> int:
     """Index in `groups` of the longest prefix of `path`, or -1 (the default group)."""
     best, best_len = -1, -1
@@ -118,7 +127,7 @@ def _labels(params: Any, groups: Sequence[Any]) -> Any:
 def check_groups(groups: Sequence[Any]) -> None:
     """Raises a ValueError for a `ParamGroup` with a bad value (names the group and the rule)."""
     for g in groups:
-        if g.weight_decay not in ("all", "none", "matrices"):
+        if g.weight_decay not in _DECAY_MASKS:
             raise ValueError(
                 f"ParamGroup {g.prefix}: weight_decay={g.weight_decay!r} must be 'all', 'none' "
                 "or 'matrices'."
@@ -153,11 +162,7 @@ def make_optimizer(
         return optax.chain(*_direction(optim), lr), schedule
 
     def chain_of(g) -> optax.GradientTransformation:
-        mask = {"all": None, "none": lambda p: jax.tree.map(lambda _: False, p)}.get(
-            g.weight_decay, _matrices
-        )
-        parts = _direction(optim, mask)
-        inner = optax.chain(*parts)
+        inner = optax.chain(*_direction(optim, _DECAY_MASKS[g.weight_decay]))
         if g.delayed:
             inner = start_on_first_gradient(inner)
         if g.lr_mult != 1.0:

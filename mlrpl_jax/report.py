@@ -172,12 +172,19 @@ def _series(run: Run, key: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray([e for e, _ in pts], float), np.asarray([v for _, v in pts], float)
 
 
-def plot_map_vs_proportion(table: Table, path: str, metric: str = "mAP") -> None:
-    """Mean +- std over seeds of `metric` against the known proportion, one line per method."""
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (files only, no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_map_vs_proportion(table: Table, path: str, metric: str = "mAP") -> None:
+    """Mean +- std over seeds of `metric` against the known proportion, one line per method."""
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for method in table.methods:
@@ -198,10 +205,7 @@ def plot_map_vs_proportion(table: Table, path: str, metric: str = "mAP") -> None
 def plot_series(runs: Sequence[Run], prefixes: Sequence[str], path: str, ylabel: str) -> bool:
     """Every logged key starting with one of `prefixes`, over epochs, one line per run and key
     (`train_epoch/...` records per epoch, `train/...` per log step). False if none is logged."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     keys = sorted({
         k for r in runs for rec in r.records for k in rec

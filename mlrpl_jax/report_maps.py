@@ -74,10 +74,9 @@ def sample_outputs(run_dir: str, which: str = "best", num_images: int = 4):
 
 def plot_cooccurrence(images, pair_logits, class_names, path: str) -> None:
     """Each image beside its learned co-occurrence matrix S (C, C)."""
-    import matplotlib
+    from mlrpl_jax.report import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from mlrpl_jax.ops import pseudo_labels as pl
 
@@ -100,10 +99,9 @@ def plot_cooccurrence(images, pair_logits, class_names, path: str) -> None:
 
 def plot_attention(images, logits, attention, class_names, path: str, top: int = 3) -> None:
     """Each image and the attention maps (upsampled) of its `top` highest-scoring classes."""
-    import matplotlib
+    from mlrpl_jax.report import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n, size = len(images), images.shape[1]
     top = min(top, logits.shape[1])

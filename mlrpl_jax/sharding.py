@@ -64,16 +64,8 @@ def tree_replicated(tree: Any, mesh: Mesh) -> Any:
 
 
 def path_string(path: tuple) -> str:
-    """'/'-joined names of a pytree key path (dict keys, attribute names, sequence indices)."""
-    parts = []
-    for key in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(key, attr):
-                parts.append(str(getattr(key, attr)))
-                break
-        else:
-            parts.append(str(key))
-    return "/".join(parts)
+    """'/'-joined names of a pytree key path, e.g. 'opt_state/0/mu/method/table'."""
+    return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
 def tree_shardings(tree: Any, mesh: Mesh, rules: Sequence[tuple[str, PartitionSpec]] = ()) -> Any:

@@ -202,39 +202,50 @@ def make_train_fns(
     return TrainFns(model, state, state_sharding, step_fn, eval_fns, normalize_fn)
 
 
-def evaluate(
-    exp: Experiment, state: TrainState, split: str = "test", weights: str = "raw"
-) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
-    """Scores a whole split ('test' or 'val') with the 'raw' or 'ema' weights.
+def evaluate_weights(
+    exp: Experiment, state: TrainState, split: str, weights: tuple[str, ...]
+) -> dict[str, tuple[dict[str, float], np.ndarray, np.ndarray]]:
+    """Scores a whole split ('test' or 'val') with each of `weights` ('raw', 'ema') in one pass
+    over its data. Returns {weights: (metrics in %, logits (N, C), targets (N, C))}.
 
-    Returns (metrics in %, logits (N, C), targets (N, C)). The test split, and the validation split
-    with `config.data.val_labels='full'`, are scored on their full labels (`metrics.compute_metrics`);
-    a validation split with 'partial' labels on its known entries only
-    (`metrics.partial_label_metrics`, mAP).
+    The test split, and the validation split with `config.data.val_labels='full'`, are scored on
+    their full labels (`metrics.compute_metrics`); a validation split with 'partial' labels on its
+    known entries only (`metrics.partial_label_metrics`, mAP).
     """
     cfg = exp.config
     source = exp.test_source if split == "test" else exp.val_source
     partial = split == "val" and cfg.data.val_labels == "partial"
     mask = pipeline.make_mask_transform(cfg.data, source, validation=True) if partial else None
     local_bs = sharding.local_batch_size(cfg.train.eval_batch_size, exp.mesh)
-    eval_fn = exp.eval_fns[weights]
     outputs = []
     for batch in pipeline.eval_batches(
         cfg.data, source, local_bs, jax.process_index(), jax.process_count(), mask=mask
     ):
         batch = sharding.host_to_global(batch, exp.mesh)
-        outputs.append((eval_fn(state, batch["image"]), batch["targets"], batch["valid"]))
-    logits, targets, valid = (
-        np.concatenate([sharding.to_host(o[i]) for o in outputs]) for i in range(3)
-    )
-    logits, targets = logits[valid], targets[valid]
-    if partial:
-        scores = metrics.partial_label_metrics(logits, targets, ap_mode=cfg.train.ap_mode)
-    else:
-        scores = metrics.compute_metrics(
-            logits, targets, from_logits=True, ap_mode=cfg.train.ap_mode
-        )
-    return scores, logits, targets
+        logits = [exp.eval_fns[w](state, batch["image"]) for w in weights]
+        outputs.append((*logits, batch["targets"], batch["valid"]))
+    columns = [
+        np.concatenate([sharding.to_host(o[i]) for o in outputs]) for i in range(len(weights) + 2)
+    ]
+    targets, valid = columns[-2][columns[-1]], columns[-1]
+    results = {}
+    for w, logits in zip(weights, columns[:-2], strict=True):
+        logits = logits[valid]
+        if partial:
+            scores = metrics.partial_label_metrics(logits, targets, ap_mode=cfg.train.ap_mode)
+        else:
+            scores = metrics.compute_metrics(
+                logits, targets, from_logits=True, ap_mode=cfg.train.ap_mode
+            )
+        results[w] = (scores, logits, targets)
+    return results
+
+
+def evaluate(
+    exp: Experiment, state: TrainState, split: str = "test", weights: str = "raw"
+) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """`evaluate_weights` for one set of weights: (metrics in %, logits (N, C), targets (N, C))."""
+    return evaluate_weights(exp, state, split, (weights,))[weights]
 
 
 def refresh_batches(exp: Experiment, epoch: int):
@@ -271,9 +282,9 @@ def evaluate_epoch(exp: Experiment, state: TrainState) -> dict[str, dict[str, fl
     results = {}
     splits = ("val", "test") if exp.val_source is not None else ("test",)
     for split in splits:
-        for weights in exp.eval_fns:
-            name = split if weights == "raw" else f"{split}/ema"
-            results[name], _, _ = evaluate(exp, state, split, weights)
+        scored = evaluate_weights(exp, state, split, tuple(exp.eval_fns))
+        for weights, (values, _, _) in scored.items():
+            results[split if weights == "raw" else f"{split}/ema"] = values
     return results
 
 

@@ -91,3 +91,13 @@ def restore_latest(config, workdir):
     state, _ = ckpt.restore_state(exp.state, which="latest")
     ckpt.close()
     return exp, state
+
+
+def refresh_on(method, config, model, variables, method_state, batches, epoch):
+    """`method.refresh` before `epoch` over `batches` (uint8 images normalised, as the trainer
+    passes them)."""
+    seen = [{"image": normalize(b["image"]), "labels": b["labels"]} for b in batches]
+    return method.refresh(
+        config, model, variables["params"], variables["batch_stats"], method_state, epoch,
+        lambda: iter(seen),
+    )  # fmt: skip

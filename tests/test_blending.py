@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import fake_data_info, init_params, normalize
+from helpers import fake_data_info, init_params, normalize, refresh_on
 from test_train_step import NUM_CLASSES, fake_batch, tiny_config
 
 from mlrpl_jax import losses, methods, optim
@@ -181,16 +181,8 @@ def test_mixup_baselines_add_a_mixed_branch(mode):
 def test_dsrb_refresh_buckets_the_known_positives_of_one_pass():
     config, m, model, variables, state, _ = setup("dsrb", location_cap=3)
     batches = [fake_batch(batch_size=8, seed=s) for s in range(3)]
-    seen = [{"image": normalize(b["image"]), "labels": b["labels"]} for b in batches]
-
-    def refresh(epoch):
-        return m.refresh(
-            config, model, variables["params"], variables["batch_stats"], state, epoch,
-            lambda: iter(seen),
-        )  # fmt: skip
-
-    assert refresh(4) is state  # not due
-    new = refresh(5)
+    assert refresh_on(m, config, model, variables, state, batches, 4) is state  # not due
+    new = refresh_on(m, config, model, variables, state, batches, 5)
     sums = jnp.zeros_like(state["prototypes"])
     counts = jnp.zeros(state["prototype_points"].shape, jnp.int32)
     for b in batches:

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import fake_data_info, init_params, normalize
+from helpers import fake_data_info, init_params, normalize, refresh_on
 from test_train_step import NUM_CLASSES, fake_batch, tiny_config
 
 from mlrpl_jax import methods
@@ -73,16 +73,8 @@ def test_margins_get_gradients_only_from_the_activation_epoch(tiny):
 def test_refresh_clusters_the_known_positive_features_of_one_pass(tiny):
     config, model, variables, method_state, _ = tiny
     batches = [fake_batch(batch_size=8, seed=s) for s in range(3)]
-    seen = [{"image": normalize(b["image"]), "labels": b["labels"]} for b in batches]
-
-    def refresh(epoch):
-        return hst.refresh(
-            config, model, variables["params"], variables["batch_stats"], method_state, epoch,
-            lambda: iter(seen),
-        )  # fmt: skip
-
-    assert refresh(4) is method_state  # not due
-    new = refresh(5)
+    assert refresh_on(hst, config, model, variables, method_state, batches, 4) is method_state
+    new = refresh_on(hst, config, model, variables, method_state, batches, 5)
     # The same clustering, written directly: features of every known positive, then K-means.
     feats = jnp.concatenate([
         base.apply_eval(model, variables["params"], variables["batch_stats"],

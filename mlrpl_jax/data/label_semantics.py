@@ -573,7 +573,10 @@ def compute_label_semantics(data_config: Any, train_source: Any) -> LabelSemanti
         array = sentence_embeddings(train_source.class_names, model_name)
         dim = data_config.label_embedding_dim
         embeddings = _fit_dim(array, dim)
-        source = f"sentence-transformers {model_name!r} embeddings of the class names ({array.shape[1]} -> {dim} dims)"
+        source = (
+            f"sentence-transformers {model_name!r} embeddings of the class names "
+            f"({array.shape[1]} -> {dim} dims)"
+        )
     elif path is not None:
         embeddings = load_label_embeddings(path, train_source.class_names)
         kind = ".npy" if os.fspath(path).endswith(".npy") else "GloVe text"

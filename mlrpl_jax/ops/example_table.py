@@ -91,20 +91,25 @@ def _encode_host(values: np.ndarray, dtype: str) -> np.ndarray:
 _CHUNK_ROWS = 1 << 16
 
 
+def _build(source: np.ndarray, to_values, dtype: str, multiple: int) -> np.ndarray:
+    """The padded, encoded host table of `to_values(rows)` (float32) for every chunk of rows of
+    `source` (N, C), chunk by chunk (no full-size float32 intermediate)."""
+    _check_dtype(dtype)
+    n, c = source.shape
+    table = np.zeros((padded_rows(n, multiple), c), HELD_AS[dtype])
+    for start in range(0, n, _CHUNK_ROWS):
+        stop = min(n, start + _CHUNK_ROWS)
+        table[start:stop] = _encode_host(to_values(source[start:stop]), dtype)
+    return table
+
+
 def init(values: np.ndarray, dtype: str = "float32", multiple: int = ROW_MULTIPLE) -> np.ndarray:
     """A host table (N_pad, C) holding `values` (N, C) in its first N rows (zeros after), encoded.
 
     Numpy, built chunk by chunk (no float32 copy of a uint8 table): `init_state` returns it and
     the trainer places it on the mesh with the method's sharding, each device receiving its rows.
     """
-    _check_dtype(dtype)
-    values = np.asarray(values)
-    n, c = values.shape
-    table = np.zeros((padded_rows(n, multiple), c), HELD_AS[dtype])
-    for start in range(0, n, _CHUNK_ROWS):
-        stop = min(n, start + _CHUNK_ROWS)
-        table[start:stop] = _encode_host(values[start:stop].astype(np.float32), dtype)
-    return table
+    return _build(np.asarray(values), lambda rows: rows.astype(np.float32), dtype, multiple)
 
 
 def from_partial_labels(
@@ -116,15 +121,11 @@ def from_partial_labels(
 ) -> np.ndarray:
     """A host table initialised from partial labels (N, C) in {-1, 0, 1}: 1 for a known positive, 0
     for a known negative, `unknown` for an unknown entry (e.g. the imbalance method's 0.5)."""
-    _check_dtype(dtype)
-    labels = np.asarray(labels)
-    n, c = labels.shape
-    table = np.zeros((padded_rows(n, multiple), c), HELD_AS[dtype])
-    for start in range(0, n, _CHUNK_ROWS):
-        rows = labels[start : start + _CHUNK_ROWS]
-        values = np.where(rows == 1, 1.0, np.where(rows == -1, 0.0, unknown)).astype(np.float32)
-        table[start : start + len(rows)] = _encode_host(values, dtype)
-    return table
+
+    def values(rows):
+        return np.where(rows == 1, 1.0, np.where(rows == -1, 0.0, unknown)).astype(np.float32)
+
+    return _build(np.asarray(labels), values, dtype, multiple)
 
 
 def gather(table: jax.Array, example_ids: jax.Array) -> jax.Array:

@@ -320,3 +320,44 @@ def load_backbone_weights(
         {**params, scope: loaded["params"]},
         {**batch_stats, scope: loaded["batch_stats"]},
     )
+
+
+def flax_resnet_to_torchvision(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The inverse of ``torchvision_resnet_to_flax``: a ResNet's Flax variables as a state dict.
+
+    Args:
+        variables: ``{'params': ..., 'batch_stats': ...}`` of a ``resnet.ResNet`` (no outer scope).
+
+    Returns:
+        {torchvision key: float32 numpy array in torchvision layout}: conv kernels transposed from
+        (kh, kw, in, out) to (out, in, kh, kw); no ``fc.*`` and no ``num_batches_tracked`` keys
+        (``read_state_dict`` + ``torchvision_resnet_to_flax`` read it back exactly).
+    """
+    if set(variables) != {"params", "batch_stats"}:
+        raise ValueError(
+            "variables must be {'params': ..., 'batch_stats': ...} of a ResNet, got keys "
+            f"{sorted(variables)}"
+        )
+    state_dict = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(dict(variables))[0]:
+        value = np.asarray(jax.device_get(leaf), dtype=np.float32)
+        if str(getattr(path[-1], "key", path[-1])) == "kernel" and value.ndim == 4:
+            value = value.transpose(3, 2, 0, 1)
+        state_dict[resnet.torchvision_name(path)] = value
+    return dict(sorted(state_dict.items(), key=lambda kv: _natural_order(kv[0])))
+
+
+def save_npz(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray]) -> None:
+    """Writes a state dict as ``.npz`` atomically (a temporary file renamed into place), so a
+    crash never leaves a truncated weights file where a complete one is expected."""
+    path = os.fspath(path)
+    if not path.endswith(".npz"):
+        raise ValueError(f"save_npz writes .npz files, got {path!r}")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}.npz"
+    try:
+        np.savez(tmp, **state_dict)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

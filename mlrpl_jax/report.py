@@ -19,7 +19,10 @@ it runs) and
 (`mlrpl_jax.paper_tables`) in the same layout.
 
 The reported metric of a run is its final test metric (`results.json['metrics']`, the last epoch),
-as the papers' tables and `scripts/sweep.py` report.
+as the papers' tables and `scripts/sweep.py` report; `--select val` reports instead the test
+metrics of the epoch whose validation mAP was highest (the checkpoint `workdir/best` holds, read
+from the per-epoch evaluations in metrics.jsonl; ties go to the earlier epoch), for runs with a
+validation split.
 """
 
 import argparse
@@ -49,8 +52,27 @@ class Run(NamedTuple):
     records: list[dict[str, Any]]  # metrics.jsonl
 
 
-def load_run(path: str) -> Run | None:
-    """The `Run` in `path`, or None if it has no results.json (unfinished)."""
+def val_selected(records: Sequence[dict[str, Any]], dataset: str) -> dict[str, float]:
+    """Test metrics (%) of the epoch with the highest validation mAP among `records`' evaluations.
+
+    Raises:
+        ValueError: if no evaluation record has a validation mAP (no validation split).
+    """
+    prefix = f"eval/{dataset}/"
+    val_key = prefix + "val/mAP"  # trainer._eval_record's name of the validation mAP
+    evals = [r for r in records if val_key in r]
+    if not evals:
+        raise ValueError(f"no validation mAP ({val_key}) in the metrics of this run")
+    best = max(evals, key=lambda r: (r[val_key], -r["step"]))
+    return {
+        k[len(prefix):]: v for k, v in best.items()
+        if k.startswith(prefix) and "/" not in k[len(prefix):]
+    }  # fmt: skip
+
+
+def load_run(path: str, select: str = "final") -> Run | None:
+    """The `Run` in `path`, or None if it has no results.json (unfinished). `select`: 'final'
+    (last-epoch test metrics) or 'val' (`val_selected`)."""
     if not os.path.exists(os.path.join(path, "results.json")):
         return None
     with open(os.path.join(path, "config.json")) as f:
@@ -68,12 +90,15 @@ def load_run(path: str) -> Run | None:
         dataset=config["data"]["name"],
         proportion=float(config["data"]["known_proportion"]),
         seed=int(config["seed"]),
-        final=results["metrics"],
+        final=(
+            results["metrics"] if select == "final"
+            else val_selected(records, config["data"]["name"])
+        ),
         records=records,
     )
 
 
-def load_runs(paths: Sequence[str]) -> list[Run]:
+def load_runs(paths: Sequence[str], select: str = "final") -> list[Run]:
     """Runs of `paths` (run directories, or directories of run directories), finished only."""
     runs = []
     for path in paths:
@@ -83,7 +108,7 @@ def load_runs(paths: Sequence[str]) -> list[Run]:
         for candidate in candidates:
             if not os.path.exists(os.path.join(candidate, "config.json")):
                 continue
-            run = load_run(candidate)
+            run = load_run(candidate, select)
             if run is None:
                 print(
                     f"[report] skipping {candidate}: no results.json (unfinished)", file=sys.stderr
@@ -259,18 +284,23 @@ def paper_markdown(dataset: str, proportions: Sequence[float]) -> str:
 
 
 def report(
-    paths: Sequence[str], out: str | None, metric: str = "mAP", compare_paper: str | None = None
+    paths: Sequence[str],
+    out: str | None,
+    metric: str = "mAP",
+    compare_paper: str | None = None,
+    select: str = "final",
 ) -> str:
     """Loads the runs, prints and (with `out`) writes the table, CSV and figures, and (with
     `compare_paper`) the published rows of that dataset beside them. Returns the markdown."""
-    runs = load_runs(paths)
+    runs = load_runs(paths, select)
     if not runs:
         raise SystemExit(f"No finished runs (results.json) under {list(paths)}.")
     table = summarize(runs, tuple(dict.fromkeys((metric, *AVERAGED))))
     datasets = sorted({r.dataset for r in runs})
     seeds = sorted({r.seed for r in runs})
+    which = "Final test" if select == "final" else "Test (at the best validation epoch)"
     title = (
-        f"Final test {metric} (%) on {', '.join(datasets)}, mean +- std over seeds {seeds} "
+        f"{which} {metric} (%) on {', '.join(datasets)}, mean +- std over seeds {seeds} "
         f"({len(runs)} runs)"
     )
     text = to_markdown(table, metric, title)
@@ -303,8 +333,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--compare-paper", choices=("coco", "vg", "voc"), default=None,
         help="also print the papers' published rows on this dataset (mlrpl_jax.paper_tables)",
     )  # fmt: skip
+    parser.add_argument(
+        "--select", choices=("final", "val"), default="final",
+        help="final: last-epoch test metrics; val: test metrics at the best validation epoch",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    report(args.runs, args.out, args.metric, args.compare_paper)
+    report(args.runs, args.out, args.metric, args.compare_paper, args.select)
 
 
 if __name__ == "__main__":

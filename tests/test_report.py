@@ -102,3 +102,31 @@ def test_report_maps_rebuilds_the_run_config_from_config_json(tmp_path):
     config.method_config.bank_size = 7
     atomic_write_json(str(tmp_path / "config.json"), config.to_dict())
     assert report_maps.load_config(str(tmp_path)).to_dict() == config.to_dict()
+
+
+def test_val_selection_reports_test_metrics_of_the_best_validation_epoch(tmp_path, capsys):
+    """--select val: the test metrics of the epoch with the highest validation mAP (ties: the
+    earlier epoch); a run without a validation split is an error that says so."""
+    records = [
+        {"step": 10, "eval/coco/2014/mAP": 50.0, "eval/coco/2014/OF1": 1.0,
+         "eval/coco/2014/val/mAP": 30.0, "eval/coco/2014/test/ema/mAP": 99.0},
+        {"step": 20, "eval/coco/2014/mAP": 55.0, "eval/coco/2014/OF1": 2.0,
+         "eval/coco/2014/val/mAP": 40.0},
+        {"step": 25, "train/loss": 1.0},
+        {"step": 30, "eval/coco/2014/mAP": 70.0, "eval/coco/2014/OF1": 3.0,
+         "eval/coco/2014/val/mAP": 40.0},
+        {"step": 40, "eval/coco/2014/mAP": 75.0, "eval/coco/2014/OF1": 4.0,
+         "eval/coco/2014/val/mAP": 35.0},
+    ]  # fmt: skip
+    assert report.val_selected(records, "coco/2014") == {"mAP": 55.0, "OF1": 2.0}
+    with pytest.raises(ValueError, match="no validation mAP"):
+        report.val_selected([r for r in records if "train/loss" in r], "coco/2014")
+    run = write_run(str(tmp_path), "plain", 0.5, 0, 75.0)
+    with open(os.path.join(run, "metrics.jsonl"), "w") as f:
+        for r in records:
+            r = {k.replace("coco/2014", "synthetic_scenes"): v for k, v in r.items()}
+            r.update({k.replace("OF1", "CF1"): v for k, v in r.items() if k.endswith("OF1")})
+            f.write(json.dumps(r) + "\n")
+    report.main([str(tmp_path), "--select", "val"])
+    out = capsys.readouterr().out
+    assert "Test (at the best validation epoch) mAP" in out and "| plain | 55.0 |" in out

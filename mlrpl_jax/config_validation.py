@@ -66,7 +66,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         )
     if max(config.data.crop_sizes) > config.data.scale_size:
         _fail("data.crop_sizes", config.data.crop_sizes, "crops cannot exceed data.scale_size.")
-    for key in ("data.worker_count", "data.eval_worker_count"):
+    for key in ("data.worker_count", "data.eval_worker_count", "data.read_threads"):
         _positive(config, key, allow_zero=True)
     _choice(config, "model.backbone", BACKBONES)
     _choice(config, "model.dtype", ("float32", "bfloat16"))

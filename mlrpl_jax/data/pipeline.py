@@ -118,6 +118,13 @@ class TrainBatches:
             start()
 
 
+def _read_options(data: ml_collections.ConfigDict) -> grain.ReadOptions:
+    """grain's record-reading threads (`data.read_threads`; 0 reads in the loading thread)."""
+    return grain.ReadOptions(
+        num_threads=data.read_threads, prefetch_buffer_size=64 * data.read_threads
+    )
+
+
 def make_train_loader(
     data: ml_collections.ConfigDict, source, local_batch_size: int, seed: int
 ) -> TrainBatches:
@@ -140,6 +147,7 @@ def make_train_loader(
         sampler=sampler,
         operations=[make_mask_transform(data, source), transforms.TrainAugment(scale, crops, size)],
         worker_count=data.worker_count,
+        read_options=_read_options(data),
     )
     return TrainBatches(loader, local_batch_size)
 
@@ -167,7 +175,7 @@ def eval_batches(
         grain.MapDataset.source(source)[start:stop]
         .map(transforms.EvalTransform(_sizes(data)[2], f"{data.name}[{source.split}]", mask))
         .batch(local_batch_size, drop_remainder=False)
-        .to_iter_dataset()
+        .to_iter_dataset(_read_options(data))
     )
     if data.eval_worker_count > 0:
         dataset = dataset.mp_prefetch(

@@ -15,7 +15,7 @@ script picks them by a rule fixed before looking at any result, which never sees
    drawn as for training), compute the method's own pseudo-label scores of every unknown entry
    (intra-image: the known-positive average of the IST co-occurrence; cross-image: SST's mean
    cosine to the bank, HST's mean cosine to the class prototypes) and, for each threshold of a grid
-   (0.50 .. 0.99 by 0.01), the precision and recall of the pseudo positives against the
+   (0.05 .. 0.99 by 0.01), the precision and recall of the pseudo positives against the
    validation images' full labels.
 3. Pick, per method and branch, the smallest threshold whose validation precision is at least
    `--target_precision` (0.9) with at least `--min_positives` (10) pseudo positives, at every
@@ -48,7 +48,7 @@ from mlrpl_jax.metric_writer import atomic_write_json
 from mlrpl_jax.methods import base, common
 from mlrpl_jax.ops import pseudo_labels as pl
 
-GRID = np.round(np.arange(0.50, 0.995, 0.01), 2)
+GRID = np.round(np.arange(0.05, 0.995, 0.01), 2)
 # The papers' values: SST's starting thresholds, HST's margin initialisation.
 PAPER = {"sst": {"intra": 0.95, "inter": 0.95}, "hst": {"intra": 1.0, "inter": 1.0}}
 
@@ -146,6 +146,7 @@ def main():
     args = parser.parse_args()
     jax.config.update("jax_threefry_partitionable", False)  # as mlrpl_jax.train
 
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     report = {"rule": vars(args), "grid": GRID.tolist(), "methods": {}}
     for method in args.methods:
         strict = method == "hst"  # HST's y = [score - m > 0]; SST's [score >= theta]

@@ -17,6 +17,13 @@ ResNet-18 at width 16 from scratch, 96-px images, 16,000 train images, 12 epochs
 1e-4), lr 2e-3 with half an epoch of warm-up and a cosine decay, batch 64. The exported weights are
 those of the last epoch (no model selection); the pretraining world's own test split (1,000
 images) only reports the pretraining accuracy.
+
+Measured on 2 CPU cores (2026-12-04): 13 min for data generation (23 s) and training, 41 s for the
+export and the probes. Pretraining-world test: mAP 56.9, OF1 69.4, CF1 42.4 (40 Zipf-frequent
+classes, 8 of them told apart from others by colour only). Linear probe on the evaluation world
+(10 classes, 3,000 train / 1,000 test images; `mlrpl_jax.pretrain`): test mAP 82.8 with these
+weights against 28.9 with a random backbone (the end-to-end from-scratch `plain` run of the
+quickstart reaches 70.8 with half the labels). The figures are in the weights' .json.
 """
 
 from configs import base, recipes

@@ -78,6 +78,13 @@ def test_pretrain_export_and_probe_end_to_end(tmp_path):
     trainer.run(config, workdir)
     export = pretrain.export_backbone(config, workdir, out)
     assert export["step"] == 8 and export["num_tensors"] == 100  # ResNet-18: 62 params + 38 stats
+    # Deterministic: a second pretraining from scratch exports the same weights, bit for bit.
+    trainer.run(config, str(tmp_path / "again"))
+    pretrain.export_backbone(config, str(tmp_path / "again"), str(tmp_path / "again.npz"))
+    first, second = (pretrained.read_state_dict(p) for p in (out, tmp_path / "again.npz"))
+    assert list(first) == list(second)
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key], err_msg=key)
     # A transfer-style run reads it as its frozen backbone.
     transfer = tiny_run_config(
         tmp_path / "data", **{"model.frozen_stages": 4, "model.backbone_weights": out}
@@ -123,3 +130,25 @@ def test_transfer_recipe_follows_the_papers_epoch_structure():
         synthetic_transfer.get_config("plain").model.backbone,
         synthetic_transfer.get_config("plain").model.width,
     )
+
+
+def test_transfer_thresholds_are_the_calibrated_ones():
+    """recipes.TRANSFER_THRESHOLDS holds what scripts/calibrate_transfer.py chose (committed)."""
+    import json
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "docs", "results", "synthetic_transfer_calibration.json")) as f:
+        chosen = {m: r["chosen"] for m, r in json.load(f)["methods"].items()}
+    keys = {"sst": ("intra_threshold", "inter_threshold"), "hst": ("intra_margin", "inter_margin")}
+    for method, names in keys.items():
+        for branch, name in zip(("intra", "inter"), names, strict=True):
+            value = chosen[method][branch]["value"]
+            for variant in (method, "hst_fb") if method == "hst" else (method,):
+                assert recipes.TRANSFER_THRESHOLDS[variant][name] == value, (variant, name)
+                assert synthetic_transfer.get_config(variant).method_config[name] == value
+    assert synthetic_transfer.get_config("sst").method_config.threshold_schedule == "fixed"
+    # The paper configs keep the papers' values.
+    from configs import hst_coco, sst_coco
+
+    assert sst_coco.get_config().method_config.inter_threshold == 0.95
+    assert hst_coco.get_config().method_config.inter_margin == 1.0

@@ -1,0 +1,290 @@
+"""The baselines' losses against the formulas written out by hand (numpy) and, where it implements
+the same loss, against mlcpl (an independent PyTorch implementation; values and gradients)."""
+
+import importlib.util
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mlrpl_jax import losses
+
+B, C = 6, 7
+
+
+@pytest.fixture
+def case():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0.0, 2.0, (B, C)).astype(np.float32)
+    labels = rng.choice([-1, 0, 1], size=(B, C), p=[0.3, 0.5, 0.2]).astype(np.int8)
+    labels[0] = 0  # an image without known labels
+    labels[1, 0] = 1
+    return logits, labels
+
+
+def sig(x):
+    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+
+
+def nlog(a):
+    return -np.log(a + 1e-5)
+
+
+# --- hand-written formulas ------------------------------------------------------------------------
+
+
+def test_asymmetric_loss_matches_the_formula(case):
+    x, y = case
+    p = sig(x)
+    for unknown in ("ignore", "negative"):
+        pos = y == 1
+        neg = (y == -1) if unknown == "ignore" else (y != 1)
+        pm = np.maximum(p - 0.05, 0)
+        expected = -np.sum(
+            pos * (1 - p) ** 1 * np.log(np.maximum(p, 1e-8))
+            + neg * pm**4 * np.log(np.maximum(1 - pm, 1e-8))
+        )
+        got, _ = losses.asymmetric_loss(x, y, gamma_pos=1.0, gamma_neg=4.0, unknown=unknown)
+        np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown must be"):
+        losses.asymmetric_loss(x, y, unknown="drop")
+
+
+def test_focal_loss_matches_the_formula(case):
+    x, y = case
+    p = sig(x)
+    pos = y == 1
+    expected = -np.sum(pos * (1 - p) ** 2 * np.log(p) + (~pos) * p**2 * np.log(1 - p))
+    np.testing.assert_allclose(float(losses.focal_loss(x, y)[0]), expected, rtol=1e-5)
+
+
+def test_dualcoop_and_taidpt_asl_match_the_formulas(case):
+    x, y = case
+    neg_logits = np.roll(x, 1, axis=1)
+    # DualCoOp: softmax over (neg, pos); unknown removed; eps 1e-6; sum.
+    p = np.exp(x) / (np.exp(x) + np.exp(neg_logits))
+    pm = np.maximum(p - 0.05, 0)
+    expected = -np.sum(
+        (y == 1) * (1 - p) * np.log(np.maximum(p, 1e-6))
+        + (y == -1) * pm**2 * np.log(np.maximum(1 - pm, 1e-6))
+    )
+    got, _ = losses.softmax_pair_asl(neg_logits, x, y)
+    np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+    # TaI-DPT: sigmoid(pos - neg), |target| > 0.9, -sum / B; soft targets between are ignored.
+    t = y.astype(np.float32)
+    t[2, :] = 0.5
+    p = sig(x - neg_logits)
+    pm = np.maximum(p - 0.05, 0)
+    expected = -np.sum(
+        (t > 0.9) * (1 - p) * np.log(np.maximum(p, 1e-8))
+        + (t < -0.9) * pm**2 * np.log(np.maximum(1 - pm, 1e-8))
+    ) / B
+    got, _ = losses.sigmoid_difference_asl(neg_logits, x, t)
+    np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+
+
+def test_cole_losses_match_the_formulas(case):
+    x, y = case
+    p = sig(x)
+    pos = (y == 1).astype(np.float64)
+    neg = (y == -1).astype(np.float64)
+    an = np.mean(pos * nlog(p) + (1 - pos) * nlog(1 - p))
+    wan = np.mean(pos * nlog(p) + (1 - pos) * nlog(1 - p) / (C - 1))
+    ls_pos = 0.9 * nlog(p) + 0.1 * nlog(1 - p)
+    ls_neg = 0.9 * nlog(1 - p) + 0.1 * nlog(p)
+    an_ls = np.mean(pos * ls_pos + (1 - pos) * ls_neg)
+    bce_ls = np.sum(pos * ls_pos + neg * ls_neg) / (B * C)
+    reg = (np.sum(p) / B - 2.9) ** 2 / C**2
+    epr = np.mean(pos * nlog(p)) + reg
+    for name, expected, kwargs in (
+        ("an", an, {}), ("wan", wan, {}), ("an_ls", an_ls, {}), ("bce_ls", bce_ls, {}),
+        ("epr", epr, {"expected_positives": 2.9}),
+    ):  # fmt: skip
+        got, _ = getattr(losses, name)(x, y, **kwargs)
+        np.testing.assert_allclose(float(got), expected, rtol=1e-5, err_msg=name)
+
+
+def test_role_value_and_where_its_gradients_stop(case):
+    x, y = case
+    rng = np.random.default_rng(1)
+    phi = rng.normal(0.0, 1.0, (B, C)).astype(np.float32)
+    p, q = sig(x), sig(phi)
+    pos = (y == 1).astype(np.float64)
+
+    def bce(a, t):
+        return t * nlog(a) + (1 - t) * nlog(1 - a)
+
+    def reg(a):
+        return (np.sum(a) / B - 2.9) ** 2 / C**2
+
+    expected = (
+        0.5 * np.mean(pos * (nlog(p) + nlog(q)))
+        + 0.5 * np.mean(bce(p, q) + bce(q, p))
+        + 0.5 * (reg(p) + reg(q))
+    )
+    got, _ = losses.role(x, y, phi, expected_positives=2.9)
+    np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+    # The classifier's gradient sees the estimates as constants (and vice versa): d/dx of the
+    # cross term is that of BCE(p; q) alone.
+    grad_x = jax.grad(lambda a: losses.role(a, y, phi, expected_positives=2.9)[0])(x)
+
+    def by_hand(a):
+        pa = jax.nn.sigmoid(a)
+        qa = jax.nn.sigmoid(jnp.asarray(phi))
+        main = 0.5 * jnp.mean(pos * -jnp.log(pa + 1e-5))
+        cross = 0.5 * jnp.mean(qa * -jnp.log(pa + 1e-5) + (1 - qa) * -jnp.log(1 - pa + 1e-5))
+        return main + cross + 0.5 * (jnp.sum(pa) / B - 2.9) ** 2 / C**2
+
+    np.testing.assert_allclose(grad_x, jax.grad(by_hand)(x), rtol=1e-5, atol=1e-8)
+
+
+def test_normalized_partial_bce_matches_durand(case):
+    x, y = case
+    p = sig(x)
+    per_entry = -((y == 1) * np.log(p) + (y == -1) * np.log(1 - p))
+    known = np.sum(y != 0, axis=1)
+    g = -4.45 * known / C + 5.45
+    expected = np.mean(np.where(known > 0, g / C * per_entry.sum(1), 0.0))
+    np.testing.assert_allclose(float(losses.normalized_partial_bce(x, y)[0]), expected, rtol=1e-5)
+    # g(1) = 1: with every label known it is the ordinary BCE, mean over all entries.
+    full = np.where(y == 0, 1, y)
+    bce = np.mean(-((full == 1) * np.log(p) + (full == -1) * np.log(1 - p)))
+    np.testing.assert_allclose(float(losses.normalized_partial_bce(x, full)[0]), bce, rtol=1e-5)
+    # alpha 1, beta 0, gamma -1: the per-image mean over known labels (HST paper Eq. 16).
+    per_image = np.where(known > 0, per_entry.sum(1) / np.maximum(known, 1), 0.0)
+    got, _ = losses.normalized_partial_bce(x, y, alpha=1.0, beta=0.0, gamma=-1.0)
+    np.testing.assert_allclose(float(got), per_image.mean(), rtol=1e-5)
+
+
+def large_loss_by_hand(x, y, k, correct):
+    """LargeLossMatters' loss, written out: flattened sort, k-th largest, >= threshold."""
+    p = sig(x)
+    yt = (y == 1).astype(np.float64)
+    base = -(yt * np.log(p) + (1 - yt) * np.log(1 - p))
+    u = np.where(y == 0, base, 0.0)
+    if k == 0:
+        return base.mean(), np.zeros_like(u, bool)
+    t = np.sort(u.ravel())[::-1][k - 1]
+    hit = u >= t
+    flipped = -((1 - yt) * np.log(p) + yt * np.log(1 - p))
+    out = np.where(hit, flipped if correct else 0.0, base)
+    return out.mean(), hit & (y == 0)
+
+
+@pytest.mark.parametrize("correct", [False, True])
+def test_large_loss_matches_the_reference_rule(case, correct):
+    x, y = case
+    for k in (0, 1, 5, 30, B * C):  # 30 exceeds the non-zero entries: t = 0 edge case
+        expected, changed = large_loss_by_hand(x, y, k, correct)
+        got, metrics, got_changed = losses.large_loss(x, y, k, correct=correct)
+        np.testing.assert_allclose(float(got), expected, rtol=1e-5, err_msg=str(k))
+        np.testing.assert_array_equal(np.asarray(got_changed), changed)
+    # Jitted with a traced k.
+    fn = jax.jit(lambda k: losses.large_loss(x, y, k, correct=correct)[0])
+    np.testing.assert_allclose(float(fn(5)), large_loss_by_hand(x, y, 5, correct)[0], rtol=1e-5)
+
+
+def test_large_loss_budget_follows_clean_rate():
+    assert losses.large_loss_budget(1000, 0, 0.002) == 0
+    assert losses.large_loss_budget(1000, 1, 0.002) == 2
+    assert losses.large_loss_budget(16 * 80, 3, 0.002) == math.ceil(16 * 80 * 0.006)
+
+
+def test_splc_and_hill_match_the_formulas(case):
+    x, y = case
+    pos = (y == 1).astype(np.float64)
+    for active in (False, True):
+        xs = np.where(pos > 0, x - 1.0, x)
+        ps = sig(xs)
+        yc = np.where(active & (ps > 0.6) & (pos == 0), 1.0, pos)
+        expected = -np.sum(yc * (1 - ps) ** 2 * np.log(ps) + (1 - yc) * ps**2 * np.log(1 - ps))
+        got, metrics = losses.splc(x, y, active=active)
+        np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+        assert float(metrics["splc_corrected"]) == np.sum(yc - pos)
+    pm, p = sig(x - 1.0), sig(x)
+    expected = np.sum(pos * -((1 - pm) ** 2) * np.log(pm) + (1 - pos) * (1.5 - p) * p**2)
+    np.testing.assert_allclose(float(losses.hill(x, y)[0]), expected, rtol=1e-5)
+
+
+def test_focusing_weights_stop_the_gradient_only_where_the_references_do(case):
+    """ASL/focal: d/dx with the weight constant; SPLC/Hill: the weight's own gradient included."""
+    x, y = case
+    pos = jnp.asarray(y == 1, jnp.float32)
+
+    def focal_const_weight(a):
+        p = jax.nn.sigmoid(a)
+        w_pos, w_neg = jax.lax.stop_gradient((1 - p) ** 2), jax.lax.stop_gradient(p**2)
+        return -jnp.sum(pos * w_pos * jnp.log(p) + (1 - pos) * w_neg * jnp.log(1 - p))
+
+    np.testing.assert_allclose(
+        jax.grad(lambda a: losses.focal_loss(a, y)[0])(x), jax.grad(focal_const_weight)(x),
+        rtol=1e-4, atol=1e-6,
+    )  # fmt: skip
+
+    def hill_full(a):
+        pm, p = jax.nn.sigmoid(a - 1.0), jax.nn.sigmoid(a)
+        return jnp.sum(pos * -((1 - pm) ** 2) * jnp.log(pm) + (1 - pos) * (1.5 - p) * p**2)
+
+    np.testing.assert_allclose(
+        jax.grad(lambda a: losses.hill(a, y)[0])(x), jax.grad(hill_full)(x), rtol=1e-4, atol=1e-6
+    )
+
+
+# --- mlcpl (independent PyTorch implementation) ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mlcpl_losses():
+    """mlcpl's focal_losses module, loaded from its file (importing the package also imports
+    its dataset helpers, which pull in TensorBoard/TensorFlow next to torch)."""
+    pytest.importorskip("torch")
+    spec = importlib.util.find_spec("mlcpl")
+    assert spec is not None, "mlcpl (test oracle) is not installed: pip install -e '.[test]'"
+    path = spec.submodule_search_locations[0] + "/losses/focal_losses.py"
+    module_spec = importlib.util.spec_from_file_location("mlcpl_focal_losses", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def AN(x, y):  # noqa: N802 - marks the case with Cole's epsilon
+    return losses.an(x, y)
+
+
+def _torch_value_and_grad(loss_fn, x, y):
+    import torch
+
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    yt = torch.tensor(np.where(y == 0, np.nan, (y == 1).astype(np.float64)))
+    value = loss_fn(xt, yt)
+    value.backward()
+    return float(value.detach()), xt.grad.numpy()
+
+
+@pytest.mark.parametrize(
+    "ours, theirs",
+    [
+        (lambda x, y: losses.partial_bce(x, y),
+         lambda m: m.PartialBCEWithLogitLoss(reduction="mean")),
+        (AN, lambda m: m.PartialNegativeBCEWithLogitLoss()),
+        (lambda x, y: losses.focal_loss(x, y),
+         lambda m: m.PartialNegativeFocalWithLogitLoss(gamma=2, reduction="sum")),
+        (lambda x, y: losses.asymmetric_loss(x, y, gamma_pos=1.0, gamma_neg=4.0),
+         lambda m: m.PartialAsymmetricWithLogitLoss(
+             clip=0.05, gamma_pos=1, gamma_neg=4, reduction="sum")),
+        (lambda x, y: losses.asymmetric_loss(x, y, unknown="negative"),
+         lambda m: m.PartialNegativeAsymmetricWithLogitLoss(
+             clip=0.05, gamma_pos=0, gamma_neg=4, reduction="sum")),
+    ],
+    ids=["partial_bce", "an", "focal", "asl_ignore", "asl_negative"],
+)  # fmt: skip
+def test_values_and_gradients_match_mlcpl(case, mlcpl_losses, ours, theirs):
+    x, y = case
+    value, grad = _torch_value_and_grad(theirs(mlcpl_losses), x, y)
+    got = float(ours(x, y)[0])
+    got_grad = np.asarray(jax.grad(lambda a: ours(a, y)[0])(x))
+    # Cole's `an` adds 1e-5 inside the log (mlcpl does not): 1e-4 relative for it, 1e-6 else.
+    np.testing.assert_allclose(got, value, rtol=1e-4 if ours is AN else 1e-6)
+    np.testing.assert_allclose(got_grad, grad, rtol=1e-3, atol=2e-5)

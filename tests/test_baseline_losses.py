@@ -178,9 +178,11 @@ def test_large_loss_matches_the_reference_rule(case, correct):
     x, y = case
     for k in (0, 1, 5, 30, B * C):  # 30 exceeds the non-zero entries: t = 0 edge case
         expected, changed = large_loss_by_hand(x, y, k, correct)
-        got, metrics, got_changed = losses.large_loss(x, y, k, correct=correct)
+        got, metrics, masks = losses.large_loss(x, y, k, correct=correct)
         np.testing.assert_allclose(float(got), expected, rtol=1e-5, err_msg=str(k))
-        np.testing.assert_array_equal(np.asarray(got_changed), changed)
+        np.testing.assert_array_equal(np.asarray(masks["hit"]), changed)
+        strictly = np.asarray(masks["above_threshold"])
+        assert not (strictly & ~changed).any() and strictly.sum() <= max(k, 0)
     # Jitted with a traced k.
     fn = jax.jit(lambda k: losses.large_loss(x, y, k, correct=correct)[0])
     np.testing.assert_allclose(float(fn(5)), large_loss_by_hand(x, y, 5, correct)[0], rtol=1e-5)

@@ -51,6 +51,12 @@ ACTIVATION = {
                "ist_pair_dim": 12},
     "sarb": {"blend_epoch": 1},
     "dsrb": {"blend_epoch": 1},
+    "epr": {"expected_positives": 2.0},
+    "role": {"expected_positives": 2.0},
+    "splc": {"change_epoch": 1},
+    "ll_r": {"delta_rel": 0.1},
+    "ll_ct": {"delta_rel": 0.1},
+    "ll_cp": {"delta_rel": 0.1},
 }  # fmt: skip
 
 

@@ -12,8 +12,8 @@ rejected (LL-R: loss 0) or corrected (LL-Ct / LL-Cp: loss BCE(x, 1 - y~)). k = c
 clean_rate)) with clean_rate = 1 - epoch * delta_rel (no modification in epoch 0). Reduction:
 **mean over all B C entries**. The code's edge case is kept: entries equal to t count as
 rejected/corrected, so when k exceeds the number of non-zero U (t = 0) every zero entry, observed
-positives included, is rejected or corrected. `large_loss` also returns the mask of corrected
-unobserved entries (for LL-Cp's permanent relabelling, done by the method).
+positives included, is rejected or corrected. `large_loss` also returns the masks of the
+rejected / corrected unobserved entries (for LL-Cp's permanent relabelling, done by the method).
 
 SPLC (`xinyu1205/robust-loss-mlml`): x' = x - m on positives; from `change_epoch` on, unknown /
 negative entries with sigmoid(x) > tau become positives (without the margin); focal BCE with
@@ -54,8 +54,9 @@ def large_loss(
       correct: flip instead of dropping.
 
     Returns:
-      (mean over B C entries, metrics, (B, C) bool mask of the unobserved entries that were
-      rejected / corrected).
+      (mean over B C entries, metrics, masks): masks['hit'] (B, C) bool, the unobserved entries
+      rejected / corrected in this batch (U >= t); masks['above_threshold'], those with U > t
+      strictly (LL-Cp's permanent relabelling, as the code's rule).
     """
     x = logits.astype(jnp.float32)
     y = labels.astype(jnp.float32)
@@ -75,9 +76,9 @@ def large_loss(
         loss_matrix = jnp.where(hit, flipped, base)
     else:
         loss_matrix = jnp.where(hit, 0.0, base)
-    changed = hit & unobserved
+    masks = {"hit": hit & unobserved, "above_threshold": (u > t) & unobserved & (k > 0)}
     metrics = {"large_loss_threshold": t, "large_loss_hits": jnp.sum(hit.astype(jnp.float32))}
-    return jnp.mean(loss_matrix), metrics, changed
+    return jnp.mean(loss_matrix), metrics, masks
 
 
 def splc(

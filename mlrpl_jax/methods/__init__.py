@@ -1,6 +1,6 @@
 """The one registry of methods: name -> `Method` (see `methods/base.py`)."""
 
-from mlrpl_jax.methods import blending, hst, plain, ssgrl, sst
+from mlrpl_jax.methods import blending, hst, loss_baselines, plain, ssgrl, sst
 from mlrpl_jax.methods.base import Clock, DataInfo, Method, ParamGroup, StepOutput
 
 __all__ = ["METHODS", "Clock", "DataInfo", "Method", "ParamGroup", "StepOutput", "get"]
@@ -13,6 +13,7 @@ METHODS: dict[str, Method] = {
     "hst_fb": hst.METHOD_FB,
     "sarb": blending.SARB,
     "dsrb": blending.DSRB,
+    **loss_baselines.METHODS,
 }
 
 

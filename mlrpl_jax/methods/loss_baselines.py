@@ -1,0 +1,251 @@
+"""The loss-level baselines of the papers' tables on the `plain` network (backbone + global pooling
++ linear head): methods that differ from `plain` only in their loss, plus ROLE's learned label
+table and LargeLoss's permanent corrections.
+
+One `Method` per baseline, all sharing `loss_fn`; `config.method_config.loss` names the loss
+(`mlrpl_jax.losses`, whose docstrings give formulas, reductions and where focusing weights stop
+the gradient):
+
+  partial_bce   known labels only; `reduction` 'batch' (the HCP-MLR-PL code: mean over the batch's
+                known entries, = `plain`) or 'durand' (Durand et al.'s g(p_y) normalisation).
+  asl           ASL, sum; `unknown` 'ignore' (HST's ASL baseline) or 'negative' (paper 002's).
+  focal         focal loss, unknown entries negative, sum (paper 002's baseline).
+  bce_ls        BCE with label smoothing on the known entries.
+  an, an_ls,    Cole et al.: assume negative, with label smoothing, weak assume negative,
+  wan, epr      expected positive regularisation (`expected_positives` must be set: Cole et al.
+                use VOC 1.5, COCO 2.9, NUS-WIDE 1.9, CUB 31.4).
+  role          EPR's regulariser + a learned (N, C) label-estimate table in logit space at
+                ``params['method']['label_logits']``, initialised from the observed labels
+                (positives logit(0.995), negatives logit(0.005), unknown uniform in
+                (-logit(0.6), logit(0.6)) from `config.seed`), trained with lr x `table_lr_mult`
+                (10) and no weight decay, sharded over the data axis with its Adam moments.
+  ll_r, ll_ct   LargeLoss rejection / temporary correction of the k largest unobserved losses of
+                the batch, k = ceil(B C epoch delta_rel) (none in epoch 0).
+  ll_cp         LargeLoss permanent correction. Default (`ll_cp_rule='paper'`): from epoch 1, the
+                ceil(B C delta_rel) largest unobserved losses of the batch are corrected and
+                stay positive for the rest of training (a uint8 (N, C) table of corrections in
+                `method_state`, sharded); `ll_cp_rule='released_code'` runs what the released
+                code does (its string identity test fails, so LL-Cp behaves as LL-Ct with the
+                clean-rate budget and writes nothing).
+  splc, hill    SPLC (corrections from `change_epoch`) and Hill, sum.
+
+`head_lr_mult` multiplies the linear head's learning rate (LargeLoss's code: 10).
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from mlrpl_jax import losses, models
+from mlrpl_jax.methods import base, common
+from mlrpl_jax.models.classifier import GlobalPoolClassifier
+from mlrpl_jax.ops import example_table
+
+TABLE = "label_logits"  # ROLE's learned table at params['method']
+CORRECTIONS = "corrections"  # LL-Cp's table at method_state
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
+def default_config(loss: str):
+    """The keys of the baseline using `loss` (a closure per method, so each has its defaults)."""
+
+    def make() -> ml_collections.ConfigDict:
+        c = ml_collections.ConfigDict()
+        c.loss = loss
+        c.head_lr_mult = 10.0 if loss.startswith("ll_") else 1.0  # classifier lr x (LargeLoss 10)
+        if loss == "partial_bce":
+            c.reduction = "batch"  # 'batch' (reference code) | 'durand' (g(p_y), CVPR 2019)
+            c.durand_alpha, c.durand_beta, c.durand_gamma = -4.45, 5.45, 1.0
+        elif loss == "asl":
+            c.gamma_pos, c.gamma_neg, c.clip, c.eps = 0.0, 4.0, 0.05, 1e-8  # ASL's train script
+            c.unknown = "ignore"  # 'ignore' (HST baseline) | 'negative' (paper 002 baseline)
+        elif loss == "focal":
+            c.gamma = 2.0
+            c.unknown = "negative"  # as paper 002 runs it
+        elif loss in ("bce_ls", "an_ls"):
+            c.ls_coef = 0.1
+        elif loss in ("epr", "role"):
+            c.expected_positives = ml_collections.FieldReference(None, field_type=float)
+            if loss == "role":
+                c.table_lr_mult = 10.0  # Cole et al.'s lr_mult of the label estimator
+        elif loss == "splc":
+            c.tau, c.margin, c.gamma, c.change_epoch = 0.6, 1.0, 2.0, 1
+        elif loss == "hill":
+            c.lamb, c.margin, c.gamma = 1.5, 1.0, 2.0
+        elif loss.startswith("ll_"):
+            c.delta_rel = 0.002  # clean-rate decrease per epoch (README's 0.2 %, /100)
+            if loss == "ll_cp":
+                c.ll_cp_rule = "paper"  # 'paper' | 'released_code' (= LL-Ct, nothing stored)
+        return c
+
+    return make
+
+
+def validate(config: base.Config) -> None:
+    mc = config.method_config
+    choices = {"loss": LOSSES}
+    if mc.loss == "partial_bce":
+        choices["reduction"] = ("batch", "durand")
+    if mc.loss in ("asl", "focal"):
+        choices["unknown"] = losses.asymmetric.UNKNOWN_MODES
+    if mc.loss == "ll_cp":
+        choices["ll_cp_rule"] = ("paper", "released_code")
+    common.check_choices(mc, choices)
+    if mc.loss in ("epr", "role") and mc.expected_positives is None:
+        raise ValueError(
+            f"config.method_config.expected_positives is None: {mc.loss} needs the expected "
+            "number of positives per image (Cole et al.: VOC 1.5, COCO 2.9, NUS-WIDE 1.9, "
+            "CUB 31.4); set --config.method_config.expected_positives=..."
+        )
+    if mc.loss.startswith("ll_") and not 0.0 <= mc.delta_rel <= 1.0:
+        raise ValueError(f"config.method_config.delta_rel={mc.delta_rel}: must be in [0, 1].")
+
+
+def make_model(config: base.Config, data_info: base.DataInfo) -> GlobalPoolClassifier:
+    return GlobalPoolClassifier(
+        backbone=models.make_backbone(config.model), num_classes=data_info.num_classes
+    )
+
+
+def init_params(config: base.Config, data_info: base.DataInfo) -> dict:
+    """ROLE's label-estimate table (logits), from the observed labels (module docstring)."""
+    if config.method_config.loss != "role":
+        return {}
+    labels = data_info.train_partial_labels()
+    rng = np.random.default_rng([config.seed, 0x201E])
+    bound = _logit(0.6)
+
+    def values(rows):
+        noise = rng.uniform(-bound, bound, size=rows.shape).astype(np.float32)
+        return np.where(rows == 1, _logit(0.995), np.where(rows == -1, _logit(0.005), noise))
+
+    table = np.zeros((example_table.padded_rows(len(labels)), labels.shape[1]), np.float32)
+    for start in range(0, len(labels), 1 << 16):
+        stop = min(len(labels), start + (1 << 16))
+        table[start:stop] = values(labels[start:stop])
+    return {TABLE: table}
+
+
+def init_state(config: base.Config, data_info: base.DataInfo, rng: jax.Array) -> dict:
+    """LL-Cp (paper rule): the uint8 table of permanent corrections, all zero."""
+    del rng
+    mc = config.method_config
+    if mc.loss != "ll_cp" or mc.ll_cp_rule != "paper":
+        return {}
+    shape = (data_info.num_train_examples, data_info.num_classes)
+    return {CORRECTIONS: example_table.init(np.zeros(shape, np.uint8), "uint8")}
+
+
+def param_groups(config: base.Config) -> tuple[base.ParamGroup, ...]:
+    mc = config.method_config
+    groups = base.backbone_groups(config)
+    if mc.head_lr_mult != 1.0:
+        groups += (base.ParamGroup(("head",), lr_mult=mc.head_lr_mult),)
+    if mc.loss == "role":
+        groups += (
+            base.ParamGroup((base.METHOD_PARAMS, TABLE), lr_mult=mc.table_lr_mult,
+                            weight_decay="none"),
+        )  # fmt: skip
+    return groups
+
+
+def state_sharding(config: base.Config) -> tuple:
+    del config
+    return (
+        example_table.sharding_rule(rf"{TABLE}$"),
+        example_table.sharding_rule(rf"method_state/{CORRECTIONS}$"),
+    )
+
+
+def _budget(num_entries: int, epoch: jax.Array, delta_rel: float) -> jax.Array:
+    """k = ceil(B C (1 - clean_rate)) with clean_rate = max(1 - epoch delta_rel, 0), traced."""
+    fraction = jnp.minimum(epoch.astype(jnp.float32) * delta_rel, 1.0)
+    return jnp.ceil(num_entries * fraction - 1e-6).astype(jnp.int32)
+
+
+def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock):
+    """The baseline's loss of the linear head's logits. See `base.Method.loss_fn`."""
+    del rng
+    mc = config.method_config
+    (logits, _), batch_stats = base.apply_train(model, params, batch_stats, batch["image"])
+    labels = batch["labels"]
+    name = mc.loss
+    if name == "partial_bce":
+        if mc.reduction == "batch":
+            loss, metrics = losses.partial_bce(logits, labels)
+        else:
+            loss, metrics = losses.normalized_partial_bce(
+                logits, labels, alpha=mc.durand_alpha, beta=mc.durand_beta, gamma=mc.durand_gamma
+            )
+    elif name == "asl":
+        loss, metrics = losses.asymmetric_loss(
+            logits, labels, gamma_pos=mc.gamma_pos, gamma_neg=mc.gamma_neg, clip=mc.clip,
+            eps=mc.eps, unknown=mc.unknown,
+        )  # fmt: skip
+    elif name == "focal":
+        loss, metrics = losses.focal_loss(logits, labels, gamma=mc.gamma, unknown=mc.unknown)
+    elif name in ("bce_ls", "an_ls"):
+        loss, metrics = getattr(losses, name)(logits, labels, coef=mc.ls_coef)
+    elif name in ("an", "wan"):
+        loss, metrics = getattr(losses, name)(logits, labels)
+    elif name == "epr":
+        loss, metrics = losses.epr(logits, labels, expected_positives=mc.expected_positives)
+    elif name == "role":
+        estimates = base.method_params(params)[TABLE][batch["example_id"]]
+        loss, metrics = losses.role(
+            logits, labels, estimates, expected_positives=mc.expected_positives
+        )
+    elif name == "splc":
+        loss, metrics = losses.splc(
+            logits, labels, active=clock.epoch >= mc.change_epoch, tau=mc.tau,
+            margin=mc.margin, gamma=mc.gamma,
+        )  # fmt: skip
+    elif name == "hill":
+        loss, metrics = losses.hill(logits, labels, lamb=mc.lamb, margin=mc.margin, gamma=mc.gamma)
+    else:  # ll_r, ll_ct, ll_cp
+        permanent = name == "ll_cp" and mc.ll_cp_rule == "paper"
+        n = labels.size
+        if permanent:
+            ids = batch["example_id"]
+            stored = example_table.gather(method_state[CORRECTIONS], ids) > 0.5
+            labels = jnp.where(stored, jnp.int8(1), labels)
+            k = jnp.where(clock.epoch >= 1, math.ceil(n * mc.delta_rel - 1e-6), 0)
+        else:
+            k = _budget(n, clock.epoch, mc.delta_rel)
+        loss, metrics, masks = losses.large_loss(logits, labels, k, correct=name != "ll_r")
+        if permanent:
+            now = (stored | masks["above_threshold"]).astype(jnp.float32)
+            method_state = {CORRECTIONS: example_table.scatter(method_state[CORRECTIONS], ids, now)}
+            metrics["permanent_corrections"] = jnp.sum(now)
+    metrics = {name: loss, **metrics}
+    return loss, base.StepOutput(metrics, batch_stats, method_state)
+
+
+LOSSES = (
+    "partial_bce", "asl", "focal", "bce_ls", "an", "an_ls", "wan", "epr", "role", "splc", "hill",
+    "ll_r", "ll_ct", "ll_cp",
+)  # fmt: skip
+
+
+def _method(loss: str) -> base.Method:
+    return base.Method(
+        name=loss,
+        default_config=default_config(loss),
+        make_model=make_model,
+        loss_fn=loss_fn,
+        predict_fn=base.predict_logits,
+        validate=validate,
+        init_state=init_state,
+        init_params=init_params,
+        param_groups=param_groups,
+        state_sharding=state_sharding,
+    )
+
+
+METHODS = {loss: _method(loss) for loss in LOSSES}

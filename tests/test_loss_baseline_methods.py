@@ -1,0 +1,109 @@
+"""The loss baselines as methods: ROLE's learned label table, LargeLoss's permanent corrections,
+the per-method defaults and config errors."""
+
+import math
+
+import jax
+import numpy as np
+import pytest
+from helpers import fake_data_info, tiny_run_config
+from jax.sharding import PartitionSpec as P
+from test_train_step import NUM_CLASSES, fake_batch, tiny_config
+
+from mlrpl_jax import config_validation, methods, sharding, trainer
+from mlrpl_jax.methods import loss_baselines
+from mlrpl_jax.ops import example_table
+
+
+def _fns(config, steps_per_epoch=1, total=4):
+    mesh = sharding.make_mesh()
+    info = fake_data_info(NUM_CLASSES)
+    fns = trainer.make_train_fns(config, methods.get(config.method), info, mesh,
+                                 steps_per_epoch, total)  # fmt: skip
+    return fns, mesh, info
+
+
+def test_every_baseline_is_registered_with_its_loss():
+    for name in loss_baselines.LOSSES:
+        method = methods.get(name)
+        assert method.default_config().loss == name
+    assert methods.get("ll_ct").default_config().head_lr_mult == 10.0  # LargeLoss's classifier
+
+
+def test_role_table_is_initialised_from_the_observed_labels_sharded_and_trained_x10():
+    config = tiny_config(method="role")
+    config.method_config.expected_positives = 2.0
+    config.optim.weight_decay = 0.0
+    fns, mesh, info = _fns(config)
+    table = fns.state.params["method"]["label_logits"]
+    assert table.sharding.spec == P("data", None)
+    labels = info.train_partial_labels()
+    t0 = np.asarray(table)
+    n = len(labels)
+    assert t0.shape == (example_table.padded_rows(n), NUM_CLASSES)
+    np.testing.assert_allclose(t0[:n][labels == 1], math.log(0.995 / 0.005), rtol=1e-6)
+    np.testing.assert_allclose(t0[:n][labels == -1], -math.log(0.995 / 0.005), rtol=1e-6)
+    unknown = t0[:n][labels == 0]
+    bound = math.log(0.6 / 0.4)
+    assert np.all(np.abs(unknown) < bound) and unknown.std() > 0.1
+    assert not t0[n:].any()
+    # The Adam moments of the table are sharded too.
+    moments = [
+        leaf for path, leaf in jax.tree_util.tree_flatten_with_path(fns.state.opt_state)[0]
+        if "label_logits" in jax.tree_util.keystr(path) and leaf.ndim == 2
+    ]  # fmt: skip
+    assert moments and all(m.sharding.spec == P("data", None) for m in moments)
+    state, _ = fns.step_fn(fns.state, sharding.host_to_global(fake_batch(seed=0), mesh))
+    t1 = np.asarray(state.params["method"]["label_logits"])
+    changed = np.any(t1 != t0, axis=1)
+    assert changed[:16].all() and not changed[16:].any()  # only the batch's rows (ids 0..15)
+    # Adam's first step is lr * sign(g): x10 for the table (lr 1e-2).
+    step = np.abs(t1[:16] - t0[:16])
+    np.testing.assert_allclose(step[step > 0], 10 * config.optim.learning_rate, rtol=1e-3)
+
+
+def test_ll_cp_paper_rule_stores_permanent_corrections_from_epoch_one():
+    config = tiny_config(method="ll_cp")
+    config.method_config.delta_rel = 0.05
+    fns, mesh, info = _fns(config)
+    state = fns.state
+    table = state.method_state["corrections"]
+    assert table.dtype == np.uint8 and table.sharding.spec == P("data", None)
+    batch = fake_batch(seed=0)
+    state, metrics = fns.step_fn(state, sharding.host_to_global(batch, mesh))  # epoch 0
+    assert not np.asarray(state.method_state["corrections"]).any()
+    state, metrics = fns.step_fn(state, sharding.host_to_global(batch, mesh))  # epoch 1
+    stored = np.asarray(state.method_state["corrections"]) > 0
+    k = math.ceil(16 * NUM_CLASSES * 0.05)
+    assert 0 < stored.sum() <= k and not stored[16:].any()
+    assert not stored[:16][batch["labels"] != 0].any()  # only unobserved entries are corrected
+    assert float(metrics["permanent_corrections"]) == stored.sum()
+    # Kept: the next visit sees them as positives and adds at most k more.
+    state, _ = fns.step_fn(state, sharding.host_to_global(batch, mesh))
+    again = np.asarray(state.method_state["corrections"]) > 0
+    assert (again >= stored).all() and again.sum() <= 2 * k
+    # The released code's behaviour keeps no state.
+    config.method_config.ll_cp_rule = "released_code"
+    fns, _, _ = _fns(config)
+    assert fns.state.method_state == {}
+
+
+def test_epr_and_role_require_the_expected_number_of_positives(tmp_path):
+    config = tiny_run_config(tmp_path, "epr")
+    with pytest.raises(ValueError, match="expected_positives"):
+        config_validation.validate(config)
+    config = tiny_run_config(tmp_path, "partial_bce", **{"method_config.reduction": "image"})
+    with pytest.raises(ValueError, match="reduction"):
+        config_validation.validate(config)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["asl", "role", "ll_cp", "splc"])
+def test_baselines_learn_on_the_synthetic_scenes(tmp_path, name):
+    """Two epochs on the tiny synthetic split: finite losses, a valid mAP, state written."""
+    overrides = {"train.num_epochs": 3}
+    if name == "role":
+        overrides["method_config.expected_positives"] = 1.5
+    config = tiny_run_config(tmp_path / "data", name, **overrides)
+    final = trainer.run(config, str(tmp_path / "run"))
+    assert 0.0 < final["mAP"] <= 100.0

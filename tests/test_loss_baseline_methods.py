@@ -98,7 +98,7 @@ def test_epr_and_role_require_the_expected_number_of_positives(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["asl", "role", "ll_cp", "splc"])
+@pytest.mark.parametrize("name", ["asl", "role", "ll_cp", "splc", "imbalance"])
 def test_baselines_learn_on_the_synthetic_scenes(tmp_path, name):
     """Two epochs on the tiny synthetic split: finite losses, a valid mAP, state written."""
     overrides = {"train.num_epochs": 3}

@@ -1,0 +1,26 @@
+"""Paper 002's imbalance method on MS-COCO 2014 (`recipes.imbalance_scale`).
+
+  python -m mlrpl_jax.train --config configs/imbalance_coco.py --workdir runs/imbalance_coco \
+      --config.data.known_proportion=0.3
+
+Paper reference (002, ResNet-50, mAP %): FAL 81.1 (Table III); PAL_0.3 / 0.6 / 0.9: 65.6 / 76.3 /
+81.0 (Table IV); the PPL and SPL rows: `mlrpl_jax.paper_tables.table('imbalance_table5')` and
+`'imbalance_table6'`. Other settings: --config.data.setting=ppl|spl|fal.
+
+Ablations (paper Table VII): --config.method_config.use_alpha_beta=False, use_d=False,
+use_penalty=False, use_q=False. Readings of the paper's contradictory equations:
+--config.method_config.d_rule=prose, penalty_rule=formula. The same setting runs the paper's
+baselines: configs/imbalance_coco.py:an (wan, role, focal, asl, bce_ls; for role and epr the config
+sets Cole et al.'s expected number of positives of COCO, 2.9).
+"""
+
+from configs import base, recipes
+
+
+def get_config(method: str = "imbalance"):
+    config = recipes.imbalance_scale(base.get_config(method), "coco")
+    if method == "asl":
+        config.method_config.unknown = "negative"  # paper 002 runs ASL with unknowns negative
+    if method in ("epr", "role"):
+        config.method_config.expected_positives = 2.9  # Cole et al.'s COCO value
+    return config

@@ -1,0 +1,108 @@
+"""The imbalance-aware loss of paper 002 (Zhang, Song, Zuo, Wang; `shared/papers/002_*` §IV, eq. 8-12).
+
+Per image, with its known ("existing") labels y in {0, 1} (N_e of them), the pseudo labels y~ of
+its unknown ("non-existing") entries of which a picked subset S takes part (|S| = q N_ne under the
+dynamic training scheme, all of them without it) and predictions y^ = sigmoid(x):
+
+  L_img = -p alpha [ 1/N_e sum_known y log y^        + d/|S| sum_S y~ log y^ ]
+          -p beta  [ 1/N_e sum_known (1-y) log(1-y^) + d/|S| sum_S (1-y~) log(1-y^) ]     (eq. 12)
+
+and the batch loss is the mean of L_img over the images (a sum with an empty set is 0).
+
+Choices the paper leaves open (each a keyword argument here, a config key of the method):
+
+* alpha = 1 - beta, beta = max(P / T, gamma), gamma = 0.05 (eq. 8); P and T are not defined: here
+  P = known positives of the batch and T = known labels of the batch, so beta is the batch's
+  observed positive rate (at least gamma) and the (rare) positive terms get the larger weight
+  alpha. beta = gamma when the batch has no known label.
+* d (eq. 9): the printed formula d = exp((e_c + m) / e_T) ('formula', e_c the 0-based epoch, e_T
+  the number of epochs, m = 3) is always > 1, while the text says the two parts are weighted
+  equally at epoch e_T - m and the existing part more before it; 'prose' is
+  d = exp((e_c + m - e_T) / e_T), which does that.
+* p (eq. 10): the formula p = 1 + |sign(sum_i max(y^_i - 0.1, 0))| gives p = 2 when *some*
+  prediction of the image exceeds 0.1, the prose p = 2 when *all* are below 0.1 ("prevent the
+  model from producing all negative predictions"). 'prose' (default) follows the text; 'formula'
+  the equation. p is a step function of the predictions (no gradient).
+* Logs use log-sigmoid forms (no epsilon).
+"""
+
+import jax
+import jax.numpy as jnp
+
+D_RULES = ("formula", "prose")
+PENALTY_RULES = ("prose", "formula")
+
+
+def imbalance_coefficients(labels: jax.Array, gamma: float) -> tuple[jax.Array, jax.Array]:
+    """(alpha, beta) of the batch: beta = max(known positives / known labels, gamma)."""
+    known = jnp.sum((labels != 0).astype(jnp.float32))
+    positives = jnp.sum((labels > 0).astype(jnp.float32))
+    beta = jnp.maximum(jnp.where(known > 0, positives / jnp.maximum(known, 1.0), 0.0), gamma)
+    return 1.0 - beta, beta
+
+
+def dynamic_coefficient(epoch: jax.Array, num_epochs: int, m: float, rule: str) -> jax.Array:
+    """d of eq. 9 (`rule` 'formula' or 'prose', module docstring); `epoch` 0-based, traced."""
+    if rule not in D_RULES:
+        raise ValueError(f"d rule must be one of {D_RULES}, got {rule!r}")
+    e = jnp.asarray(epoch, jnp.float32)
+    shift = 0.0 if rule == "formula" else float(num_epochs)
+    return jnp.exp((e + m - shift) / num_epochs)
+
+
+def penalty(probabilities: jax.Array, rule: str, floor: float = 0.1) -> jax.Array:
+    """p (B,) of eq. 10: 2 or 1 per image (`rule` 'prose' or 'formula', module docstring)."""
+    if rule not in PENALTY_RULES:
+        raise ValueError(f"penalty rule must be one of {PENALTY_RULES}, got {rule!r}")
+    some_above = jnp.any(probabilities > floor, axis=-1)
+    doubled = ~some_above if rule == "prose" else some_above
+    return 1.0 + doubled.astype(jnp.float32)
+
+
+def imbalance_loss(
+    logits: jax.Array,
+    labels: jax.Array,
+    pseudo: jax.Array,
+    picked: jax.Array,
+    *,
+    d: jax.Array | float,
+    gamma: float = 0.05,
+    penalty_rule: str = "prose",
+    use_alpha_beta: bool = True,
+    use_penalty: bool = True,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Eq. 12 (module docstring), mean over images.
+
+    Args:
+      logits: (B, C). labels: (B, C) {-1, 0, 1} partial labels (the existing part is y != 0).
+      pseudo: (B, C) pseudo labels y~ in [0, 1] (used on unknown entries only; no gradient).
+      picked: (B, C) bool, the unknown entries taking part this step (dynamic training scheme).
+      d: the dynamic coefficient (`dynamic_coefficient`; 1 to remove it).
+      use_alpha_beta / use_penalty: ablations (alpha = beta = 1; p = 1), paper Table VII.
+
+    Returns:
+      (loss, metrics) with alpha, beta, the mean p and the picked fraction of unknown entries.
+    """
+    x = logits.astype(jnp.float32)
+    log_p, log_not_p = jax.nn.log_sigmoid(x), jax.nn.log_sigmoid(-x)
+    known = labels != 0
+    y = (labels > 0).astype(jnp.float32)
+    s = (picked & ~known).astype(jnp.float32)
+    t = jax.lax.stop_gradient(pseudo.astype(jnp.float32))
+    k = known.astype(jnp.float32)
+    n_e = jnp.maximum(jnp.sum(k, axis=-1), 1.0)
+    n_s = jnp.maximum(jnp.sum(s, axis=-1), 1.0)
+    pos = jnp.sum(k * y * log_p, -1) / n_e + d * jnp.sum(s * t * log_p, -1) / n_s
+    neg = jnp.sum(k * (1 - y) * log_not_p, -1) / n_e + d * jnp.sum(s * (1 - t) * log_not_p, -1) / n_s
+    if use_alpha_beta:
+        alpha, beta = imbalance_coefficients(labels, gamma)
+    else:
+        alpha, beta = jnp.float32(1.0), jnp.float32(1.0)
+    p = penalty(jax.nn.sigmoid(x), penalty_rule) if use_penalty else jnp.ones(x.shape[0])
+    per_image = -p * (alpha * pos + beta * neg)
+    unknown = jnp.sum((~known).astype(jnp.float32))
+    metrics = {
+        "alpha": alpha, "beta": beta, "penalty_mean": jnp.mean(p),
+        "picked_fraction": jnp.sum(s) / jnp.maximum(unknown, 1.0),
+    }  # fmt: skip
+    return jnp.mean(per_image), metrics

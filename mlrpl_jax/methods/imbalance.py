@@ -1,0 +1,130 @@
+"""`imbalance`: pseudo-label table + imbalance-aware loss + dynamic training scheme (paper 002 §IV).
+
+The network is `plain`'s (backbone + global pooling + FC); the paper adds no structure. What it
+keeps and when (every choice the paper leaves open is a `method_config` key, default in brackets):
+
+* **Pseudo-label table** (N, C) in `method_state['pseudo_labels']`, one row per train example,
+  initialised at `pseudo_init` [0.5] on unknown entries (eq. 5; known entries hold their label and
+  are never read), sharded over the data axis (`ops.example_table`), stored as `table_dtype`
+  ['float32'; 'bfloat16': relative error <= 2^-8; 'uint8': absolute error <= 1/510, exact at 0.5
+  +- 1/510 (0.5 is stored as 128/255)]. **When**: every step, the loss reads the batch's rows as
+  they were (the predictions of the example's previous visit, or the init), then the batch's
+  unknown entries are overwritten with the current predictions sigmoid(x) (no gradient).
+* **Loss** eq. 11-12 (`losses.imbalance.imbalance_loss`): alpha = 1 - beta, beta = max(P/T,
+  `gamma` [0.05]) with P / T = known positives / known labels of the batch; per-image
+  normalisation by N_e and by the number of picked unknown entries; mean over the images.
+* **d** (eq. 9) = exp((e_c + `m` [3]) / e_T) with e_c the 0-based epoch and e_T =
+  `config.train.num_epochs` (`d_rule` ['formula'] or 'prose': exp((e_c + m - e_T) / e_T), the
+  reading under which the parts weigh equally at epoch e_T - m as the text says).
+* **p** (eq. 10): `penalty_rule` ['prose': p = 2 for an image whose predictions are all below 0.1;
+  'formula': p = 2 when some prediction exceeds 0.1, as eq. 10 is printed].
+* **Dynamic training scheme** (eq. 12): each step a fresh random `q` [0.5; the paper gives no
+  value] of each image's unknown entries takes part, drawn from the step's rng (deterministic,
+  different every step and every visit).
+* **Ablations** (paper Table VII): `use_alpha_beta` (False: alpha = beta = 1), `use_d` (d = 1),
+  `use_penalty` (p = 1), `use_q` (every unknown entry takes part).
+
+The paper's network and input (ResNet-50 ImageNet + FC, 448-px resize, horizontal flip, ImageNet
+normalisation) are `configs/imbalance_coco.py`.
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from mlrpl_jax import models
+from mlrpl_jax.losses import imbalance as imbalance_losses
+from mlrpl_jax.methods import base, common
+from mlrpl_jax.models.classifier import GlobalPoolClassifier
+from mlrpl_jax.ops import example_table
+from mlrpl_jax.ops import pseudo_labels as pl
+
+TABLE = "pseudo_labels"
+
+
+def default_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.gamma = 0.05  # floor of beta (eq. 8)
+    c.m = 3.0  # d's shift (eq. 9)
+    c.d_rule = "formula"  # 'formula' exp((e+m)/E) | 'prose' exp((e+m-E)/E)
+    c.penalty_rule = "prose"  # 'prose' (p=2 if all preds < 0.1) | 'formula' (eq. 10 as printed)
+    c.q = 0.5  # fraction of unknown entries per image and step (not given in the paper)
+    c.pseudo_init = 0.5  # initial pseudo label (eq. 5)
+    c.table_dtype = "float32"  # 'float32' | 'bfloat16' | 'uint8'
+    c.use_alpha_beta = True  # ablations, paper Table VII
+    c.use_d = True
+    c.use_penalty = True
+    c.use_q = True
+    return c
+
+
+def validate(config: base.Config) -> None:
+    mc = config.method_config
+    common.check_choices(mc, {
+        "d_rule": imbalance_losses.D_RULES, "penalty_rule": imbalance_losses.PENALTY_RULES,
+        "table_dtype": example_table.STORAGE_DTYPES,
+    })  # fmt: skip
+    for key in ("q", "pseudo_init", "gamma"):
+        if not 0.0 <= mc[key] <= 1.0:
+            raise ValueError(f"config.method_config.{key}={mc[key]}: must be in [0, 1].")
+
+
+def make_model(config: base.Config, data_info: base.DataInfo) -> GlobalPoolClassifier:
+    return GlobalPoolClassifier(
+        backbone=models.make_backbone(config.model), num_classes=data_info.num_classes
+    )
+
+
+def init_state(config: base.Config, data_info: base.DataInfo, rng: jax.Array) -> dict:
+    del rng
+    mc = config.method_config
+    table = example_table.from_partial_labels(
+        data_info.train_partial_labels(), unknown=mc.pseudo_init, dtype=mc.table_dtype
+    )
+    return {TABLE: table}
+
+
+def state_sharding(config: base.Config) -> tuple:
+    del config
+    return (example_table.sharding_rule(rf"method_state/{TABLE}$"),)
+
+
+def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock):
+    """Eq. 12 with the stored pseudo labels, then the table update. See `base.Method.loss_fn`."""
+    mc = config.method_config
+    (logits, _), batch_stats = base.apply_train(model, params, batch_stats, batch["image"])
+    labels, ids = batch["labels"], batch["example_id"]
+    table = method_state[TABLE]
+    pseudo = example_table.gather(table, ids)
+    unknown = labels == 0
+    picked = jax.random.uniform(rng, labels.shape) < mc.q if mc.use_q else jnp.ones_like(unknown)
+    d = (
+        imbalance_losses.dynamic_coefficient(clock.epoch, config.train.num_epochs, mc.m, mc.d_rule)
+        if mc.use_d
+        else jnp.float32(1.0)
+    )
+    loss, metrics = imbalance_losses.imbalance_loss(
+        logits, labels, pseudo, picked & unknown, d=d, gamma=mc.gamma,
+        penalty_rule=mc.penalty_rule, use_alpha_beta=mc.use_alpha_beta,
+        use_penalty=mc.use_penalty,
+    )  # fmt: skip
+    predictions = jax.lax.stop_gradient(jax.nn.sigmoid(logits.astype(jnp.float32)))
+    new_table = example_table.scatter(table, ids, jnp.where(unknown, predictions, pseudo))
+    metrics.update(imbalance=loss, d=d)
+    # Diagnostics: the stored pseudo labels read as positives above 0.5 (a uint8 table stores the
+    # 0.5 init as 128/255, which reads as positive until the entry is first visited).
+    diagnostics = {"pseudo_table": (pl.complete_labels(labels, pseudo > 0.5), jnp.bool_(True))}
+    return loss, base.StepOutput(metrics, batch_stats, {TABLE: new_table}, diagnostics)
+
+
+METHOD = base.Method(
+    name="imbalance",
+    default_config=default_config,
+    make_model=make_model,
+    loss_fn=loss_fn,
+    predict_fn=base.predict_logits,
+    validate=validate,
+    init_state=init_state,
+    state_sharding=state_sharding,
+    diagnostics=common.pseudo_label_diagnostics,
+)

@@ -1,0 +1,117 @@
+"""Paper 002's imbalance method: eq. 8-12 written out by hand, the table's update rule, the
+dynamic training scheme and the ablation switches."""
+
+import math
+
+import jax
+import numpy as np
+import pytest
+from helpers import fake_data_info
+from jax.sharding import PartitionSpec as P
+from test_train_step import NUM_CLASSES, fake_batch, tiny_config
+
+from mlrpl_jax import methods, sharding, trainer
+from mlrpl_jax.losses import imbalance as imb
+
+
+def sig(x):
+    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+
+
+def eq12_by_hand(x, y, pseudo, picked, d, gamma=0.05, rule="prose"):
+    p_hat = sig(x)
+    known = y != 0
+    pos_known = (y == 1).sum()
+    beta = max(pos_known / known.sum(), gamma) if known.sum() else gamma
+    alpha = 1 - beta
+    total = 0.0
+    for i in range(x.shape[0]):
+        k, s = known[i], picked[i] & ~known[i]
+        yy = (y[i] == 1).astype(float)
+        ne, ns = max(k.sum(), 1), max(s.sum(), 1)
+        lp, ln = np.log(p_hat[i]), np.log(1 - p_hat[i])
+        pos = (k * yy * lp).sum() / ne + d * (s * pseudo[i] * lp).sum() / ns
+        neg = (k * (1 - yy) * ln).sum() / ne + d * (s * (1 - pseudo[i]) * ln).sum() / ns
+        all_below = (p_hat[i] <= 0.1).all()
+        p = (2.0 if all_below else 1.0) if rule == "prose" else (1.0 if all_below else 2.0)
+        total += -p * (alpha * pos + beta * neg)
+    return total / x.shape[0]
+
+
+@pytest.mark.parametrize("rule", ["prose", "formula"])
+def test_loss_is_equation_12(rule):
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 2, (5, 6)).astype(np.float32)
+    x[0] = -6.0  # every prediction below 0.1: the image the two penalty readings disagree on
+    y = rng.choice([-1, 0, 1], size=(5, 6), p=[0.3, 0.5, 0.2]).astype(np.int8)
+    pseudo = rng.uniform(0, 1, (5, 6)).astype(np.float32)
+    picked = rng.uniform(0, 1, (5, 6)) < 0.5
+    got, metrics = imb.imbalance_loss(x, y, pseudo, picked, d=1.7, penalty_rule=rule)
+    np.testing.assert_allclose(float(got), eq12_by_hand(x, y, pseudo, picked, 1.7, rule=rule),
+                               rtol=1e-5)  # fmt: skip
+    beta = max((y == 1).sum() / (y != 0).sum(), 0.05)
+    np.testing.assert_allclose(float(metrics["beta"]), beta, rtol=1e-6)
+    np.testing.assert_allclose(float(metrics["alpha"]), 1 - beta, rtol=1e-6)
+    # The pseudo labels are targets: no gradient flows into them.
+    g = jax.grad(lambda t: imb.imbalance_loss(x, y, t, picked, d=1.0)[0])(pseudo)
+    assert not np.asarray(g).any()
+
+
+def test_d_and_penalty_rules():
+    # formula: exp((e + m) / E); prose: 1 at epoch E - m.
+    assert float(imb.dynamic_coefficient(0, 10, 3.0, "formula")) == pytest.approx(math.exp(0.3))
+    assert float(imb.dynamic_coefficient(7, 10, 3.0, "prose")) == pytest.approx(1.0)
+    assert float(imb.dynamic_coefficient(2, 10, 3.0, "prose")) < 1.0
+    probs = np.array([[0.05, 0.02], [0.05, 0.5]])
+    np.testing.assert_array_equal(imb.penalty(probs, "prose"), [2.0, 1.0])
+    np.testing.assert_array_equal(imb.penalty(probs, "formula"), [1.0, 2.0])
+    with pytest.raises(ValueError, match="rule"):
+        imb.penalty(probs, "other")
+
+
+def test_ablations_remove_their_component():
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 1, (4, 5)).astype(np.float32)
+    y = rng.choice([-1, 0, 1], size=(4, 5)).astype(np.int8)
+    pseudo = np.full((4, 5), 0.5, np.float32)
+    picked = np.ones((4, 5), bool)
+    base_loss = float(imb.imbalance_loss(x, y, pseudo, picked, d=1.0)[0])
+    no_ab = float(imb.imbalance_loss(x, y, pseudo, picked, d=1.0, use_alpha_beta=False)[0])
+    by_hand = eq12_by_hand(x, y, pseudo, picked, 1.0)  # with alpha, beta
+    np.testing.assert_allclose(base_loss, by_hand, rtol=1e-5)
+    assert no_ab != pytest.approx(base_loss)
+
+
+def _fns(config):
+    mesh = sharding.make_mesh()
+    fns = trainer.make_train_fns(config, methods.get("imbalance"), fake_data_info(NUM_CLASSES),
+                                 mesh, 1, 4)  # fmt: skip
+    return fns, mesh
+
+
+@pytest.mark.parametrize("dtype", ["float32", "uint8"])
+def test_table_starts_at_half_and_takes_the_batch_predictions(dtype):
+    config = tiny_config(method="imbalance")
+    config.method_config.table_dtype = dtype
+    fns, mesh = _fns(config)
+    info = fake_data_info(NUM_CLASSES)
+    labels = info.train_partial_labels()
+    table0 = fns.state.method_state["pseudo_labels"]
+    assert table0.sharding.spec == P("data", None)
+    decoded = np.asarray(jax.device_get(trainer_decode(table0)))
+    tol = 1 / 510 if dtype == "uint8" else 0
+    np.testing.assert_allclose(decoded[: len(labels)][labels == 0], 0.5, atol=tol + 1e-7)
+    batch = fake_batch(seed=0)
+    state, metrics = fns.step_fn(fns.state, sharding.host_to_global(batch, mesh))
+    assert 0.3 < float(metrics["picked_fraction"]) < 0.7  # q = 0.5
+    after = np.asarray(jax.device_get(trainer_decode(state.method_state["pseudo_labels"])))
+    unknown = batch["labels"] == 0
+    assert np.all((after[:16] != decoded[:16]) <= unknown)  # known entries untouched
+    assert (np.abs(after[:16][unknown] - 0.5) > 1e-3).mean() > 0.5  # predictions written
+    np.testing.assert_array_equal(after[16:], decoded[16:])  # other rows untouched
+
+
+def trainer_decode(table):
+    from mlrpl_jax.ops import example_table
+
+    return example_table.decode(table)

@@ -97,6 +97,7 @@ def get_config(method: str = "plain") -> ml_collections.ConfigDict:
     c.train.eval_every_epochs = 1  # Evaluate (and maybe save the best) every this many epochs.
     c.train.select_on = "val"  # Best checkpoint by mAP on 'val' | 'test' (paper reproduction only).
     c.train.ema_decay = 0.0  # >0: keep an EMA of the weights (ASL 0.9997) and evaluate it too.
+    c.train.early_stop_drop = 0.0  # >0: stop once the selection mAP is this far below its best.
     c.train.ap_mode = "sklearn"  # AP: 'sklearn' (average_precision_score) | 'voc' (reference).
     c.train.max_steps_per_epoch = -1  # >0 truncates epochs (smoke tests); -1 = full epochs.
     c.train.progress_bar = True  # tqdm progress bar with loss and images/s.

@@ -130,5 +130,7 @@ def _validate_selection(config: ml_collections.ConfigDict) -> None:
             "there is no validation split: set data.val_split or data.val_fraction > 0, or "
             "select_on='test' (only to reproduce a paper that selects on the test set).",
         )
+    if train.early_stop_drop < 0:
+        _fail("train.early_stop_drop", train.early_stop_drop, "must be >= 0 (0 = never stop early).")
     if not 0.0 <= train.ema_decay < 1.0:
         _fail("train.ema_decay", train.ema_decay, "must be in [0, 1) (0 = no weight EMA).")

@@ -5,6 +5,7 @@ A run lives in its workdir and resumes automatically from the newest checkpoint 
 """
 
 import functools
+import json
 import math
 import os
 import time
@@ -358,7 +359,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     spe, total = exp.steps_per_epoch, exp.total_steps
     results = None
     results_path = os.path.join(workdir, "results.json")
-    if step >= total and os.path.exists(results_path):
+    stopped = _early_stop_record(results_path)
+    if (step >= total or stopped) and os.path.exists(results_path):
         print(f"{workdir} already holds a finished run (step {step}); evaluating it again.")
     bar = tqdm(
         total=total, initial=step, disable=not cfg.train.progress_bar or jax.process_index() != 0,
@@ -366,7 +368,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     )  # fmt: skip
     pending, tick, tick_step = [], time.perf_counter(), step
     epoch_counts: dict[str, float] = {}  # sums of '<name>/num' and '<name>/den' metrics this epoch
-    while step < total:
+    while step < total and not stopped:
         if exp.method.refresh is not None and step % spe == 0:
             state = run_refresh(exp, state, step // spe)
         batch = sharding.host_to_global(next(train_iter), exp.mesh)
@@ -406,8 +408,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             bar.write(f"epoch {epoch}: test mAP {results['test']['mAP']:.2f}" + (
                 f", selection mAP ({source}) {score:.2f}" if source != "test" else ""
             ))  # fmt: skip
+            best = max(ckpt.best_map(), score)
             ckpt.save_best(state, {"mAP": score, "source": source})
-        if epoch % cfg.checkpoint.every_epochs == 0 or step == total:
+            drop = cfg.train.early_stop_drop
+            if drop > 0 and best - score > drop:
+                stopped = {"epoch": epoch, "step": step, "best_mAP": best, "mAP": score,
+                           "rule": f"selection mAP more than {drop:g} below its best"}  # fmt: skip
+                bar.write(f"Early stop after epoch {epoch}: {source} mAP {score:.2f}, best {best:.2f}.")
+        if epoch % cfg.checkpoint.every_epochs == 0 or step == total or stopped:
             ckpt.save(state, train_iter)
     bar.close()
     if results is None:  # nothing left to train: evaluate the restored final state
@@ -422,6 +430,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                 "epoch": step / spe,
                 "metrics": final,
                 "all_metrics": results,
+                "early_stopped": stopped or None,
                 "selection": {
                     "select_on": cfg.train.select_on,
                     "best_checkpoint_source": source,
@@ -439,6 +448,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     writer.close()
     ckpt.close()
     return final
+
+
+def _early_stop_record(results_path: str) -> dict | None:
+    """The early-stop record of a run that stopped early (results.json), else None."""
+    if not os.path.exists(results_path):
+        return None
+    with open(results_path) as f:
+        return json.load(f).get("early_stopped")
 
 
 def _eval_record(cfg: ml_collections.ConfigDict, results: dict) -> dict[str, float]:

@@ -163,3 +163,32 @@ def test_refresh_runs_before_every_epoch_with_a_deterministic_pass(tmp_path, mon
     for _, _, ids in calls:  # 4 batches of 16 = one pass over the 64 train images
         assert sorted(ids.tolist()) == list(range(64))
     assert not np.array_equal(calls[0][2], calls[1][2])  # a new permutation each epoch
+
+
+def test_early_stop_when_selection_map_drops_and_a_rerun_does_not_resume(tmp_path, monkeypatch):
+    """train.early_stop_drop: stop once the validation mAP is more than `drop` below its best
+    (LargeLoss's protocol, 3 points); results.json records it and a rerun trains no further."""
+    config = tiny_run_config(tmp_path / "tfds", **{"train.num_epochs": 4,
+                                                    "train.early_stop_drop": 3.0})  # fmt: skip
+    real = trainer.evaluate_epoch
+    scores = iter([50.0, 52.0, 48.5, 40.0])
+
+    def fake(exp, state):
+        results = real(exp, state)
+        results["val"]["mAP"] = next(scores)
+        return results
+
+    monkeypatch.setattr(trainer, "evaluate_epoch", fake)
+    workdir = str(tmp_path / "work")
+    trainer.run(config, workdir)
+    with open(os.path.join(workdir, "results.json")) as f:
+        results = json.load(f)
+    stop = results["early_stopped"]
+    assert (stop["epoch"], stop["best_mAP"], stop["mAP"]) == (3, 52.0, 48.5)
+    assert results["step"] == 3 * 4  # 64 images / 16 per batch = 4 steps per epoch
+    train_records = [r for r in read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+                     if "train/loss" in r]  # fmt: skip
+    monkeypatch.setattr(trainer, "evaluate_epoch", real)
+    trainer.run(config, workdir)
+    again = [r for r in read_jsonl(os.path.join(workdir, "metrics.jsonl")) if "train/loss" in r]
+    assert len(again) == len(train_records)  # nothing trained on the rerun

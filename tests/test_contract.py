@@ -57,6 +57,7 @@ ACTIVATION = {
     "ll_r": {"delta_rel": 0.1},
     "ll_ct": {"delta_rel": 0.1},
     "ll_cp": {"delta_rel": 0.1},
+    "cl": {"first_round": 1, "round_every": 1},
 }  # fmt: skip
 
 

@@ -98,12 +98,55 @@ def test_epr_and_role_require_the_expected_number_of_positives(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["asl", "role", "ll_cp", "splc", "imbalance"])
+@pytest.mark.parametrize("name", ["asl", "role", "ll_cp", "splc", "imbalance", "cl"])
 def test_baselines_learn_on_the_synthetic_scenes(tmp_path, name):
     """Two epochs on the tiny synthetic split: finite losses, a valid mAP, state written."""
     overrides = {"train.num_epochs": 3}
     if name == "role":
         overrides["method_config.expected_positives"] = 1.5
+    if name == "cl":
+        overrides.update({"method_config.first_round": 1, "method_config.round_every": 1,
+                          "method_config.threshold": 0.6})  # fmt: skip
     config = tiny_run_config(tmp_path / "data", name, **overrides)
     final = trainer.run(config, str(tmp_path / "run"))
     assert 0.0 < final["mAP"] <= 100.0
+
+
+def test_curriculum_rounds_label_confident_unknowns_once_and_keep_them():
+    from mlrpl_jax.methods import curriculum
+
+    config = tiny_config(method="cl")
+    config.method_config.threshold = 0.51  # a random tiny model is never 95 % sure
+    config.method_config.first_round = 2
+    config.method_config.round_every = 2
+    fns, mesh, _ = _fns(config)
+    state = fns.state
+    method = methods.get("cl")
+    batch = fake_batch(seed=3)
+    images = fns.normalize_fn(sharding.host_to_global(batch, mesh)["image"])
+
+    def batches():
+        yield {"image": images, "labels": batch["labels"], "example_id": batch["example_id"]}
+
+    def decoded(method_state):
+        return np.round(2 * np.asarray(example_table.decode(method_state["curriculum"])) - 1)
+
+    table0 = decoded(state.method_state)
+    assert not table0[:64].any()  # nothing given yet (0.5 -> 0); rows 64+ are never addressed
+    args = (config, fns.model, state.params, state.batch_stats)
+    assert method.refresh(*args, state.method_state, 1, batches) is state.method_state  # not due
+    after = method.refresh(*args, state.method_state, 2, batches)
+    given = decoded(after)
+    logits = np.asarray(fns.eval_fns["raw"](state, sharding.host_to_global(batch, mesh)["image"]))
+    p = 1 / (1 + np.exp(-logits))
+    unknown = batch["labels"] == 0
+    expected = np.where(p >= 0.51, 1, np.where(p <= 0.49, -1, 0)) * unknown
+    np.testing.assert_array_equal(given[:16], expected)
+    assert not given[16:64].any() and np.abs(expected).sum() > 0
+    # Labels once given stay, whatever a later round predicts.
+    negated = dict(state.params, head=jax.tree.map(lambda a: -a, state.params["head"]))
+    again = method.refresh(config, fns.model, negated, state.batch_stats, after, 4, batches)
+    np.testing.assert_array_equal(decoded(again)[:64], given[:64])
+    # The loss trains on the completed labels.
+    completed = curriculum.completed_labels(batch["labels"], given[:16].astype(np.int8))
+    assert (np.asarray(completed)[unknown] == expected[unknown]).all()

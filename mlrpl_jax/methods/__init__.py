@@ -1,6 +1,15 @@
 """The one registry of methods: name -> `Method` (see `methods/base.py`)."""
 
-from mlrpl_jax.methods import blending, hst, imbalance, loss_baselines, plain, ssgrl, sst
+from mlrpl_jax.methods import (
+    blending,
+    curriculum,
+    hst,
+    imbalance,
+    loss_baselines,
+    plain,
+    ssgrl,
+    sst,
+)
 from mlrpl_jax.methods.base import Clock, DataInfo, Method, ParamGroup, StepOutput
 
 __all__ = ["METHODS", "Clock", "DataInfo", "Method", "ParamGroup", "StepOutput", "get"]
@@ -15,6 +24,7 @@ METHODS: dict[str, Method] = {
     "dsrb": blending.DSRB,
     **loss_baselines.METHODS,
     "imbalance": imbalance.METHOD,
+    "cl": curriculum.METHOD,
 }
 
 

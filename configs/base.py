@@ -68,6 +68,7 @@ def get_config(method: str = "plain") -> ml_collections.ConfigDict:
     c.model.avg_pool_2x2 = True  # Reference: AvgPool2d(2) after layer4 (7x7 map at 448 px).
     c.model.frozen_stages = 4  # Frozen (no grad, BN in inference mode): 0 none .. 4 stem+layer1-3.
     c.model.dtype = "float32"  # Computation dtype: 'float32' | 'bfloat16'.
+    c.model.input_normalization = "imagenet"  # 'imagenet' mean/std | 'unit' ([0, 1]; ASL, SPLC).
     c.model.category_features = "sd"  # SSGRL heads: 'sd' semantic decoupling | 'sa' attention.
     c.model.feature_dim = 1024  # SSGRL heads: D after the 1x1 channel reduction (reference 1024).
     c.model.attention_dim = 512  # SSGRL heads: hidden width K of semantic decoupling (512).
@@ -88,6 +89,9 @@ def get_config(method: str = "plain") -> ml_collections.ConfigDict:
     c.optim.decay_every_epochs = 10  # step: multiply the lr by decay_factor every this many epochs.
     c.optim.decay_factor = 0.1  # step: the factor.
     c.optim.warmup_epochs = 0.0  # Linear warm-up length (fraction of epochs allowed).
+    c.optim.schedule_epochs = 0  # >0: cosine/onecycle length in epochs, if training stops earlier.
+    c.optim.onecycle_pct = 0.2  # onecycle: fraction of the schedule rising (ASL / SPLC: 0.2).
+    c.optim.decay_on = "all"  # Weight decay on 'all' leaves | 'matrices' (>= 2-D; ASL, SPLC).
 
     c.train = ml_collections.ConfigDict()
     c.train.num_epochs = 20  # Epochs; one epoch = len(train split) // batch_size steps.

@@ -78,7 +78,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _positive(config, key)
     _positive(config, "data.label_embedding_dim")
     _choice(config, "optim.name", ("adam", "adamw", "sgd"))
-    _choice(config, "optim.schedule", ("step", "cosine", "constant"))
+    _choice(config, "optim.schedule", ("step", "cosine", "onecycle", "constant"))
+    _choice(config, "optim.decay_on", ("all", "matrices"))
+    _choice(config, "model.input_normalization", ("imagenet", "unit"))
+    if not 0.0 < config.optim.onecycle_pct < 1.0:
+        _fail("optim.onecycle_pct", config.optim.onecycle_pct, "must be in (0, 1).")
+    _positive(config, "optim.schedule_epochs", allow_zero=True)
     for key in ("optim.learning_rate", "optim.decay_every_epochs", "optim.eps"):
         _positive(config, key)
     _positive(config, "optim.weight_decay", allow_zero=True)

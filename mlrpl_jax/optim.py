@@ -23,6 +23,11 @@ def make_schedule(optim: ml_collections.ConfigDict, steps_per_epoch: int) -> opt
 
     'step': lr * decay_factor ** floor(epoch / decay_every_epochs) (PyTorch StepLR stepped per epoch).
     'cosine': cosine decay to 0 over `total_steps` (set by the trainer through `num_epochs`).
+    'onecycle': PyTorch's OneCycleLR with cosine annealing (as ASL and SPLC use it): from lr / 25
+    up to lr over the first `onecycle_pct` of the schedule, then down to lr / 25 / 1e4. (PyTorch
+    also cycles Adam's beta1 between 0.85 and 0.95 by default; here b1 stays `optim.b1`.)
+    `schedule_epochs` > 0 sets the cosine / onecycle length in epochs when training stops before
+    its end (ASL: an 80-epoch schedule stopped after 41 epochs; SPLC after 31).
     'constant': lr. All of them after an optional linear warm-up of `warmup_epochs`.
     """
     lr = optim.learning_rate
@@ -36,10 +41,13 @@ def make_schedule(optim: ml_collections.ConfigDict, steps_per_epoch: int) -> opt
     elif optim.schedule == "constant":
         schedule = optax.constant_schedule(lr)
     elif optim.schedule == "cosine":
-        schedule = optax.cosine_decay_schedule(lr, decay_steps=max(1, optim.total_steps))
+        schedule = optax.cosine_decay_schedule(lr, decay_steps=max(1, _length(optim, steps_per_epoch)))
+    elif optim.schedule == "onecycle":
+        schedule = onecycle(lr, max(2, _length(optim, steps_per_epoch)), optim.onecycle_pct)
     else:
         raise ValueError(
-            f"config.optim.schedule={optim.schedule!r}: use 'step', 'cosine' or 'constant'."
+            f"config.optim.schedule={optim.schedule!r}: use 'step', 'cosine', 'onecycle' or "
+            "'constant'."
         )
     warmup = int(optim.warmup_epochs * steps_per_epoch)
     if warmup > 0:
@@ -47,6 +55,35 @@ def make_schedule(optim: ml_collections.ConfigDict, steps_per_epoch: int) -> opt
             [optax.linear_schedule(0.0, lr, warmup), schedule], boundaries=[warmup]
         )
     return schedule
+
+
+def onecycle(
+    peak: float, total_steps: int, pct_start: float, div: float = 25.0, final_div: float = 1e4
+) -> optax.Schedule:
+    """PyTorch's OneCycleLR (two phases, cosine annealing) as a function of the step: from
+    peak / div at step 0 up to peak at step pct_start * T - 1, then down to peak / div / final_div
+    at step T - 1 (PyTorch's phase boundaries, which optax's `cosine_onecycle_schedule` places
+    one step later)."""
+    initial, minimum = peak / div, peak / div / final_div
+    up_end, down_end = pct_start * total_steps - 1.0, total_steps - 1.0
+
+    def cos(start, end, frac):
+        return end + (start - end) / 2.0 * (jnp.cos(jnp.pi * jnp.clip(frac, 0.0, 1.0)) + 1.0)
+
+    def schedule(step):
+        s = jnp.asarray(step, jnp.float32)
+        up = cos(initial, peak, s / max(up_end, 1e-9))
+        down = cos(peak, minimum, (s - up_end) / (down_end - up_end))
+        return jnp.where(s <= up_end, up, down)
+
+    return schedule
+
+
+def _length(optim: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
+    """Steps of a cosine / onecycle schedule: `schedule_epochs` if set, else the whole run."""
+    if optim.get("schedule_epochs", 0) > 0:
+        return int(optim.schedule_epochs * steps_per_epoch)
+    return int(optim.total_steps)
 
 
 class _StartState(NamedTuple):
@@ -158,11 +195,13 @@ def make_optimizer(
     optim.total_steps = total_steps
     schedule = make_schedule(optim, steps_per_epoch)
     lr = optax.scale_by_learning_rate(schedule)
+    default_mask = _DECAY_MASKS[optim.get("decay_on", "all")]
     if all(_is_default_rule(g) for g in groups if not g.frozen):
-        return optax.chain(*_direction(optim), lr), schedule
+        return optax.chain(*_direction(optim, default_mask), lr), schedule
 
     def chain_of(g) -> optax.GradientTransformation:
-        inner = optax.chain(*_direction(optim, _DECAY_MASKS[g.weight_decay]))
+        mask = default_mask if g.weight_decay == "all" else _DECAY_MASKS[g.weight_decay]
+        inner = optax.chain(*_direction(optim, mask))
         if g.delayed:
             inner = start_on_first_gradient(inner)
         if g.lr_mult != 1.0:
@@ -170,7 +209,7 @@ def make_optimizer(
         return inner
 
     transforms = {str(i): chain_of(g) for i, g in enumerate(groups) if not g.frozen}
-    transforms["-1"] = optax.chain(*_direction(optim))
+    transforms["-1"] = optax.chain(*_direction(optim, default_mask))
     grouped = optax.multi_transform(transforms, functools.partial(_labels, groups=groups))
     return optax.chain(grouped, lr), schedule
 

@@ -214,7 +214,7 @@ def test_partial_label_map_leaves_unknown_entries_out():
 
 def test_method_defaults_are_the_documented_ones():
     m = methods.get("plain")
-    assert m.normalize_images is base.imagenet_normalize
+    assert m.normalize_images is base.default_normalize
     assert m.load_pretrained is base.load_backbone_weights
     assert m.init_params(None, None) == {} and m.state_sharding(None) == ()
 

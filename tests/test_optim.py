@@ -139,3 +139,46 @@ def _get(tree, path):
     for key in path.split("/"):
         tree = tree[key]
     return tree
+
+
+def test_onecycle_schedule_matches_torch_onecycle_lr():
+    """'onecycle' is PyTorch's OneCycleLR (cosine annealing, div 25, final div 1e4) as ASL and SPLC
+    call it: max_lr, steps_per_epoch, an `schedule_epochs`-long schedule, pct_start."""
+    torch = pytest.importorskip("torch")
+    config = base.get_config("plain")
+    config.optim.schedule = "onecycle"
+    config.optim.learning_rate = 1e-4
+    config.optim.schedule_epochs = 8
+    config.optim.onecycle_pct = 0.2
+    steps_per_epoch = 5
+    config.optim.total_steps = 3 * steps_per_epoch  # training stops early, as ASL's loop does
+    schedule = optim.make_schedule(config.optim, steps_per_epoch)
+    w = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([w], lr=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=1e-4, steps_per_epoch=steps_per_epoch, epochs=8, pct_start=0.2,
+        cycle_momentum=False,
+    )  # fmt: skip
+    expected = []
+    for _ in range(8 * steps_per_epoch):
+        expected.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    got = [float(schedule(s)) for s in range(8 * steps_per_epoch)]
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert got[0] == pytest.approx(1e-4 / 25, rel=1e-5) and max(got) == pytest.approx(1e-4, rel=1e-3)
+    assert got[-1] < 1e-6
+
+
+def test_decay_on_matrices_leaves_biases_undecayed():
+    """optim.decay_on='matrices': coupled L2 on >= 2-D leaves only (ASL's / SPLC's recipe)."""
+    config = base.get_config("plain")
+    config.optim.weight_decay = 0.1
+    config.optim.decay_on = "matrices"
+    params = {"kernel": jnp.ones((2, 2)), "bias": jnp.ones((2,))}
+    for groups in ((), (ParamGroup(("other",), lr_mult=2.0),)):
+        tx, _ = optim.make_optimizer(config.optim, 1, 10, groups)
+        zero = {"kernel": jnp.zeros((2, 2)), "bias": jnp.zeros((2,))}
+        updates, _ = tx.update(zero, tx.init(params), params)
+        assert np.all(np.asarray(updates["kernel"]) != 0)  # decay acts as a gradient
+        assert not np.asarray(updates["bias"]).any()

@@ -114,7 +114,8 @@ class ParamGroup(NamedTuple):
       delayed: the optimiser starts at the group's first non-zero gradient
         (`optim.start_on_first_gradient`; HST's margins, SARB's alpha/beta, which the reference
         leaves out of the graph until an activation epoch).
-      weight_decay: 'all' (config.optim.weight_decay on every leaf), 'none', or 'matrices' (only
+      weight_decay: 'all' (config.optim.weight_decay on the leaves `config.optim.decay_on`
+        names: every leaf by default), 'none', or 'matrices' (only
         leaves of >= 2 dimensions: no decay on biases and BatchNorm scales, as ASL's recipe).
       project: optional (leaf) -> leaf applied after every update (SARB's clamp of alpha and beta to
         [0, 1]); must be a module-level function (it is part of the compiled step).
@@ -139,6 +140,14 @@ def imagenet_normalize(config: Config, images: jax.Array) -> jax.Array:
     del config
     x = images.astype(jnp.float32) / 255.0
     return (x - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
+
+
+def default_normalize(config: Config, images: jax.Array) -> jax.Array:
+    """The default `Method.normalize_images`: `config.model.input_normalization` 'imagenet'
+    (`imagenet_normalize`) or 'unit' (uint8 / 255 only, as ASL's and SPLC's code feed images)."""
+    if config.model.input_normalization == "unit":
+        return images.astype(jnp.float32) / 255.0
+    return imagenet_normalize(config, images)
 
 
 def load_backbone_weights(config: Config, params: Any, batch_stats: Any) -> tuple[Any, Any]:
@@ -181,7 +190,8 @@ class Method(NamedTuple):
         parameters, placed at ``params['method']`` (default: none).
       param_groups: (config) -> tuple of `ParamGroup` (default: the frozen backbone stages).
       normalize_images: (config, images uint8 (B, H, W, 3)) -> float32 model input, applied on
-        device to every batch before `loss_fn`, `predict_fn` and `refresh` (default: ImageNet).
+        device to every batch before `loss_fn`, `predict_fn` and `refresh` (default:
+        `config.model.input_normalization`, ImageNet mean/std unless set to 'unit').
       load_pretrained: (config, params, batch_stats) -> (params, batch_stats) filled with
         pretrained weights at the start of a new run; never called when a checkpoint is restored
         (default: `config.model.backbone_weights` into the ResNet backbone).
@@ -213,7 +223,7 @@ class Method(NamedTuple):
     )
     init_params: Callable[[Config, DataInfo], dict] = lambda config, data_info: {}
     param_groups: Callable[[Config], tuple[ParamGroup, ...]] = backbone_groups
-    normalize_images: Callable[[Config, jax.Array], jax.Array] = imagenet_normalize
+    normalize_images: Callable[[Config, jax.Array], jax.Array] = default_normalize
     load_pretrained: Callable[[Config, Any, Any], tuple[Any, Any]] = load_backbone_weights
     refresh: Callable[..., MethodState] | None = None
     state_sharding: Callable[[Config], tuple] = lambda config: ()

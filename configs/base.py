@@ -41,6 +41,10 @@ def get_config(method: str = "plain") -> ml_collections.ConfigDict:
     c.data.scale_size = 512  # Train: resize to this square size first (reference 512).
     c.data.crop_sizes = (512, 448, 384, 320, 256)  # Train: square crop side drawn from these.
     c.data.image_size = 448  # Network input side, train and test (reference 448).
+    c.data.augment = "papers"  # Train augmentation: 'papers' (crops + flip) | 'asl' (ASL / SPLC).
+    c.data.cutout_factor = 0.5  # 'asl': Cutout rectangle side / image side (0 = no Cutout).
+    c.data.randaugment_ops = 2  # 'asl': RandAugment ops per image (N).
+    c.data.randaugment_magnitude = 9.0  # 'asl': RandAugment magnitude M (of 30).
     c.data.size_factor = 1.0  # Multiplies scale_size, crop_sizes and image_size (small images).
     c.data.label_embeddings = ml_collections.FieldReference(
         None, field_type=str

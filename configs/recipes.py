@@ -229,3 +229,45 @@ def largeloss_setup(config: ml_collections.ConfigDict, dataset: str) -> ml_colle
     config.train.batch_size = 16
     config.train.early_stop_drop = 3.0
     return config
+
+
+def splc_setup(config: ml_collections.ConfigDict, dataset: str) -> ml_collections.ConfigDict:
+    """The "SPLC setup" (Zhang et al.'s ASL-based code; `shared/reference/baselines_notes.md` §8,
+    §10) on 'coco': ResNet-50 from ImageNet weights (`weights/resnet50.pth`) + global average
+    pooling + linear head, end to end; 448-px square resize, Cutout 0.5 and RandAugment, no flip,
+    images in [0, 1] without mean/std normalisation; Adam lr 1e-4 with coupled L2 1e-4 on the >= 2-D
+    leaves only, a OneCycle schedule (pct_start 0.2) laid out over 80 epochs of which 31 are run,
+    batch 128, weight EMA 0.9997; each epoch the better of the raw and EMA weights on the *test*
+    set is kept (the setup has no validation split). The single positive labels: setting 'spl'
+    (uniform draw, label_seed 0) until the setup's fixed list files (`coco_train_singlelabel.txt`)
+    can be read by image name (the datasets issue); a (N, C) {-1, 0, 1} matrix in our example order
+    can be given now as data.partial_labels_file.
+    """
+    config.data.name, config.data.train_split, config.data.test_split = DATASETS[dataset]
+    config.data.setting = "spl"
+    config.data.image_size = 448
+    config.data.scale_size = 448
+    config.data.crop_sizes = (448,)
+    config.data.augment = "asl"
+    config.data.worker_count = 8
+    config.data.eval_worker_count = 8
+    config.data.val_fraction = 0.0
+    config.model.backbone = "resnet50"
+    config.model.width = 64
+    config.model.avg_pool_2x2 = False
+    config.model.frozen_stages = 0
+    config.model.input_normalization = "unit"
+    config.model.backbone_weights = "weights/resnet50.pth"
+    config.optim.name = "adam"
+    config.optim.learning_rate = 1e-4
+    config.optim.weight_decay = 1e-4
+    config.optim.decay_on = "matrices"
+    config.optim.schedule = "onecycle"
+    config.optim.onecycle_pct = 0.2
+    config.optim.schedule_epochs = 80
+    config.train.num_epochs = 31
+    config.train.batch_size = 128
+    config.train.eval_batch_size = 128
+    config.train.ema_decay = 0.9997
+    config.train.select_on = "test"  # the setup's rule: best of raw / EMA on the test set
+    return config

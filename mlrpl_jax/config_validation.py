@@ -80,6 +80,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice(config, "optim.name", ("adam", "adamw", "sgd"))
     _choice(config, "optim.schedule", ("step", "cosine", "onecycle", "constant"))
     _choice(config, "optim.decay_on", ("all", "matrices"))
+    _choice(config, "data.augment", ("papers", "asl"))
+    if not 0.0 <= config.data.cutout_factor <= 1.0:
+        _fail("data.cutout_factor", config.data.cutout_factor, "must be in [0, 1].")
+    if not 0.0 <= config.data.randaugment_magnitude <= 30.0:
+        _fail("data.randaugment_magnitude", config.data.randaugment_magnitude, "must be in [0, 30].")
     _choice(config, "model.input_normalization", ("imagenet", "unit"))
     if not 0.0 < config.optim.onecycle_pct < 1.0:
         _fail("optim.onecycle_pct", config.optim.onecycle_pct, "must be in (0, 1).")

@@ -133,3 +133,32 @@ def test_reference_mask_mode_in_the_pipeline(data):
     expected = np.where(keep, 2 * full.astype(np.int8) - 1, 0)
     for i in (0, 5, 63):
         np.testing.assert_array_equal(mask.map(train[i])["labels"], expected[i])
+
+
+def test_asl_augmentation_resizes_cuts_out_and_rand_augments():
+    """data.augment='asl': square resize, one random-colour Cutout rectangle of half the side,
+    RandAugment ops; deterministic per (seed, example), and every op keeps shape and dtype."""
+    from PIL import Image
+
+    from mlrpl_jax.data import transforms
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    aug = transforms.AslAugment(32, cutout_factor=0.5, num_ops=0)
+    out = aug.random_map({"image": image}, np.random.default_rng(1))["image"]
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+    resized = np.asarray(Image.fromarray(image).resize((32, 32), Image.BICUBIC))
+    changed = np.any(out != resized, axis=-1)
+    ys, xs = np.nonzero(changed)
+    assert 0 < changed.sum() <= 17 * 17  # one rectangle of at most (16 + 1)^2 pixels
+    box = out[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1]
+    assert (box == box[0, 0]).all()  # a single fill colour
+    again = aug.random_map({"image": image}, np.random.default_rng(1))["image"]
+    np.testing.assert_array_equal(out, again)
+    img = Image.fromarray(resized)
+    for name in transforms._RAND_AUGMENT_OPS:
+        for sign in (-1.0, 1.0):
+            result = np.asarray(transforms.rand_augment_op(img, name, 0.3, sign))
+            assert result.shape == (32, 32, 3) and result.dtype == np.uint8, name
+    assert not np.array_equal(np.asarray(transforms.rand_augment_op(img, "rotate", 0.5, 1.0)),
+                              resized)  # fmt: skip

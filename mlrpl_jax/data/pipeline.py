@@ -118,6 +118,15 @@ class TrainBatches:
             start()
 
 
+def _train_augment(data: ml_collections.ConfigDict):
+    """`data.augment`: 'papers' (`transforms.TrainAugment`) or 'asl' (`transforms.AslAugment`)."""
+    scale, crops, size = _sizes(data)
+    if data.augment == "asl":
+        return transforms.AslAugment(size, data.cutout_factor, data.randaugment_ops,
+                                     data.randaugment_magnitude)  # fmt: skip
+    return transforms.TrainAugment(scale, crops, size)
+
+
 def _read_options(data: ml_collections.ConfigDict) -> grain.ReadOptions:
     """grain's record-reading threads (`data.read_threads`; 0 reads in the loading thread)."""
     return grain.ReadOptions(
@@ -134,7 +143,6 @@ def make_train_loader(
     'full_labels': uint8 (b, C) (diagnostics only)} with b = local_batch_size; batches run across
     pass boundaries. Its state is checkpointable.
     """
-    scale, crops, size = _sizes(data)
     sampler = grain.samplers.IndexSampler(
         num_records=len(source),
         shard_options=grain.sharding.ShardByJaxProcess(drop_remainder=True),
@@ -145,7 +153,7 @@ def make_train_loader(
     loader = grain.DataLoader(
         data_source=source,
         sampler=sampler,
-        operations=[make_mask_transform(data, source), transforms.TrainAugment(scale, crops, size)],
+        operations=[make_mask_transform(data, source), _train_augment(data)],
         worker_count=data.worker_count,
         read_options=_read_options(data),
     )

@@ -140,3 +140,76 @@ class EvalTransform(grain.transforms.Map):
         targets = full if self.mask is None else self.mask.map(record)["labels"]
         image = np.asarray(_resize(record["image"], self.image_size), dtype=np.uint8)
         return {"image": image, "targets": targets.astype(np.int8), "valid": np.bool_(True)}
+
+
+# --- ASL / SPLC train augmentation ------------------------------------------------------------
+
+_RAND_AUGMENT_OPS = (
+    "identity", "autocontrast", "equalize", "rotate", "solarize", "color", "posterize",
+    "contrast", "brightness", "sharpness", "shear_x", "shear_y", "translate_x", "translate_y",
+)  # fmt: skip
+
+
+def rand_augment_op(img: Image.Image, name: str, level: float, sign: float) -> Image.Image:
+    """One RandAugment operation (Cubuk et al. 2020, their 14 ops) at `level` in [0, 1]
+    (magnitude / 30); `sign` (+-1) picks the direction of the signed ops."""
+    from PIL import ImageEnhance, ImageOps
+
+    if name == "identity":
+        return img
+    if name == "autocontrast":
+        return ImageOps.autocontrast(img)
+    if name == "equalize":
+        return ImageOps.equalize(img)
+    if name == "rotate":
+        return img.rotate(sign * 30.0 * level, resample=Image.BILINEAR)
+    if name == "solarize":
+        return ImageOps.solarize(img, threshold=int(256 - 256 * level))
+    if name == "posterize":
+        return ImageOps.posterize(img, bits=max(1, int(8 - 4 * level)))
+    if name in ("color", "contrast", "brightness", "sharpness"):
+        enhancer = {"color": ImageEnhance.Color, "contrast": ImageEnhance.Contrast,
+                    "brightness": ImageEnhance.Brightness,
+                    "sharpness": ImageEnhance.Sharpness}[name]  # fmt: skip
+        return enhancer(img).enhance(1.0 + sign * 0.9 * level)
+    w, h = img.size
+    if name in ("shear_x", "shear_y"):
+        s = sign * 0.3 * level
+        matrix = (1, s, 0, 0, 1, 0) if name == "shear_x" else (1, 0, 0, s, 1, 0)
+        return img.transform(img.size, Image.AFFINE, matrix, resample=Image.BILINEAR)
+    if name in ("translate_x", "translate_y"):
+        t = sign * 0.45 * level
+        matrix = (1, 0, t * w, 0, 1, 0) if name == "translate_x" else (1, 0, 0, 0, 1, t * h)
+        return img.transform(img.size, Image.AFFINE, matrix, resample=Image.BILINEAR)
+    raise ValueError(f"unknown RandAugment op {name!r}")
+
+
+class AslAugment(grain.transforms.RandomMap):
+    """The ASL code base's train augmentation, which the SPLC setup keeps: resize to
+    image_size x image_size (bicubic), Cutout (a cutout_factor-sized rectangle at a uniformly
+    random centre, clipped to the image, filled with a random colour; always applied, as ASL's
+    `CutoutPIL`), then RandAugment with `num_ops` ops drawn uniformly from Cubuk et al.'s 14 at
+    magnitude `magnitude` / 30 (N = 2, M = 9 by default: the RandAugment paper's ResNet-50 setting;
+    the exact defaults of the PyPI package ASL imports are not reproduced). No flip."""
+
+    def __init__(self, image_size: int, cutout_factor: float = 0.5, num_ops: int = 2,
+                 magnitude: float = 9.0):  # fmt: skip
+        self.image_size, self.cutout_factor = image_size, cutout_factor
+        self.num_ops, self.level = num_ops, magnitude / 30.0
+
+    def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        from PIL import ImageDraw
+
+        img = _resize(element["image"], self.image_size)
+        if self.cutout_factor > 0:
+            w, h = img.size
+            ch, cw = int(self.cutout_factor * h + 0.5), int(self.cutout_factor * w + 0.5)
+            yc, xc = int(rng.integers(h)), int(rng.integers(w))
+            y1, y2 = np.clip([yc - ch // 2, yc + ch // 2], 0, h)
+            x1, x2 = np.clip([xc - cw // 2, xc + cw // 2], 0, w)
+            img = img.copy()
+            fill = tuple(int(v) for v in rng.integers(0, 256, size=3))
+            ImageDraw.Draw(img).rectangle([int(x1), int(y1), int(x2), int(y2)], fill=fill)
+        for name in rng.choice(_RAND_AUGMENT_OPS, size=self.num_ops):
+            img = rand_augment_op(img, str(name), self.level, 1.0 if rng.random() < 0.5 else -1.0)
+        return dict(element, image=np.asarray(img.convert("RGB"), dtype=np.uint8))

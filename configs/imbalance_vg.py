@@ -1,0 +1,18 @@
+"""Paper 002's imbalance method and protocol (`recipes.imbalance_scale`) on VG-200, a dataset the
+paper does not use (no published number); the same settings as configs/imbalance_coco.py.
+
+  python -m mlrpl_jax.train --config configs/imbalance_vg.py --workdir runs/imbalance_vg \
+      --config.data.setting=ppl --config.data.known_proportion=0.3
+
+Settings: pal (default, 60 % known), ppl, spl, fal (--config.data.setting=...). The baselines in
+the same protocol: configs/imbalance_vg.py:an (wan, focal, asl, bce_ls, ...).
+"""
+
+from configs import base, recipes
+
+
+def get_config(method: str = "imbalance"):
+    config = recipes.imbalance_scale(base.get_config(method), "vg")
+    if method == "asl":
+        config.method_config.unknown = "negative"  # as paper 002 runs ASL
+    return config

@@ -169,10 +169,9 @@ TRANSFER_THRESHOLDS = {
 def imbalance_scale(config: ml_collections.ConfigDict, dataset: str) -> ml_collections.ConfigDict:
     """Paper 002's network and input on 'coco', 'voc' or 'vg' (the paper's other datasets,
     NUS-WIDE, CUB and Open Images, get their configs with the datasets issue): ResNet-50 from
-    ImageNet weights
-    (`weights/resnet50.pth`, a torchvision state dict) + FC, trained end to end (nothing frozen),
-    448-px resize and horizontal flip (no crop), ImageNet normalisation, full labels on the
-    test split.
+    ImageNet weights (`weights/resnet50.pth`, a torchvision state dict) + FC, trained end to end
+    (nothing frozen), 448-px resize and horizontal flip (no crop), ImageNet normalisation, full
+    labels on the test split.
 
     The paper gives neither optimiser, learning rate, batch size nor epochs; it compares with the
     baselines "using the authors' source code and training methods", i.e. Cole et al.'s protocol,

@@ -144,9 +144,20 @@ class Table(NamedTuple):
         return mean, float("nan")
 
 
+# Row order of the tables: the baselines, then the SSGRL family as the papers list it; other
+# methods follow in the order their runs were found.
+ROW_ORDER = (
+    "plain", "partial_bce", "cl", "asl", "focal", "bce_ls", "an", "an_ls", "wan", "epr", "role",
+    "ll_r", "ll_ct", "ll_cp", "splc", "hill", "imbalance", "ssgrl", "sst", "hst", "hst_fb",
+    "sarb", "dsrb",
+)  # fmt: skip
+
+
 def summarize(runs: Sequence[Run], metrics: Sequence[str] = AVERAGED) -> Table:
-    """Groups runs by (method, proportion) and takes mean and std over seeds (run order kept)."""
-    methods = list(dict.fromkeys(r.method for r in runs))
+    """Groups runs by (method, proportion) and takes mean and std over seeds (rows in
+    `ROW_ORDER`, unknown methods after them in run order)."""
+    found = list(dict.fromkeys(r.method for r in runs))
+    methods = [m for m in ROW_ORDER if m in found] + [m for m in found if m not in ROW_ORDER]
     proportions = sorted({r.proportion for r in runs})
     cells: dict = {}
     for r in sorted(runs, key=lambda r: r.seed):

@@ -35,19 +35,25 @@ from typing import Any
 from absl import app, flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "configs/pretrain_synthetic.py", "Pretraining config.", lock_config=True
-)
-_PROBE_CONFIG = config_flags.DEFINE_config_file(
-    "probe_config",
-    "configs/synthetic_transfer.py:plain",
-    "Config whose data is the evaluation world of the linear probe.",
-    lock_config=True,
-)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory of the pretraining.")
-_OUT = flags.DEFINE_string("out", None, "Where to write the backbone weights (.npz).")
-_PROBE = flags.DEFINE_bool("probe", True, "Run the linear probe on the evaluation world.")
-flags.mark_flags_as_required(["workdir", "out"])
+_FLAGS: dict = {}
+
+
+def _define_flags() -> None:
+    """The command line's flags (defined only when run as a program: `mlrpl_jax.train` defines
+    flags of the same names, and both modules may be imported in one process)."""
+    _FLAGS["config"] = config_flags.DEFINE_config_file(
+        "config", "configs/pretrain_synthetic.py", "Pretraining config.", lock_config=True
+    )
+    _FLAGS["probe_config"] = config_flags.DEFINE_config_file(
+        "probe_config",
+        "configs/synthetic_transfer.py:plain",
+        "Config whose data is the evaluation world of the linear probe.",
+        lock_config=True,
+    )
+    _FLAGS["workdir"] = flags.DEFINE_string("workdir", None, "Run directory of the pretraining.")
+    _FLAGS["out"] = flags.DEFINE_string("out", None, "Where to write the backbone weights (.npz).")
+    _FLAGS["probe"] = flags.DEFINE_bool("probe", True, "Run the linear probe on the evaluation world.")
+    flags.mark_flags_as_required(["workdir", "out"])
 
 
 def export_backbone(config, workdir: str, out: str) -> dict[str, Any]:
@@ -144,7 +150,7 @@ def main(argv):
     from mlrpl_jax.metric_writer import atomic_write_json
 
     jax.config.update("jax_threefry_partitionable", False)  # as mlrpl_jax.train
-    config, workdir, out = _CONFIG.value, _WORKDIR.value, _OUT.value
+    config, workdir, out = (_FLAGS[k].value for k in ("config", "workdir", "out"))
     report: dict[str, Any] = {"config": config.to_dict(), "workdir": os.path.abspath(workdir)}
     start = time.perf_counter()
     final = trainer.run(config, workdir)
@@ -152,8 +158,8 @@ def main(argv):
     report["pretraining_world_test"] = {k: final[k] for k in ("mAP", "OF1", "CF1", "OP", "OR")}
     report["export"] = export_backbone(config, workdir, out)
     print(f"Wrote {out} (backbone of step {report['export']['step']}).")
-    if _PROBE.value:
-        probe_config = _PROBE_CONFIG.value
+    if _FLAGS["probe"].value:
+        probe_config = _FLAGS["probe_config"].value
         start = time.perf_counter()
         report["linear_probe_test_mAP"] = {
             "pretrained": linear_probe(probe_config, out),
@@ -166,4 +172,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

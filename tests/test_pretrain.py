@@ -152,3 +152,27 @@ def test_transfer_thresholds_are_the_calibrated_ones():
 
     assert sst_coco.get_config().method_config.inter_threshold == 0.95
     assert hst_coco.get_config().method_config.inter_margin == 1.0
+
+
+@pytest.mark.slow
+def test_pretrain_command_line(tmp_path):
+    """`python -m mlrpl_jax.pretrain` trains, exports and probes, and writes its figures."""
+    import json
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    data = f"--config.data.data_dir={tmp_path / 'data'}"
+    out = str(tmp_path / "w.npz")
+    subprocess.run(
+        [sys.executable, "-m", "mlrpl_jax.pretrain", "--config=configs/tiny.py", data,
+         "--config.data.setting=fal", "--probe_config=configs/tiny.py",
+         f"--probe_config.data.data_dir={tmp_path / 'data'}", f"--workdir={tmp_path / 'run'}",
+         f"--out={out}"],
+        cwd=root, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    with open(out + ".json") as f:
+        report = json.load(f)
+    assert report["export"]["step"] == 8
+    assert set(report["linear_probe_test_mAP"]) == {"pretrained", "random_init"}
+    assert 0 < report["pretraining_world_test"]["mAP"] <= 100

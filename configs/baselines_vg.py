@@ -17,11 +17,6 @@ where they give one (COCO 2.9, VOC 1.5); for VG-200 none is published and the ru
 
 from configs import base, recipes
 
-EXPECTED_POSITIVES = {"coco": 2.9, "voc": 1.5}
-
 
 def get_config(method: str = "partial_bce"):
-    config = recipes.paper_scale(base.get_config(method), "vg")
-    if method in ("epr", "role"):
-        config.method_config.expected_positives = EXPECTED_POSITIVES.get("vg")
-    return config
+    return recipes.baselines_paper_scale(base.get_config(method), "vg")

@@ -18,9 +18,4 @@ from configs import base, recipes
 
 
 def get_config(method: str = "imbalance"):
-    config = recipes.imbalance_scale(base.get_config(method), "coco")
-    if method == "asl":
-        config.method_config.unknown = "negative"  # paper 002 runs ASL with unknowns negative
-    if method in ("epr", "role"):
-        config.method_config.expected_positives = 2.9  # Cole et al.'s COCO value
-    return config
+    return recipes.imbalance_scale(base.get_config(method), "coco")

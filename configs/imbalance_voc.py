@@ -12,7 +12,4 @@ from configs import base, recipes
 
 
 def get_config(method: str = "imbalance"):
-    config = recipes.imbalance_scale(base.get_config(method), "voc")
-    if method == "asl":
-        config.method_config.unknown = "negative"  # as paper 002 runs ASL
-    return config
+    return recipes.imbalance_scale(base.get_config(method), "voc")

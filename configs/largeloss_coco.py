@@ -16,7 +16,4 @@ from configs import base, recipes
 
 
 def get_config(method: str = "ll_ct"):
-    config = recipes.largeloss_setup(base.get_config(method), "coco")
-    if method in ("epr", "role"):
-        config.method_config.expected_positives = 2.9  # Cole et al.'s COCO value
-    return config
+    return recipes.largeloss_setup(base.get_config(method), "coco")

@@ -14,13 +14,26 @@ from mlrpl_jax import losses
 B, C = 6, 7
 
 
-@pytest.fixture
-def case():
+CASES = ("random", "no_known_label", "all_positive", "no_positive_image")
+
+
+@pytest.fixture(params=CASES)
+def case(request):
+    """Random logits with partial labels: mixed (one image without known labels), none known in
+    the whole batch, every entry a known positive, and an image whose known labels are all
+    negative (and no image with a known positive but one)."""
     rng = np.random.default_rng(0)
     logits = rng.normal(0.0, 2.0, (B, C)).astype(np.float32)
     labels = rng.choice([-1, 0, 1], size=(B, C), p=[0.3, 0.5, 0.2]).astype(np.int8)
     labels[0] = 0  # an image without known labels
     labels[1, 0] = 1
+    if request.param == "no_known_label":
+        labels[:] = 0
+    elif request.param == "all_positive":
+        labels[:] = 1
+    elif request.param == "no_positive_image":
+        labels[labels == 1] = -1
+        labels[2, 3] = 1
     return logits, labels
 
 
@@ -286,7 +299,50 @@ def test_values_and_gradients_match_mlcpl(case, mlcpl_losses, ours, theirs):
     x, y = case
     value, grad = _torch_value_and_grad(theirs(mlcpl_losses), x, y)
     got = float(ours(x, y)[0])
+    if not np.isfinite(value):  # mlcpl's mean over known entries is 0/0 without any; ours is 0
+        assert not y.any() and got == 0.0
+        return
     got_grad = np.asarray(jax.grad(lambda a: ours(a, y)[0])(x))
     # Cole's `an` adds 1e-5 inside the log (mlcpl does not): 1e-4 relative for it, 1e-6 else.
     np.testing.assert_allclose(got, value, rtol=1e-4 if ours is AN else 1e-6)
     np.testing.assert_allclose(got_grad, grad, rtol=1e-3, atol=2e-5)
+
+
+def test_large_loss_threshold_ties_are_all_rejected():
+    """Entries whose loss equals the k-th largest are all rejected / corrected (>=, as coded)."""
+    x = np.zeros((2, 4), np.float32)  # every unobserved loss equal: log 2
+    x[0, 0] = 3.0
+    y = np.zeros((2, 4), np.int8)
+    y[0, 0] = 1
+    _, _, masks = losses.large_loss(x, y, 1, correct=False)
+    assert np.asarray(masks["hit"]).sum() == 7  # k = 1, but 7 entries tie at the threshold
+    assert not np.asarray(masks["above_threshold"]).any()
+
+
+def test_large_loss_matches_mlcpl_up_to_its_documented_differences(mlcpl_losses):
+    """mlcpl's LargeLossRejection / CorrectionTemporary differ from LargeLossMatters (which
+    wins): k is round(#non-zero unobserved losses x epoch delta_rel %) (not ceil(B C (1 -
+    clean_rate))), and entries *strictly* above the k-th largest loss are rejected, i.e. k - 1 of
+    them without ties. With that k - 1, values and gradients are ours."""
+    import torch
+
+    path = mlcpl_losses.__file__.replace("focal_losses.py", "large_loss_matters.py")
+    with open(path) as f:
+        source = f.read().replace("from . import PartialNegativeBCEWithLogitLoss", "")
+    namespace = {"PartialNegativeBCEWithLogitLoss": mlcpl_losses.PartialNegativeBCEWithLogitLoss}
+    exec(compile(source, path, "exec"), namespace)  # noqa: S102 - the oracle's own source
+    rng = np.random.default_rng(5)
+    x = rng.normal(0.0, 2.0, (8, 10)).astype(np.float32)
+    y = rng.choice([-1, 0, 1], size=(8, 10), p=[0.1, 0.7, 0.2]).astype(np.int8)
+    epoch, delta_rel = 3, 10.0  # mlcpl's delta_rel is in percent
+    k_mlcpl = round(int(np.sum(y == 0)) * epoch * delta_rel / 100)
+    for name, correct in (("LargeLossRejection", False), ("LargeLossCorrectionTemporary", True)):
+        oracle = namespace[name](delta_rel=delta_rel)
+        value, grad = _torch_value_and_grad(lambda a, t, o=oracle: o(a, t, epoch), x, y)
+        got = float(losses.large_loss(x, y, k_mlcpl - 1, correct=correct)[0])
+        got_grad = np.asarray(
+            jax.grad(lambda a, c=correct: losses.large_loss(a, y, k_mlcpl - 1, correct=c)[0])(x)
+        )
+        np.testing.assert_allclose(got, value, rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(got_grad, grad, rtol=1e-3, atol=1e-6, err_msg=name)
+    del torch

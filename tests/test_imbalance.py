@@ -115,3 +115,17 @@ def trainer_decode(table):
     from mlrpl_jax.ops import example_table
 
     return example_table.decode(table)
+
+
+@pytest.mark.parametrize("labels_case", ["none_known", "all_known", "no_positive"])
+def test_loss_edge_cases(labels_case):
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 2, (4, 5)).astype(np.float32)
+    y = {"none_known": np.zeros((4, 5), np.int8), "all_known": np.where(x > 0, 1, -1),
+         "no_positive": np.where(x > 0, 0, -1)}[labels_case].astype(np.int8)  # fmt: skip
+    pseudo = rng.uniform(0, 1, (4, 5)).astype(np.float32)
+    picked = np.ones((4, 5), bool)
+    got, metrics = imb.imbalance_loss(x, y, pseudo, picked, d=1.3)
+    np.testing.assert_allclose(float(got), eq12_by_hand(x, y, pseudo, picked, 1.3), rtol=1e-5)
+    if labels_case != "all_known":
+        assert float(metrics["beta"]) == pytest.approx(0.05)  # no known positive: beta = gamma

@@ -11,8 +11,9 @@ pass --devices 0 to use the real ones. Two measurements:
    N_pad * C * itemsize / devices; and the temporary bytes (an all-gather of the table would show
    here as ~ the whole table).
 2. Step overhead: the trainer's whole jitted train step of `plain` (CPU-scale ResNet-18, C
-   classes) against the same step of a method that also gathers, updates and scatters its
-   uint8 (N, C) table every step (`ops.example_table`), timed in turns in one process.
+   classes) against the same network's step of the `imbalance` method (paper 002), which also
+   gathers, updates and scatters its uint8 (N, C) pseudo-label table every step
+   (`ops.example_table`) and computes its loss, timed in turns in one process.
 """
 
 import argparse
@@ -88,30 +89,12 @@ def main():
     from configs import recipes
     from mlrpl_jax import methods, trainer
 
-    plain = methods.get("plain")
-
-    def init_state(config, data_info, rng):
-        del config, rng
-        return {
-            "table": table_ops.from_partial_labels(data_info.train_partial_labels(), dtype="uint8")
-        }
-
-    def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock):
-        loss, out = plain.loss_fn(
-            model, config, params, batch_stats, method_state, batch, rng, clock
-        )
-        ids = batch["example_id"]
-        rows = table_ops.gather(method_state["table"], ids)
-        table = table_ops.scatter(method_state["table"], ids, 0.9 * rows + 0.05)
-        return loss, out._replace(method_state={"table": table})
-
-    with_table = plain._replace(
-        init_state=init_state,
-        loss_fn=loss_fn,
-        state_sharding=lambda config: (table_ops.sharding_rule(r"^method_state/table$"),),
-    )
-    config = recipes.synthetic_cpu_scale(base_config.get_config("plain"))
-    config.data.size_factor = args.image_size / 448
+    plain, imbalance = methods.get("plain"), methods.get("imbalance")
+    configs = {}
+    for name in ("plain", "imbalance"):
+        configs[name] = recipes.synthetic_cpu_scale(base_config.get_config(name))
+        configs[name].data.size_factor = args.image_size / 448
+    configs["imbalance"].method_config.table_dtype = "uint8"
     labels = np.zeros((n, c), np.int8)  # all unknown: the table starts at 0.5
     info = methods.DataInfo(
         num_classes=c, class_names=tuple(f"c{i}" for i in range(c)), num_train_examples=n,
@@ -131,8 +114,12 @@ def main():
     print(f"\n2. whole train step (plain, ResNet-18 w16, {args.image_size} px), median of "
           f"{args.steps} steps, timed in turns")  # fmt: skip
     t0 = time.perf_counter()
-    runs = {name: trainer.make_train_fns(config, m, info, mesh, 100, 1000)
-            for name, m in (("plain", plain), ("plain + uint8 table", with_table))}  # fmt: skip
+    runs = {
+        "plain": trainer.make_train_fns(configs["plain"], plain, info, mesh, 100, 1000),
+        "imbalance (uint8 table)": trainer.make_train_fns(
+            configs["imbalance"], imbalance, info, mesh, 100, 1000
+        ),
+    }
     print(
         f"   set-up (both, incl. the table's host init and placement): {time.perf_counter() - t0:.1f} s"
     )
@@ -146,7 +133,7 @@ def main():
             jax.block_until_ready(states[name].params)
             if i:  # the first call compiles
                 times[name].append(time.perf_counter() - t)
-    table = states["plain + uint8 table"].method_state["table"]
+    table = states["imbalance (uint8 table)"].method_state["pseudo_labels"]
     per_dev = {s.data.nbytes for s in table.addressable_shards}
     base_t = float(np.median(times["plain"]))
     for name, ts in times.items():

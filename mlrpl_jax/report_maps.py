@@ -72,8 +72,8 @@ def sample_outputs(run_dir: str, which: str = "best", num_images: int = 4):
     return config, exp.train_source.class_names, images, np.asarray(logits), aux
 
 
-def plot_cooccurrence(images, pair_logits, class_names, path: str) -> None:
-    """Each image beside its learned co-occurrence matrix S (C, C)."""
+def plot_cooccurrence(images, pair_logits, class_names, path: str, dpi: int = 110) -> None:
+    """Each image beside its learned co-occurrence matrix S (C, C), saved at `dpi`."""
     from mlrpl_jax.report import pyplot
 
     plt = pyplot()
@@ -93,11 +93,13 @@ def plot_cooccurrence(images, pair_logits, class_names, path: str) -> None:
         fig.colorbar(im, ax=axes[b][1], fraction=0.046)
     axes[0][1].set_title("learned co-occurrence S[i, j]", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
 
 
-def plot_attention(images, logits, attention, class_names, path: str, top: int = 3) -> None:
+def plot_attention(
+    images, logits, attention, class_names, path: str, top: int = 3, dpi: int = 110
+) -> None:
     """Each image and the attention maps (upsampled) of its `top` highest-scoring classes."""
     from mlrpl_jax.report import pyplot
 
@@ -118,21 +120,23 @@ def plot_attention(images, logits, attention, class_names, path: str, top: int =
         for ax in axes[b]:
             ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
 
 
-def report_maps(run_dir: str, out: str, which: str = "best", num_images: int = 4) -> list[str]:
+def report_maps(
+    run_dir: str, out: str, which: str = "best", num_images: int = 4, dpi: int = 110
+) -> list[str]:
     """Writes the figures the run's model supports; returns their paths."""
     _, names, images, logits, aux = sample_outputs(run_dir, which, num_images)
     os.makedirs(out, exist_ok=True)
     written = []
     if "pair_logits" in aux:
         written.append(os.path.join(out, "cooccurrence.png"))
-        plot_cooccurrence(images, aux["pair_logits"], names, written[-1])
+        plot_cooccurrence(images, aux["pair_logits"], names, written[-1], dpi=dpi)
     if "attention" in aux:
         written.append(os.path.join(out, "attention.png"))
-        plot_attention(images, logits, aux["attention"], names, written[-1])
+        plot_attention(images, logits, aux["attention"], names, written[-1], dpi=dpi)
     if not written:
         print(f"[report_maps] {run_dir}: the model has neither pair logits nor attention maps.")
     return written
@@ -144,8 +148,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--checkpoint", choices=("best", "latest"), default="best")
     parser.add_argument("--images", type=int, default=4)
+    parser.add_argument("--dpi", type=int, default=110, help="resolution of the PNGs")
     args = parser.parse_args(argv)
-    for path in report_maps(args.run_dir, args.out, args.checkpoint, args.images):
+    for path in report_maps(args.run_dir, args.out, args.checkpoint, args.images, args.dpi):
         print(path)
 
 

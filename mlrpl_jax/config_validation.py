@@ -84,7 +84,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not 0.0 <= config.data.cutout_factor <= 1.0:
         _fail("data.cutout_factor", config.data.cutout_factor, "must be in [0, 1].")
     if not 0.0 <= config.data.randaugment_magnitude <= 30.0:
-        _fail("data.randaugment_magnitude", config.data.randaugment_magnitude, "must be in [0, 30].")
+        _fail(
+            "data.randaugment_magnitude", config.data.randaugment_magnitude, "must be in [0, 30]."
+        )
     _choice(config, "model.input_normalization", ("imagenet", "unit"))
     if not 0.0 < config.optim.onecycle_pct < 1.0:
         _fail("optim.onecycle_pct", config.optim.onecycle_pct, "must be in (0, 1).")
@@ -141,6 +143,8 @@ def _validate_selection(config: ml_collections.ConfigDict) -> None:
             "select_on='test' (only to reproduce a paper that selects on the test set).",
         )
     if train.early_stop_drop < 0:
-        _fail("train.early_stop_drop", train.early_stop_drop, "must be >= 0 (0 = never stop early).")
+        _fail(
+            "train.early_stop_drop", train.early_stop_drop, "must be >= 0 (0 = never stop early)."
+        )
     if not 0.0 <= train.ema_decay < 1.0:
         _fail("train.ema_decay", train.ema_decay, "must be in [0, 1) (0 = no weight EMA).")

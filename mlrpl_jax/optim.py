@@ -41,7 +41,9 @@ def make_schedule(optim: ml_collections.ConfigDict, steps_per_epoch: int) -> opt
     elif optim.schedule == "constant":
         schedule = optax.constant_schedule(lr)
     elif optim.schedule == "cosine":
-        schedule = optax.cosine_decay_schedule(lr, decay_steps=max(1, _length(optim, steps_per_epoch)))
+        schedule = optax.cosine_decay_schedule(
+            lr, decay_steps=max(1, _length(optim, steps_per_epoch))
+        )
     elif optim.schedule == "onecycle":
         schedule = onecycle(lr, max(2, _length(optim, steps_per_epoch)), optim.onecycle_pct)
     else:

@@ -52,7 +52,9 @@ def _define_flags() -> None:
     )
     _FLAGS["workdir"] = flags.DEFINE_string("workdir", None, "Run directory of the pretraining.")
     _FLAGS["out"] = flags.DEFINE_string("out", None, "Where to write the backbone weights (.npz).")
-    _FLAGS["probe"] = flags.DEFINE_bool("probe", True, "Run the linear probe on the evaluation world.")
+    _FLAGS["probe"] = flags.DEFINE_bool(
+        "probe", True, "Run the linear probe on the evaluation world."
+    )
     flags.mark_flags_as_required(["workdir", "out"])
 
 

@@ -91,7 +91,8 @@ def load_run(path: str, select: str = "final") -> Run | None:
         proportion=float(config["data"]["known_proportion"]),
         seed=int(config["seed"]),
         final=(
-            results["metrics"] if select == "final"
+            results["metrics"]
+            if select == "final"
             else val_selected(records, config["data"]["name"])
         ),
         records=records,

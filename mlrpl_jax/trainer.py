@@ -414,7 +414,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             if drop > 0 and best - score > drop:
                 stopped = {"epoch": epoch, "step": step, "best_mAP": best, "mAP": score,
                            "rule": f"selection mAP more than {drop:g} below its best"}  # fmt: skip
-                bar.write(f"Early stop after epoch {epoch}: {source} mAP {score:.2f}, best {best:.2f}.")
+                bar.write(
+                    f"Early stop after epoch {epoch}: {source} mAP {score:.2f}, best {best:.2f}."
+                )
         if epoch % cfg.checkpoint.every_epochs == 0 or step == total or stopped:
             ckpt.save(state, train_iter)
     bar.close()

@@ -44,8 +44,8 @@ import numpy as np
 from configs import synthetic_transfer
 from mlrpl_jax import checkpointing, trainer
 from mlrpl_jax.data import pipeline
-from mlrpl_jax.metric_writer import atomic_write_json
 from mlrpl_jax.methods import base, common
+from mlrpl_jax.metric_writer import atomic_write_json
 from mlrpl_jax.ops import pseudo_labels as pl
 
 GRID = np.round(np.arange(0.05, 0.995, 0.01), 2)
@@ -154,8 +154,8 @@ def main():
         for p in args.proportions:
             exp, state = trained_state(method, p, args.workdir)
             val = validation_scores(exp, state)
-            for branch in curves:
-                curves[branch][p] = curve(val[branch], val["labels"], val["full"], strict)
+            for branch, by_p in curves.items():
+                by_p[p] = curve(val[branch], val["labels"], val["full"], strict)
         chosen = {}
         for branch, by_p in curves.items():
             theta = choose(by_p, args.target_precision, args.min_positives)

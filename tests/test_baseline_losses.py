@@ -90,10 +90,13 @@ def test_dualcoop_and_taidpt_asl_match_the_formulas(case):
     t[2, :] = 0.5
     p = sig(x - neg_logits)
     pm = np.maximum(p - 0.05, 0)
-    expected = -np.sum(
-        (t > 0.9) * (1 - p) * np.log(np.maximum(p, 1e-8))
-        + (t < -0.9) * pm**2 * np.log(np.maximum(1 - pm, 1e-8))
-    ) / B
+    expected = (
+        -np.sum(
+            (t > 0.9) * (1 - p) * np.log(np.maximum(p, 1e-8))
+            + (t < -0.9) * pm**2 * np.log(np.maximum(1 - pm, 1e-8))
+        )
+        / B
+    )
     got, _ = losses.sigmoid_difference_asl(neg_logits, x, t)
     np.testing.assert_allclose(float(got), expected, rtol=1e-5)
 
@@ -191,7 +194,7 @@ def test_large_loss_matches_the_reference_rule(case, correct):
     x, y = case
     for k in (0, 1, 5, 30, B * C):  # 30 exceeds the non-zero entries: t = 0 edge case
         expected, changed = large_loss_by_hand(x, y, k, correct)
-        got, metrics, masks = losses.large_loss(x, y, k, correct=correct)
+        got, _, masks = losses.large_loss(x, y, k, correct=correct)
         np.testing.assert_allclose(float(got), expected, rtol=1e-5, err_msg=str(k))
         np.testing.assert_array_equal(np.asarray(masks["hit"]), changed)
         strictly = np.asarray(masks["above_threshold"])
@@ -264,7 +267,7 @@ def mlcpl_losses():
     return module
 
 
-def AN(x, y):  # noqa: N802 - marks the case with Cole's epsilon
+def AN(x, y):
     return losses.an(x, y)
 
 

@@ -85,12 +85,8 @@ def test_refresh_clusters_the_known_positive_features_of_one_pass(tiny):
     points, mask = kmeans.pad_by_class(feats, labels == 1, 16)
     seed = int(np.random.SeedSequence([config.seed, 5, 0xC57]).generate_state(1)[0])
     expected = kmeans.batched_kmeans(points, mask, 2, jax.random.PRNGKey(seed), n_init=2)
-    np.testing.assert_allclose(
-        new["prototypes"], expected.centroids, rtol=1e-4, atol=1e-4
-    )
-    np.testing.assert_array_equal(
-        new["prototype_points"], np.minimum((labels == 1).sum(0), 16)
-    )
+    np.testing.assert_allclose(new["prototypes"], expected.centroids, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(new["prototype_points"], np.minimum((labels == 1).sum(0), 16))
 
 
 def test_fixed_margins_have_no_parameters(tiny):

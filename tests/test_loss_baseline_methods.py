@@ -65,7 +65,7 @@ def test_role_table_is_initialised_from_the_observed_labels_sharded_and_trained_
 def test_ll_cp_paper_rule_stores_permanent_corrections_from_epoch_one():
     config = tiny_config(method="ll_cp")
     config.method_config.delta_rel = 0.05
-    fns, mesh, info = _fns(config)
+    fns, mesh, _ = _fns(config)
     state = fns.state
     table = state.method_state["corrections"]
     assert table.dtype == np.uint8 and table.sharding.spec == P("data", None)

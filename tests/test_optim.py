@@ -166,7 +166,9 @@ def test_onecycle_schedule_matches_torch_onecycle_lr():
         sched.step()
     got = [float(schedule(s)) for s in range(8 * steps_per_epoch)]
     np.testing.assert_allclose(got, expected, rtol=1e-5)
-    assert got[0] == pytest.approx(1e-4 / 25, rel=1e-5) and max(got) == pytest.approx(1e-4, rel=1e-3)
+    assert got[0] == pytest.approx(1e-4 / 25, rel=1e-5) and max(got) == pytest.approx(
+        1e-4, rel=1e-3
+    )
     assert got[-1] < 1e-6
 
 

@@ -151,7 +151,7 @@ def test_asl_augmentation_resizes_cuts_out_and_rand_augments():
     changed = np.any(out != resized, axis=-1)
     ys, xs = np.nonzero(changed)
     assert 0 < changed.sum() <= 17 * 17  # one rectangle of at most (16 + 1)^2 pixels
-    box = out[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1]
+    box = out[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
     assert (box == box[0, 0]).all()  # a single fill colour
     again = aug.random_map({"image": image}, np.random.default_rng(1))["image"]
     np.testing.assert_array_equal(out, again)

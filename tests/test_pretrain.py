@@ -29,7 +29,8 @@ def test_exported_backbone_runs_identically_in_torchvision(tmp_path):
         "params": variables["params"],
         "batch_stats": jax.tree_util.tree_map_with_path(
             lambda path, x: (
-                rng.uniform(0.5, 1.5, x.shape) if path[-1].key == "var"
+                rng.uniform(0.5, 1.5, x.shape)
+                if path[-1].key == "var"
                 else rng.normal(0.0, 0.1, x.shape)
             ).astype(np.float32),
             variables["batch_stats"],

@@ -78,7 +78,9 @@ def test_evaluate_cli_function_restores_the_best_checkpoint(finished_run):
     best_step = ckpt.best.best_step()
     # The best checkpoint is the one with the highest *validation* mAP (partial labels), and
     # evaluating it on the test split gives the test mAP logged at that step.
-    records = [r for r in read_jsonl(f"{workdir}/metrics.jsonl") if "eval/synthetic_scenes/mAP" in r]
+    records = [
+        r for r in read_jsonl(f"{workdir}/metrics.jsonl") if "eval/synthetic_scenes/mAP" in r
+    ]
     val = {r["step"]: r["eval/synthetic_scenes/val/mAP"] for r in records}
     assert best_step == max(val, key=lambda k: (val[k], -k))
     assert ckpt.best_map() == pytest.approx(val[best_step], abs=1e-6)
@@ -88,7 +90,9 @@ def test_evaluate_cli_function_restores_the_best_checkpoint(finished_run):
     assert os.path.exists(f"{workdir}/eval_best.json")
     with open(os.path.join(workdir, "results.json")) as f:
         selection = json.load(f)["selection"]
-    assert selection["select_on"] == "val" and "validation split (partial labels)" in selection["rule"]
+    assert (
+        selection["select_on"] == "val" and "validation split (partial labels)" in selection["rule"]
+    )
 
 
 def test_evaluation_scores_every_test_example_with_the_configured_ap(finished_run):

@@ -110,9 +110,9 @@ def softmax_pair_asl(
       neg_logits, pos_logits: (B, C) the negative and positive prompt logits.
       labels: (B, C) {-1, 0, 1} (DualCoOp's own encoding 1 / 0 / -1 is converted at its boundary).
     """
-    p = jax.nn.softmax(
-        jnp.stack([neg_logits, pos_logits], axis=-1).astype(jnp.float32), axis=-1
-    )[..., 1]
+    p = jax.nn.softmax(jnp.stack([neg_logits, pos_logits], axis=-1).astype(jnp.float32), axis=-1)[
+        ..., 1
+    ]
     pos, neg = _masks(labels, "ignore")
     l_pos, l_neg = _asl_terms(p, gamma_pos, gamma_neg, clip, eps, True)
     loss = jnp.sum(pos * l_pos + neg * l_neg)

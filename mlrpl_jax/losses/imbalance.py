@@ -93,7 +93,9 @@ def imbalance_loss(
     n_e = jnp.maximum(jnp.sum(k, axis=-1), 1.0)
     n_s = jnp.maximum(jnp.sum(s, axis=-1), 1.0)
     pos = jnp.sum(k * y * log_p, -1) / n_e + d * jnp.sum(s * t * log_p, -1) / n_s
-    neg = jnp.sum(k * (1 - y) * log_not_p, -1) / n_e + d * jnp.sum(s * (1 - t) * log_not_p, -1) / n_s
+    neg = (
+        jnp.sum(k * (1 - y) * log_not_p, -1) / n_e + d * jnp.sum(s * (1 - t) * log_not_p, -1) / n_s
+    )
     if use_alpha_beta:
         alpha, beta = imbalance_coefficients(labels, gamma)
     else:

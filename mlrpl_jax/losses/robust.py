@@ -38,7 +38,7 @@ def large_loss_budget(num_entries: int, epoch: int, delta_rel: float) -> int:
     """k = ceil(B C (1 - clean_rate)), clean_rate = 1 - epoch * delta_rel (LL-R, LL-Ct). Epoch 0
     (0-based) has clean_rate 1, k = 0 (no modification)."""
     clean_rate = 1.0 - epoch * delta_rel
-    return int(math.ceil(num_entries * (1.0 - clean_rate) - 1e-9))
+    return math.ceil(num_entries * (1.0 - clean_rate) - 1e-9)
 
 
 def large_loss(

@@ -32,13 +32,20 @@ def floors(runs, methods=GUARDED, proportion: float = 0.5) -> dict:
     """{method: {'floor', 'study_values', 'rule'}} from the study's runs."""
     out = {}
     for method in methods:
-        values = sorted(
-            r.final["mAP"] for r in runs if r.method == method and r.proportion == proportion
+        found = sorted(
+            (r.seed, r.final["mAP"])
+            for r in runs
+            if r.method == method and r.proportion == proportion
         )
-        if len(values) < 2:
-            raise SystemExit(f"{method} at {proportion:g}: {len(values)} finished seed(s); need 2+")
+        if len(found) < 2:
+            raise SystemExit(f"{method} at {proportion:g}: {len(found)} finished seed(s); need 2+")
+        values = [v for _, v in found]
         margin = max(1.0, 2.0 * float(np.std(values, ddof=1)))
-        out[method] = {"floor": round(values[0] - margin, 2), "study_values": values}
+        out[method] = {
+            "floor": round(min(values) - margin, 2),
+            "seeds": [s for s, _ in found],
+            "study_values": [round(v, 2) for v in values],
+        }
     return out
 
 

@@ -5,12 +5,14 @@ directories without results.json are skipped with a note, so a sweep's workdir c
 it runs) and
 
 * prints the papers' table layout as markdown (rows: methods; columns: the known-label proportions;
-  then Avg. mAP, Avg. OF1, Avg. CF1, each the mean over the proportions of the per-proportion
-  means), every cell the mean +- sample std over the seeds, and writes it as `table.md` and
-  `table.csv` (one row per method x proportion with mean, std, number of seeds and the seeds'
-  values);
+  then Avg. mAP, Avg. OF1, Avg. CF1, each the mean over the columns of the per-column means), every
+  cell the mean +- sample std over the seeds, and writes it as `table.md` and `table.csv` (one row
+  per method x column with mean, std, number of seeds and the seeds' values). A column is a label
+  setting and proportion (`config.data.setting`): 'pal' columns read "10%", the others "PPL 30%",
+  "SPL" and "FAL", after the 'pal' ones, so runs of several settings (e.g. one sweep workdir per
+  setting) make one table;
 * writes matplotlib figures (PNG) to `--out`: `map_vs_proportion.png` (mean +- std over seeds per
-  method), and, for the runs that log them, `pseudo_labels.png` (pseudo-label precision / recall of
+  method, the 'pal' columns), and, for the runs that log them, `pseudo_labels.png` (pseudo-label precision / recall of
   SST/HST per epoch, from the `train_epoch/pseudo_*` records) and `learned_scalars.png` (HST's
   thresholds and SARB/DSRB's alpha/beta over training, from `train/theta_*`, `train/alpha_*`,
   `train/beta_*`).
@@ -38,6 +40,22 @@ from typing import Any, NamedTuple
 import numpy as np
 
 AVERAGED = ("mAP", "OF1", "CF1")
+SETTING_ORDER = ("pal", "ppl", "spl", "fal")
+
+# A table column: (label setting, known proportion); the proportion is 0 for 'spl' and 1 for 'fal',
+# whose masks do not depend on it.
+Column = tuple[str, float]
+
+
+def column_of(setting: str, proportion: float) -> Column:
+    return (setting, {"spl": 0.0, "fal": 1.0}.get(setting, proportion))
+
+
+def column_label(column: Column) -> str:
+    setting, p = column
+    if setting in ("spl", "fal"):
+        return setting.upper()
+    return f"{p * 100:g}%" if setting == "pal" else f"{setting.upper()} {p * 100:g}%"
 
 
 class Run(NamedTuple):
@@ -46,6 +64,7 @@ class Run(NamedTuple):
     path: str
     method: str
     dataset: str
+    setting: str  # config.data.setting: 'pal', 'ppl', 'spl' or 'fal'
     proportion: float
     seed: int
     final: dict[str, float]  # final test metrics (%)
@@ -88,6 +107,7 @@ def load_run(path: str, select: str = "final") -> Run | None:
         path=path,
         method=config["method"],
         dataset=config["data"]["name"],
+        setting=config["data"].get("setting", "pal"),
         proportion=float(config["data"]["known_proportion"]),
         seed=int(config["seed"]),
         final=(
@@ -126,20 +146,23 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 class Table(NamedTuple):
-    """Mean +- std over seeds. cells[method][proportion][metric] = (mean, std, values)."""
+    """Mean +- std over seeds. cells[method][column][metric] = (mean, std, values)."""
 
     methods: list[str]
-    proportions: list[float]
-    cells: dict[str, dict[float, dict[str, tuple[float, float, list[float]]]]]
+    columns: list[Column]
+    cells: dict[str, dict[Column, dict[str, tuple[float, float, list[float]]]]]
+
+    @property
+    def pal_proportions(self) -> list[float]:
+        return [p for s, p in self.columns if s == "pal"]
 
     def average(self, method: str, metric: str) -> tuple[float, float]:
-        """Avg. <metric>: mean over the proportions of the per-proportion means, and the mean of
-        the per-seed averages' std (the std of the seed-wise averages when every proportion has
-        the same seeds)."""
-        per = [self.cells[method][p][metric] for p in self.proportions if p in self.cells[method]]
+        """Avg. <metric>: mean over the columns of the per-column means, and the std of the
+        seed-wise averages when every column has the same number of seeds (else NaN)."""
+        per = [self.cells[method][c][metric] for c in self.columns if c in self.cells[method]]
         mean = float(np.mean([m for m, _, _ in per]))
         counts = {len(values) for _, _, values in per}
-        if len(counts) == 1 and len(per) == len(self.proportions):
+        if len(counts) == 1 and len(per) == len(self.columns):
             seedwise = np.mean([values for _, _, values in per], axis=0)
             return mean, _mean_std(seedwise)[1]
         return mean, float("nan")
@@ -155,20 +178,23 @@ ROW_ORDER = (
 
 
 def summarize(runs: Sequence[Run], metrics: Sequence[str] = AVERAGED) -> Table:
-    """Groups runs by (method, proportion) and takes mean and std over seeds (rows in
-    `ROW_ORDER`, unknown methods after them in run order)."""
+    """Groups runs by (method, column) and takes mean and std over seeds (rows in `ROW_ORDER`,
+    unknown methods after them in run order; columns by setting, then proportion)."""
     found = list(dict.fromkeys(r.method for r in runs))
     methods = [m for m in ROW_ORDER if m in found] + [m for m in found if m not in ROW_ORDER]
-    proportions = sorted({r.proportion for r in runs})
+    columns = sorted(
+        {column_of(r.setting, r.proportion) for r in runs},
+        key=lambda c: (SETTING_ORDER.index(c[0]), c[1]),
+    )
     cells: dict = {}
     for r in sorted(runs, key=lambda r: r.seed):
-        cell = cells.setdefault(r.method, {}).setdefault(r.proportion, {})
+        cell = cells.setdefault(r.method, {}).setdefault(column_of(r.setting, r.proportion), {})
         for metric in metrics:
             cell.setdefault(metric, []).append(float(r.final[metric]))
-    for by_proportion in cells.values():
-        for p, cell in by_proportion.items():
-            by_proportion[p] = {k: (*_mean_std(v), v) for k, v in cell.items()}
-    return Table(methods, proportions, cells)
+    for by_column in cells.values():
+        for c, cell in by_column.items():
+            by_column[c] = {k: (*_mean_std(v), v) for k, v in cell.items()}
+    return Table(methods, columns, cells)
 
 
 def _fmt(mean: float, std: float) -> str:
@@ -176,14 +202,14 @@ def _fmt(mean: float, std: float) -> str:
 
 
 def to_markdown(table: Table, metric: str = "mAP", title: str = "") -> str:
-    """The papers' layout: methods x proportions (`metric`), then Avg. mAP / OF1 / CF1."""
-    head = [f"{p * 100:g}%" for p in table.proportions] + [f"Avg. {m}" for m in AVERAGED]
+    """The papers' layout: methods x columns (`metric`), then Avg. mAP / OF1 / CF1."""
+    head = [column_label(c) for c in table.columns] + [f"Avg. {m}" for m in AVERAGED]
     lines = [title, ""] if title else []
     lines += ["| method | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
     for method in table.methods:
         row = []
-        for p in table.proportions:
-            cell = table.cells[method].get(p)
+        for c in table.columns:
+            cell = table.cells[method].get(c)
             row.append(_fmt(*cell[metric][:2]) if cell else "")
         row += [_fmt(*table.average(method, m)) for m in AVERAGED]
         lines.append(f"| {method} | " + " | ".join(row) + " |")
@@ -191,15 +217,18 @@ def to_markdown(table: Table, metric: str = "mAP", title: str = "") -> str:
 
 
 def to_csv(table: Table) -> str:
-    """One row per (method, proportion, metric): mean, std, n, the seeds' values."""
+    """One row per (method, column, metric): mean, std, n, the seeds' values."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["method", "known_proportion", "metric", "mean", "std", "n", "values"])
+    head = ["method", "setting", "known_proportion", "metric", "mean", "std", "n", "values"]
+    writer.writerow(head)
     for method in table.methods:
-        for p in table.proportions:
-            for metric, (mean, std, values) in table.cells[method].get(p, {}).items():
-                cells = [f"{mean:.4f}", f"{std:.4f}", len(values)]
-                writer.writerow([method, p, metric, *cells, " ".join(f"{v:.4f}" for v in values)])
+        for setting, p in table.columns:
+            for metric, (mean, std, values) in table.cells[method].get((setting, p), {}).items():
+                each = " ".join(f"{v:.4f}" for v in values)
+                writer.writerow(
+                    [method, setting, p, metric, f"{mean:.4f}", f"{std:.4f}", len(values), each]
+                )
     return out.getvalue()
 
 
@@ -219,15 +248,20 @@ def pyplot():
     return plt
 
 
-def plot_map_vs_proportion(table: Table, path: str, metric: str = "mAP") -> None:
-    """Mean +- std over seeds of `metric` against the known proportion, one line per method."""
+def plot_map_vs_proportion(table: Table, path: str, metric: str = "mAP") -> bool:
+    """Mean +- std over seeds of `metric` against the known proportion of the 'pal' columns, one
+    line per method. False (no file) if the table has no 'pal' column."""
+    if not table.pal_proportions:
+        return False
     plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for method in table.methods:
-        ps = [p for p in table.proportions if p in table.cells[method]]
-        mean = [table.cells[method][p][metric][0] for p in ps]
-        std = [table.cells[method][p][metric][1] for p in ps]
+        ps = [p for p in table.pal_proportions if ("pal", p) in table.cells[method]]
+        if not ps:
+            continue
+        mean = [table.cells[method][("pal", p)][metric][0] for p in ps]
+        std = [table.cells[method][("pal", p)][metric][1] for p in ps]
         std = np.nan_to_num(np.asarray(std, float))
         ax.errorbar([100 * p for p in ps], mean, yerr=std, marker="o", capsize=3, label=method)
     ax.set_xlabel("known labels (%)")
@@ -237,6 +271,7 @@ def plot_map_vs_proportion(table: Table, path: str, metric: str = "mAP") -> None
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return True
 
 
 def plot_series(runs: Sequence[Run], prefixes: Sequence[str], path: str, ylabel: str) -> bool:
@@ -255,7 +290,8 @@ def plot_series(runs: Sequence[Run], prefixes: Sequence[str], path: str, ylabel:
         for r in runs:
             x, y = _series(r, key)
             if len(x):
-                ax.plot(x, y, marker=".", lw=1, label=f"{r.method} p={r.proportion:g} s{r.seed}")
+                column = column_label(column_of(r.setting, r.proportion))
+                ax.plot(x, y, marker=".", lw=1, label=f"{r.method} {column} s{r.seed}")
         ax.set_title(key.split("/", 1)[1], fontsize=9)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
@@ -317,7 +353,7 @@ def report(
     )
     text = to_markdown(table, metric, title)
     if compare_paper is not None:
-        text += "\n\n" + paper_markdown(compare_paper, table.proportions)
+        text += "\n\n" + paper_markdown(compare_paper, table.pal_proportions)
     print(text)
     if out is not None:
         os.makedirs(out, exist_ok=True)

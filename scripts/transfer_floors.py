@@ -35,7 +35,7 @@ def floors(runs, methods=GUARDED, proportion: float = 0.5) -> dict:
         found = sorted(
             (r.seed, r.final["mAP"])
             for r in runs
-            if r.method == method and r.proportion == proportion
+            if r.method == method and r.setting == "pal" and r.proportion == proportion
         )
         if len(found) < 2:
             raise SystemExit(f"{method} at {proportion:g}: {len(found)} finished seed(s); need 2+")

@@ -18,11 +18,13 @@ FINAL = {  # (method, proportion, seed) -> mAP; OF1 = mAP - 10, CF1 = mAP - 20
 }  # fmt: skip
 
 
-def write_run(root, method, proportion, seed, mAP, finished=True):
-    path = os.path.join(root, f"{method}_p{proportion:g}_s{seed}")
+def write_run(root, method, proportion, seed, mAP, finished=True, setting=None):
+    path = os.path.join(root, f"{method}_{setting or ''}p{proportion:g}_s{seed}")
     os.makedirs(path)
-    config = {"method": method, "seed": seed,
-              "data": {"name": "synthetic_scenes", "known_proportion": proportion}}  # fmt: skip
+    data = {"name": "synthetic_scenes", "known_proportion": proportion}
+    if setting is not None:  # configs written before the 'setting' key was read: 'pal'
+        data["setting"] = setting
+    config = {"method": method, "seed": seed, "data": data}
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(config, f)
     records = [
@@ -51,8 +53,8 @@ def sweep(tmp_path):
 
 def test_table_is_mean_and_std_over_seeds_with_averages(sweep):
     table = report.summarize(report.load_runs([sweep]))
-    assert table.methods == ["plain", "sst"] and table.proportions == [0.1, 0.5]
-    mean, std, values = table.cells["sst"][0.5]["mAP"]
+    assert table.methods == ["plain", "sst"] and table.columns == [("pal", 0.1), ("pal", 0.5)]
+    mean, std, values = table.cells["sst"][("pal", 0.5)]["mAP"]
     assert (
         values == [60.0, 63.0] and mean == 61.5 and std == pytest.approx(np.std([60, 63], ddof=1))
     )
@@ -65,6 +67,24 @@ def test_table_is_mean_and_std_over_seeds_with_averages(sweep):
     assert "| sst | 40.5 +- 0.7 | 61.5 +- 2.1 | 51.0 +- 1.4 | 41.0 +- 1.4 | 31.0 +- 1.4 |" in text
 
 
+def test_settings_are_columns_of_one_table(sweep, tmp_path):
+    # One sweep workdir per label setting, reported together: 'pal' columns first, then PPL and SPL
+    # (whose proportion does not matter), each with its own seeds.
+    other = str(tmp_path / "other")
+    write_run(other, "plain", 0.3, 0, 30.0, setting="ppl")
+    write_run(other, "plain", 0.3, 1, 32.0, setting="ppl")
+    write_run(other, "plain", 0.7, 0, 20.0, setting="spl")
+    write_run(other, "sst", 1.0, 0, 22.0, setting="spl")
+    table = report.summarize(report.load_runs([sweep, other]))
+    assert table.columns == [("pal", 0.1), ("pal", 0.5), ("ppl", 0.3), ("spl", 0.0)]
+    assert table.cells["plain"][("ppl", 0.3)]["mAP"][2] == [30.0, 32.0]
+    assert table.cells["sst"][("spl", 0.0)]["mAP"][2] == [22.0]
+    text = report.to_markdown(table)
+    assert "| method | 10% | 50% | PPL 30% | SPL | Avg. mAP |" in text
+    assert "| plain | 51.0 +- 1.4 | 72.0 +- 2.8 | 31.0 +- 1.4 | 20.0 | 43.5 |" in text
+    assert table.pal_proportions == [0.1, 0.5]
+
+
 def test_csv_and_figures_are_written(sweep, tmp_path, capsys):
     out = str(tmp_path / "report")
     report.main([sweep, "--out", out])
@@ -74,7 +94,8 @@ def test_csv_and_figures_are_written(sweep, tmp_path, capsys):
     row = [
         r
         for r in rows
-        if (r["method"], r["known_proportion"], r["metric"]) == ("plain", "0.5", "mAP")
+        if (r["method"], r["setting"], r["known_proportion"], r["metric"])
+        == ("plain", "pal", "0.5", "mAP")
     ]
     assert (
         row[0]["mean"] == "72.0000" and row[0]["n"] == "2" and row[0]["values"] == "70.0000 74.0000"

@@ -114,9 +114,7 @@ def softmax_pair_asl(
         ..., 1
     ]
     pos, neg = _masks(labels, "ignore")
-    l_pos, l_neg = _asl_terms(p, gamma_pos, gamma_neg, clip, eps, True)
-    loss = jnp.sum(pos * l_pos + neg * l_neg)
-    return loss, {"known_fraction": jnp.sum(pos + neg) / pos.size}
+    return _pair_asl_sum(p, pos, neg, gamma_pos, gamma_neg, clip, eps, 1.0)
 
 
 def sigmoid_difference_asl(
@@ -134,6 +132,12 @@ def sigmoid_difference_asl(
     p = jax.nn.sigmoid((pos_logits - neg_logits).astype(jnp.float32))
     t = targets.astype(jnp.float32)
     pos, neg = (t > 0.9).astype(jnp.float32), (t < -0.9).astype(jnp.float32)
+    return _pair_asl_sum(p, pos, neg, gamma_pos, gamma_neg, clip, eps, t.shape[0])
+
+
+def _pair_asl_sum(p, pos, neg, gamma_pos, gamma_neg, clip, eps, divisor):
+    """The two prompt-pair ASLs' reduction: (sum of the masked ASL terms) / divisor, with the
+    focusing weights under stop-gradient, and the known fraction."""
     l_pos, l_neg = _asl_terms(p, gamma_pos, gamma_neg, clip, eps, True)
-    loss = jnp.sum(pos * l_pos + neg * l_neg) / t.shape[0]
+    loss = jnp.sum(pos * l_pos + neg * l_neg) / divisor
     return loss, {"known_fraction": jnp.sum(pos + neg) / pos.size}

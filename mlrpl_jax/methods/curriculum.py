@@ -24,7 +24,6 @@ import functools
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from mlrpl_jax import losses, models
 from mlrpl_jax.methods import base, common
@@ -68,8 +67,8 @@ def _decode(values: jax.Array) -> jax.Array:
 
 def init_state(config: base.Config, data_info: base.DataInfo, rng: jax.Array) -> dict:
     del rng
-    shape = (data_info.num_train_examples, data_info.num_classes)
-    return {TABLE: example_table.init(np.full(shape, 0.5, np.float32), "uint8")}
+    n, c = data_info.num_train_examples, data_info.num_classes
+    return {TABLE: example_table.full(n, c, 0.5, "uint8")}
 
 
 def state_sharding(config: base.Config) -> tuple:

@@ -125,11 +125,7 @@ def init_params(config: base.Config, data_info: base.DataInfo) -> dict:
         noise = rng.uniform(-bound, bound, size=rows.shape).astype(np.float32)
         return np.where(rows == 1, _logit(0.995), np.where(rows == -1, _logit(0.005), noise))
 
-    table = np.zeros((example_table.padded_rows(len(labels)), labels.shape[1]), np.float32)
-    for start in range(0, len(labels), 1 << 16):
-        stop = min(len(labels), start + (1 << 16))
-        table[start:stop] = values(labels[start:stop])
-    return {TABLE: table}
+    return {TABLE: example_table.build(labels, values, "float32")}
 
 
 def init_state(config: base.Config, data_info: base.DataInfo, rng: jax.Array) -> dict:

@@ -91,7 +91,9 @@ def _encode_host(values: np.ndarray, dtype: str) -> np.ndarray:
 _CHUNK_ROWS = 1 << 16
 
 
-def _build(source: np.ndarray, to_values, dtype: str, multiple: int) -> np.ndarray:
+def build(
+    source: np.ndarray, to_values, dtype: str = "float32", multiple: int = ROW_MULTIPLE
+) -> np.ndarray:
     """The padded, encoded host table of `to_values(rows)` (float32) for every chunk of rows of
     `source` (N, C), chunk by chunk (no full-size float32 intermediate)."""
     _check_dtype(dtype)
@@ -109,7 +111,19 @@ def init(values: np.ndarray, dtype: str = "float32", multiple: int = ROW_MULTIPL
     Numpy, built chunk by chunk (no float32 copy of a uint8 table): `init_state` returns it and
     the trainer places it on the mesh with the method's sharding, each device receiving its rows.
     """
-    return _build(np.asarray(values), lambda rows: rows.astype(np.float32), dtype, multiple)
+    return build(np.asarray(values), lambda rows: rows.astype(np.float32), dtype, multiple)
+
+
+def full(
+    num_rows: int, num_classes: int, value: float, dtype: str = "float32",
+    multiple: int = ROW_MULTIPLE,
+) -> np.ndarray:  # fmt: skip
+    """A host table whose first `num_rows` rows hold `value` everywhere (zeros after), encoded,
+    without any float32 (num_rows, num_classes) intermediate."""
+    _check_dtype(dtype)
+    table = np.zeros((padded_rows(num_rows, multiple), num_classes), HELD_AS[dtype])
+    table[:num_rows] = _encode_host(np.float32(value), dtype)
+    return table
 
 
 def from_partial_labels(
@@ -125,7 +139,7 @@ def from_partial_labels(
     def values(rows):
         return np.where(rows == 1, 1.0, np.where(rows == -1, 0.0, unknown)).astype(np.float32)
 
-    return _build(np.asarray(labels), values, dtype, multiple)
+    return build(np.asarray(labels), values, dtype, multiple)
 
 
 def gather(table: jax.Array, example_ids: jax.Array) -> jax.Array:

@@ -3,6 +3,7 @@
 from mlrpl_jax.methods import (
     blending,
     curriculum,
+    dualcoop,
     hst,
     imbalance,
     loss_baselines,
@@ -25,6 +26,7 @@ METHODS: dict[str, Method] = {
     **loss_baselines.METHODS,
     "imbalance": imbalance.METHOD,
     "cl": curriculum.METHOD,
+    "dualcoop": dualcoop.METHOD,
 }
 
 

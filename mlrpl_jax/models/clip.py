@@ -68,7 +68,10 @@ class ClipConfig:
     vision_layers: bottlenecks per stage; vision_width: stem / stage-1 width w (layer4 outputs
     32 w channels, attention-pool heads 32 w / 64); image_size: the pretraining resolution (the
     positional embedding covers an (image_size / 32)^2 grid); text_* : the text Transformer;
-    quick_gelu: x sigmoid(1.702 x) (OpenAI weights) instead of the exact GELU.
+    quick_gelu: x sigmoid(1.702 x) (OpenAI weights) instead of the exact GELU; words: None for
+    CLIP's BPE vocabulary (`clip_tokenizer.Tokenizer`), or the word list of a small CLIP trained
+    here with a `clip_tokenizer.WordTokenizer` (part of the architecture: the token ids mean
+    nothing without it).
     """
 
     embed_dim: int = 1024
@@ -81,6 +84,7 @@ class ClipConfig:
     text_heads: int = 8
     text_layers: int = 12
     quick_gelu: bool = True
+    words: tuple[str, ...] | None = None
 
     @property
     def vision_heads(self) -> int:
@@ -95,6 +99,16 @@ PRESETS = {
     "RN50": ClipConfig(embed_dim=1024, vision_layers=(3, 4, 6, 3)),
     "RN101": ClipConfig(embed_dim=512, vision_layers=(3, 4, 23, 3)),
 }
+
+
+def make_tokenizer(config: ClipConfig, vocab_path: str | None = None):
+    """The tokenizer of `config`: a `WordTokenizer` over `config.words`, else CLIP's BPE tokenizer
+    (`vocab_path`, or the vocabulary file found by `clip_tokenizer.default_vocab_path`)."""
+    from mlrpl_jax.models import clip_tokenizer
+
+    if config.words is not None:
+        return clip_tokenizer.WordTokenizer(config.words)
+    return clip_tokenizer.Tokenizer(vocab_path)
 
 
 def normalize(images_01: jax.Array) -> jax.Array:
@@ -546,6 +560,6 @@ def config_from_shapes(shapes: dict[str, Sequence[int]]) -> ClipConfig:
         context_length=int(shapes["positional_embedding"][0]),
         vocab_size=int(shapes["token_embedding.weight"][0]),
         text_width=int(text_width),
-        text_heads=int(text_width) // 64,
+        text_heads=max(1, int(text_width) // 64),
         text_layers=text_layers,
     )

@@ -164,3 +164,36 @@ class Tokenizer:
                 ids[-1] = self.eot_id
             out[row, : len(ids)] = ids
         return out
+
+
+class WordTokenizer:
+    """A word-level tokenizer over a fixed vocabulary, with ``Tokenizer``'s interface, for small
+    CLIPs trained here (the synthetic scenes' captions and class names need a few dozen words, and
+    CLIP's 49,408-entry embedding table would dwarf such a model).
+
+    Ids: 0 padding, then the words in the order given, then start-of-text and end-of-text (the
+    two largest ids, so CLIP's "end of text = largest id" rule holds). Texts are cleaned as CLIP
+    cleans them (``clean``) and split into runs of letters, single digits and single other
+    characters; a piece outside the vocabulary is an error naming it.
+    """
+
+    def __init__(self, words: Sequence[str]):
+        words = list(dict.fromkeys(w.lower() for w in words))
+        self.words = ("<pad>", *words)
+        self.encoder = {w: i for i, w in enumerate(self.words)}
+        self.sot_id, self.eot_id = len(self.words), len(self.words) + 1
+        self.vocab_size = len(self.words) + 2
+        self._split = re.compile(r"[^\W\d_]+|\d|[^\w\s]|_")
+
+    def encode(self, text: str) -> list[int]:
+        ids = []
+        for piece in self._split.findall(clean(text)):
+            if piece not in self.encoder:
+                raise ValueError(
+                    f"{piece!r} (in {text!r}) is not in this WordTokenizer's vocabulary of "
+                    f"{len(self.words) - 1} words; add it to the word list."
+                )
+            ids.append(self.encoder[piece])
+        return ids
+
+    tokenize = Tokenizer.tokenize

@@ -234,3 +234,19 @@ def test_builds_and_reads_without_tensorflow(tmp_path: pathlib.Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "OK" in result.stdout
+
+
+def test_class_names_describe_the_classes_and_are_unique():
+    names = ss.class_names(10)
+    world = ss.class_world(10)
+    for c, name in enumerate(names):
+        colour, texture, shape = name.split()
+        assert shape == ss.SHAPES[world.shape[c]]
+        assert texture == ss.TEXTURE_ADJECTIVES[world.texture[c]]
+        hue_bin = int(world.hsv[c, 0] * 12 + 0.5) % 12
+        assert colour == ss.COLOUR_NAMES[hue_bin]
+    for num_classes in (2, 5, 10, 40, 64, 100, 200):
+        names = ss.class_names(num_classes)
+        assert len(set(names)) == num_classes
+        words = {w for n in names for w in n.split()}
+        assert all(w in ss.CAPTION_WORDS or w.isdigit() for w in words)

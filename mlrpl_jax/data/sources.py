@@ -3,7 +3,8 @@
 `make_source(name, split)` returns a `Source` for
 
 * ``'synthetic_scenes'``: the built-in procedurally generated scenes
-  (`mlrpl_jax.data.tfds_builders.synthetic_scenes`, prepared on first use);
+  (`mlrpl_jax.data.tfds_builders.synthetic_scenes`, prepared on first use); class names describe
+  each class's look, e.g. "red striped disc" (`synthetic_scenes.class_names`);
 * ``'voc/2007'``: the TFDS catalogue dataset ``voc/2007`` (splits ``'train'`` 2,501,
   ``'validation'`` 2,510, ``'test'`` 4,952); the reference trains on trainval =
   ``'train+validation'`` (5,011). Any TFDS split string works (``'test[:100]'``, ...);
@@ -464,13 +465,11 @@ def _make_synthetic(
     from mlrpl_jax.data.tfds_builders import synthetic_scenes
 
     data = synthetic_scenes.load_source(split, data_dir, **dict(synthetic))
-    num_classes = int(synthetic["num_classes"])
-    width = len(str(num_classes - 1))
     return Source(
         name="synthetic_scenes",
         split=split,
         data=data,
-        class_names=tuple(f"class_{c:0{width}d}" for c in range(num_classes)),
+        class_names=synthetic_scenes.class_names(int(synthetic["num_classes"])),
         labels_fn=_tensor_labels,
         filename_key=None,
     )

@@ -4,12 +4,16 @@ Importing this package registers the ``synthetic_scenes`` TFDS builder.
 """
 
 from mlrpl_jax.data.tfds_builders.synthetic_scenes.synthetic_scenes import (
+    CAPTION_WORDS,
+    COLOUR_NAMES,
     SHAPES,
     SPLIT_INDEX,
+    TEXTURE_ADJECTIVES,
     TEXTURES,
     ClassWorld,
     SyntheticScenes,
     SyntheticScenesConfig,
+    class_names,
     class_world,
     config_name,
     generate_example,
@@ -19,12 +23,16 @@ from mlrpl_jax.data.tfds_builders.synthetic_scenes.synthetic_scenes import (
 )
 
 __all__ = [
+    "CAPTION_WORDS",
+    "COLOUR_NAMES",
     "SHAPES",
     "SPLIT_INDEX",
+    "TEXTURE_ADJECTIVES",
     "TEXTURES",
     "ClassWorld",
     "SyntheticScenes",
     "SyntheticScenesConfig",
+    "class_names",
     "class_world",
     "config_name",
     "generate_example",

@@ -87,6 +87,7 @@ from __future__ import annotations
 
 import colorsys
 import contextlib
+import collections
 import dataclasses
 import functools
 import logging
@@ -153,6 +154,19 @@ _CONFIG_NAME_RE = re.compile(
 # --------------------------------------------------------------------------------------------
 # World.
 # --------------------------------------------------------------------------------------------
+
+# Words of the class names and captions (`class_names`, `CAPTION_WORDS`): twelve hue names (bins
+# of 1/12 of the colour wheel centred on red, orange, ...), an adjective per texture, the shapes.
+COLOUR_NAMES: tuple[str, ...] = (
+    "red", "orange", "yellow", "lime", "green", "teal", "cyan", "azure", "blue", "violet",
+    "magenta", "pink",
+)  # fmt: skip
+TEXTURE_ADJECTIVES: tuple[str, ...] = ("plain", "striped", "checkered", "dotted")  # TEXTURES order
+SHADE_WORDS: tuple[str, ...] = ("light", "dark")
+# Every word a synthetic class name or caption uses ("x": the placeholder of prompt templates).
+CAPTION_WORDS: tuple[str, ...] = (
+    "a", "photo", "of", "and", ".", "x", *SHADE_WORDS, *COLOUR_NAMES, *TEXTURE_ADJECTIVES, *SHAPES,
+)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,6 +279,29 @@ def class_world(num_classes: int) -> ClassWorld:
 # --------------------------------------------------------------------------------------------
 # Drawing.
 # --------------------------------------------------------------------------------------------
+
+
+def class_names(num_classes: int) -> tuple[str, ...]:
+    """Descriptive names of the world's classes, "<colour> <texture> <shape>" (e.g. "red striped
+    disc"): the colour is the hue bin of the class's base hue (`COLOUR_NAMES`), the texture its
+    adjective (`TEXTURE_ADJECTIVES`). Names that would repeat (same shape, texture and colour bin:
+    possible beyond 32 classes) get "light" / "dark" in front by base value, then, if still equal,
+    their class index after the shape. Unique for every class count; the words are in
+    `CAPTION_WORDS` (plus digits for the rare index suffix)."""
+    world = class_world(num_classes)
+    names = []
+    for c in range(num_classes):
+        colour = COLOUR_NAMES[int(world.hsv[c, 0] * len(COLOUR_NAMES) + 0.5) % len(COLOUR_NAMES)]
+        texture = TEXTURE_ADJECTIVES[int(world.texture[c])]
+        names.append(f"{colour} {texture} {SHAPES[int(world.shape[c])]}")
+    for name in set(names):
+        same = [c for c in range(num_classes) if names[c] == name]
+        if len(same) > 1:
+            median = float(np.median(world.hsv[same, 2]))
+            for c in same:
+                names[c] = f"{SHADE_WORDS[int(world.hsv[c, 2] <= median)]} {name}"
+    counts = collections.Counter(names)
+    return tuple(f"{n} {c}" if counts[n] > 1 else n for c, n in enumerate(names))
 
 
 def _shape_mask(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:

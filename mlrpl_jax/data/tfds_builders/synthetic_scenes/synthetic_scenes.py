@@ -85,9 +85,9 @@ seed0')``.
 
 from __future__ import annotations
 
+import collections
 import colorsys
 import contextlib
-import collections
 import dataclasses
 import functools
 import logging

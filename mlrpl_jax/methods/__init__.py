@@ -2,6 +2,7 @@
 
 from mlrpl_jax.methods import (
     blending,
+    clip_pretrain,
     curriculum,
     dualcoop,
     hst,
@@ -27,6 +28,7 @@ METHODS: dict[str, Method] = {
     "imbalance": imbalance.METHOD,
     "cl": curriculum.METHOD,
     "dualcoop": dualcoop.METHOD,
+    "clip_pretrain": clip_pretrain.METHOD,
 }
 
 

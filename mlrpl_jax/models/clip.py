@@ -95,10 +95,30 @@ class ClipConfig:
         return self.image_size // 32
 
 
+# The vocabulary of the synthetic scenes' class names and captions (`synthetic_scenes.CAPTION_WORDS`,
+# checked equal by the tests; written out here so that the models do not import the data
+# builders), and the digits of the rare numbered class names.
+SYNTHETIC_WORDS = (
+    "a", "photo", "of", "and", ".", "x", "light", "dark",
+    "red", "orange", "yellow", "lime", "green", "teal", "cyan", "azure", "blue", "violet",
+    "magenta", "pink", "plain", "striped", "checkered", "dotted",
+    "disc", "square", "triangle", "ring", "cross", "bar", "diamond", "star",
+    *"0123456789",
+)  # fmt: skip
+
 PRESETS = {
     "RN50": ClipConfig(embed_dim=1024, vision_layers=(3, 4, 6, 3)),
     "RN101": ClipConfig(embed_dim=512, vision_layers=(3, 4, 23, 3)),
-}
+    # The CLIP a CPU can pretrain (`mlrpl_jax.pretrain_clip`, configs/pretrain_clip_synthetic.py):
+    # ModifiedResNet with one bottleneck per stage at width 16 (layer4: 512 channels, attention
+    # pool of 8 heads) on 96-px images, a 3-layer text Transformer of width 128, joint space 128,
+    # captions of at most 32 word tokens.
+    "synthetic_rn": ClipConfig(
+        embed_dim=128, vision_layers=(1, 1, 1, 1), vision_width=16, image_size=96,
+        context_length=32, vocab_size=len(SYNTHETIC_WORDS) + 3, text_width=128, text_heads=2,
+        text_layers=3, words=SYNTHETIC_WORDS,
+    ),
+}  # fmt: skip
 
 
 def make_tokenizer(config: ClipConfig, vocab_path: str | None = None):

@@ -12,10 +12,11 @@ import pytest
 from helpers import fake_data_info, tiny_run_config
 
 from mlrpl_jax import config_validation, losses, methods, sharding, trainer
+from mlrpl_jax.data.tfds_builders import synthetic_scenes
 from mlrpl_jax.methods import dualcoop
 from mlrpl_jax.models import clip, clip_convert, prompting
 
-WORDS = ("x", ".", "class", *"0123456789")
+WORDS = clip.SYNTHETIC_WORDS
 TINY = clip.ClipConfig(
     embed_dim=32, vision_layers=(1, 1, 1, 1), vision_width=8, image_size=32, context_length=24,
     vocab_size=len(WORDS) + 3, text_width=32, text_heads=1, text_layers=1, words=WORDS,
@@ -27,6 +28,13 @@ def tiny_preset(monkeypatch):
     monkeypatch.setitem(clip.PRESETS, "test_tiny", TINY)
 
 
+def data_info(num_classes=5):
+    """A DataInfo whose class names are synthetic scenes' (words of the tiny CLIP)."""
+    return fake_data_info(num_classes)._replace(
+        class_names=synthetic_scenes.class_names(num_classes)
+    )
+
+
 def config_for(data_dir, **overrides):
     overrides = {"method_config.clip_arch": "test_tiny", "method_config.n_ctx": 4, **overrides}
     return tiny_run_config(data_dir, "dualcoop", **overrides)
@@ -35,14 +43,16 @@ def config_for(data_dir, **overrides):
 def build(variant, class_specific=True, num_classes=5, seed=0):
     config = config_for("/nonexistent", **{"method_config.variant": variant,
                                            "method_config.class_specific": class_specific})  # fmt: skip
-    info = fake_data_info(num_classes)
+    info = data_info(num_classes)
     model = dualcoop.make_model(config, info)
     images = jax.random.normal(jax.random.key(seed), (2, 64, 64, 3))
     variables = model.init(jax.random.key(seed + 1), images)
     # Non-trivial contexts and scales.
     params = jax.tree_util.tree_map(lambda x: x, variables["params"])
-    params["ctx_pos"] = jax.random.normal(jax.random.key(7), params["ctx_pos"].shape)
-    params["ctx_neg"] = jax.random.normal(jax.random.key(8), params["ctx_neg"].shape)
+    prompts = dict(params["prompts"])
+    prompts["ctx_pos"] = jax.random.normal(jax.random.key(7), prompts["ctx_pos"].shape)
+    prompts["ctx_neg"] = jax.random.normal(jax.random.key(8), prompts["ctx_neg"].shape)
+    params = {**params, "prompts": prompts}
     return config, model, {**variables, "params": params}, images
 
 
@@ -50,7 +60,8 @@ def by_hand(model, variables, images):
     """The logits from CLIP's own functions and numpy (module docstring of models.prompting)."""
     p = variables["params"]
     tower = clip.CLIP(model.clip_config)
-    tv = {"params": p["clip"], "batch_stats": variables["batch_stats"]["clip"]}
+    tv = {"params": p["prompts"]["clip"],
+          "batch_stats": variables["batch_stats"]["prompts"]["clip"]}  # fmt: skip
     ids = np.asarray(model.prompt_ids)
     c, n = ids.shape[0], model.n_ctx
     emb = np.asarray(tower.apply(tv, jnp.asarray(ids), method=clip.CLIP.embed_tokens))
@@ -63,9 +74,10 @@ def by_hand(model, variables, images):
                                    method=clip.CLIP.encode_embeddings))  # fmt: skip
         return g / np.linalg.norm(g, axis=-1, keepdims=True)
 
-    g_pos, g_neg = text(p["ctx_pos"]), text(p["ctx_neg"])
+    g_pos, g_neg = text(p["prompts"]["ctx_pos"]), text(p["prompts"]["ctx_neg"])
     fmap = tower.apply(tv, images, method=clip.CLIP.image_features)
-    f = np.asarray(tower.apply(tv, fmap, model.dense_mode, method=clip.CLIP.dense))
+    mode = "value" if model.variant == "author" else "official"
+    f = np.asarray(tower.apply(tv, fmap, mode, method=clip.CLIP.dense))
     f = f / np.linalg.norm(f, axis=-1, keepdims=True)
     cos_pos, cos_neg = f @ g_pos.T, f @ g_neg.T  # (B, T, C)
     if model.variant == "official":
@@ -94,16 +106,17 @@ def test_logits_match_the_equations(variant, class_specific):
 def test_prompt_template_and_ids():
     assert prompting.prompt_templates(["traffic_light"], 3) == ["X X X traffic light."]
     config = config_for("/nonexistent")
-    ids = dualcoop.prompt_ids(config, ("class_0", "class_12"))
+    ids = dualcoop.prompt_ids(config, ("red plain disc", "light blue dotted star"))
     words = ("<pad>", *WORDS)
     sot, eot = len(words), len(words) + 1
-    x, dot, cls = words.index("x"), words.index("."), words.index("class")
-    np.testing.assert_array_equal(ids[0, :9], [sot, x, x, x, x, cls, words.index("0"), dot, eot])
-    assert ids[1, 7] == words.index("2") and ids[1, 9] == eot
+    x, dot = words.index("x"), words.index(".")
+    red, plain, disc = (words.index(w) for w in ("red", "plain", "disc"))
+    np.testing.assert_array_equal(ids[0, :10], [sot, x, x, x, x, red, plain, disc, dot, eot])
+    assert ids[1, 5] == words.index("light") and ids[1, 10] == eot and ids[1, 11] == 0
     # A template that would be truncated is an error.
-    config.method_config.n_ctx = 22
+    config.method_config.n_ctx = 20
     with pytest.raises(ValueError, match="truncated"):
-        dualcoop.prompt_ids(config, ("class_0",))
+        dualcoop.prompt_ids(config, ("red plain disc",))
 
 
 def test_gradients_reach_the_contexts_and_scales_only():
@@ -115,9 +128,11 @@ def test_gradients_reach_the_contexts_and_scales_only():
         return dualcoop.asl_loss(config, aux, labels)[0]
 
     grads = jax.grad(loss)(variables["params"])
-    for name in ("ctx_pos", "ctx_neg", "scale_t", "spatial_t"):
+    for name in ("ctx_pos", "ctx_neg"):
+        assert float(jnp.abs(grads["prompts"][name]).sum()) > 0, name
+    for name in ("scale_t", "spatial_t"):
         assert float(jnp.abs(grads[name]).sum()) > 0, name
-    image_tower = {k: v for k, v in grads["clip"].items() if k == "visual"}
+    image_tower = grads["prompts"]["clip"]["visual"]
     assert all(float(jnp.abs(g).max()) == 0 for g in jax.tree_util.tree_leaves(image_tower))
 
 
@@ -139,7 +154,7 @@ def test_losses_of_the_variants_and_loss_w():
 
 def test_frozen_towers_have_no_optimiser_state():
     config = config_for("/nonexistent")
-    info = fake_data_info(5)
+    info = data_info(5)
     fns = trainer.make_train_fns(config, methods.get("dualcoop"), info, sharding.make_mesh(), 1, 4)
     sizes = {
         jax.tree_util.keystr(path): leaf.size
@@ -159,12 +174,13 @@ def test_clip_weights_are_loaded_strictly_and_checked_against_the_arch(tmp_path)
     _, _, init, _ = build("author")
     params, stats = dualcoop.load_clip(config, init["params"], init["batch_stats"])
     np.testing.assert_array_equal(
-        stats["clip"]["visual"]["bn1"]["var"], variables["batch_stats"]["visual"]["bn1"]["var"]
+        stats["prompts"]["clip"]["visual"]["bn1"]["var"],
+        variables["batch_stats"]["visual"]["bn1"]["var"],
     )
     np.testing.assert_array_equal(
-        params["clip"]["text_projection"], variables["params"]["text_projection"]
+        params["prompts"]["clip"]["text_projection"], variables["params"]["text_projection"]
     )
-    assert params["ctx_pos"] is init["params"]["ctx_pos"]
+    assert params["prompts"]["ctx_pos"] is init["params"]["prompts"]["ctx_pos"]
     other = dataclasses.replace(TINY, text_layers=2)
     np.savez(path, **clip_convert.to_state_dict(clip.init_variables(other, jax.random.key(0))))
     with pytest.raises(ValueError, match="clip_arch='test_tiny'") as e:

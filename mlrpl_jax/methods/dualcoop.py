@@ -34,7 +34,7 @@ from mlrpl_jax.methods import base
 from mlrpl_jax.models import clip, prompting
 
 LOSSES = ("softmax_pair", "sigmoid_difference")
-CLIP_SCOPE = "clip"
+CLIP_SCOPE = ("prompts", "clip")  # where the frozen CLIP lives in the model's variables
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -137,11 +137,11 @@ def clip_normalize(config: base.Config, images: jax.Array) -> jax.Array:
 
 def frozen_towers(config: base.Config) -> tuple[base.ParamGroup, ...]:
     del config
-    return (base.ParamGroup((CLIP_SCOPE,), frozen=True),)
+    return (base.ParamGroup(CLIP_SCOPE, frozen=True),)
 
 
 def load_clip(config: base.Config, params, batch_stats):
-    """`clip_weights` into the 'clip' scope (strict; must be the `clip_arch` architecture)."""
+    """`clip_weights` into the CLIP scope (strict; must be the `clip_arch` architecture)."""
     from mlrpl_jax.models import clip_convert
 
     mc = config.method_config
@@ -156,10 +156,15 @@ def load_clip(config: base.Config, params, batch_stats):
             f"config.method_config.clip_weights={mc.clip_weights} does not hold the "
             f"clip_arch={mc.clip_arch!r} architecture {expected}:\n{e}"
         ) from e
-    return (
-        {**params, CLIP_SCOPE: variables["params"]},
-        {**batch_stats, CLIP_SCOPE: variables["batch_stats"]},
+    return _put(params, CLIP_SCOPE, variables["params"]), _put(
+        batch_stats, CLIP_SCOPE, variables["batch_stats"]
     )
+
+
+def _put(tree, path: tuple[str, ...], value):
+    """A copy of the nested dict `tree` with `value` at `path`."""
+    head, *rest = path
+    return {**tree, head: _put(tree[head], tuple(rest), value) if rest else value}
 
 
 METHOD = base.Method(

@@ -1,6 +1,7 @@
 """Prompt learning on frozen CLIP towers: DualCoOp's dual (positive / negative) class prompts.
 
-``DualCoOp`` holds a frozen ``clip.CLIP`` (scope ``'clip'``) and the learned contexts. Per class c,
+``DualPrompts`` holds a frozen ``clip.CLIP`` (scope ``'clip'``) and the learned contexts;
+``DualCoOp`` aggregates them into logits. Per class c,
 the prompt template "X X ... X <name>." (``n_ctx`` placeholders) is tokenised once
 (``prompt_ids``); every forward pass embeds it with CLIP's (frozen) token embedding and replaces
 the placeholder rows 1..n_ctx by the positive or the negative context, giving 2C sequences
@@ -46,20 +47,20 @@ def prompt_templates(class_names, n_ctx: int) -> list[str]:
     return [f"{prefix} {name.replace('_', ' ')}." for name in class_names]
 
 
-def _l2_normalize(x: jax.Array) -> jax.Array:
+def l2_normalize(x: jax.Array) -> jax.Array:
     x = x.astype(jnp.float32)
     return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-12))
 
 
-class DualCoOp(nn.Module):
-    """Frozen CLIP + learned dual prompts (module docstring).
+class DualPrompts(nn.Module):
+    """A frozen CLIP (scope 'clip') and the learned positive / negative prompt contexts.
 
     Attributes:
-      clip_config: the CLIP architecture (its variables live at ``params['clip']``).
+      clip_config: the CLIP architecture (its variables live under this module's 'clip').
       prompt_ids: (C, L) int32 token ids of ``prompt_templates`` (numpy; a constant of the step).
       n_ctx: context length (16).
-      variant: 'author' or 'official'.
       class_specific: class-specific contexts (C, n_ctx, W) or one generic pair (n_ctx, W).
+      dense_mode: the image tokens' `clip.CLIP.dense` mode ('value' or 'official').
       remat_text: recompute the text blocks in the backward pass (memory for 2C long prompts).
       dtype: computation dtype of the towers.
     """
@@ -67,14 +68,12 @@ class DualCoOp(nn.Module):
     clip_config: clip.ClipConfig
     prompt_ids: Any
     n_ctx: int = 16
-    variant: str = "author"
     class_specific: bool = True
+    dense_mode: str = "value"
     remat_text: bool = False
     dtype: Any = jnp.float32
 
     def setup(self):
-        if self.variant not in VARIANTS:
-            raise ValueError(f"DualCoOp variant must be one of {VARIANTS}, got {self.variant!r}.")
         self.clip = clip.CLIP(self.clip_config, remat_text=self.remat_text, dtype=self.dtype)
         ids = np.asarray(self.prompt_ids)
         num_classes, width = ids.shape[0], self.clip_config.text_width
@@ -82,15 +81,6 @@ class DualCoOp(nn.Module):
         init = nn.initializers.normal(0.02)
         self.ctx_pos = self.param("ctx_pos", init, shape)
         self.ctx_neg = self.param("ctx_neg", init, shape)
-        if self.variant == "author":
-            self.scale_t = self.param("scale_t", nn.initializers.constant(AUTHOR_SCALE_INIT), ())
-            self.spatial_t = self.param(
-                "spatial_t", nn.initializers.constant(AUTHOR_SPATIAL_INIT), ()
-            )
-
-    @property
-    def dense_mode(self) -> str:
-        return "value" if self.variant == "author" else "official"
 
     def text_features(self) -> tuple[jax.Array, jax.Array]:
         """(g^+, g^-), each (C, E), L2-normalised, through the frozen text tower."""
@@ -107,19 +97,56 @@ class DualCoOp(nn.Module):
 
         x = jnp.concatenate([sequences(self.ctx_pos), sequences(self.ctx_neg)], axis=0)
         eot = jnp.tile(jnp.argmax(ids, axis=-1), 2)
-        g = _l2_normalize(self.clip.encode_embeddings(x, eot))
+        g = l2_normalize(self.clip.encode_embeddings(x, eot))
         return g[:num_classes], g[num_classes:]
 
-    def image_tokens(self, images: jax.Array) -> jax.Array:
-        """(B, H, W, 3) CLIP-normalised images -> (B, T, E) L2-normalised dense tokens (frozen)."""
+    def image_tokens(self, images: jax.Array) -> tuple[jax.Array, tuple[int, int]]:
+        """(B, H, W, 3) CLIP-normalised images -> (B, T, E) dense joint-space tokens (not
+        normalised; frozen: under stop-gradient) and the layer4 grid (h, w)."""
         fmap = self.clip.image_features(images, train=False)
         tokens = self.clip.dense(fmap, self.dense_mode)
-        return jax.lax.stop_gradient(_l2_normalize(tokens))
+        return jax.lax.stop_gradient(tokens), fmap.shape[1:3]
+
+    def __call__(self, images: jax.Array):
+        """Initialises every variable: the image tokens and the text features."""
+        return self.image_tokens(images)[0], self.text_features()
+
+
+class DualCoOp(nn.Module):
+    """Frozen CLIP + learned dual prompts (module docstring); `DualPrompts` at scope 'prompts'.
+
+    Attributes:
+      clip_config, prompt_ids, n_ctx, class_specific, remat_text, dtype: as `DualPrompts`.
+      variant: 'author' or 'official' (which also picks the dense tokens' mode).
+    """
+
+    clip_config: clip.ClipConfig
+    prompt_ids: Any
+    n_ctx: int = 16
+    variant: str = "author"
+    class_specific: bool = True
+    remat_text: bool = False
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"DualCoOp variant must be one of {VARIANTS}, got {self.variant!r}.")
+        self.prompts = DualPrompts(
+            self.clip_config, self.prompt_ids, self.n_ctx, self.class_specific,
+            dense_mode="value" if self.variant == "author" else "official",
+            remat_text=self.remat_text, dtype=self.dtype,
+        )  # fmt: skip
+        if self.variant == "author":
+            self.scale_t = self.param("scale_t", nn.initializers.constant(AUTHOR_SCALE_INIT), ())
+            self.spatial_t = self.param(
+                "spatial_t", nn.initializers.constant(AUTHOR_SPATIAL_INIT), ()
+            )
 
     def __call__(self, images: jax.Array, train: bool = False) -> tuple[jax.Array, dict]:
         del train  # the towers are frozen (BatchNorm on running statistics); no dropout
-        f = self.image_tokens(images)
-        g_pos, g_neg = self.text_features()
+        tokens, _ = self.prompts.image_tokens(images)
+        f = l2_normalize(tokens)
+        g_pos, g_neg = self.prompts.text_features()
         cos_pos = jnp.einsum("bte,ce->bct", f, g_pos)
         cos_neg = jnp.einsum("bte,ce->bct", f, g_neg)
         if self.variant == "official":

@@ -11,6 +11,7 @@ from mlrpl_jax.methods import (
     plain,
     ssgrl,
     sst,
+    trm_ml,
 )
 from mlrpl_jax.methods.base import Clock, DataInfo, Method, ParamGroup, StepOutput
 
@@ -29,6 +30,7 @@ METHODS: dict[str, Method] = {
     "cl": curriculum.METHOD,
     "dualcoop": dualcoop.METHOD,
     "clip_pretrain": clip_pretrain.METHOD,
+    "trm_ml": trm_ml.METHOD,
 }
 
 

@@ -1,0 +1,306 @@
+"""`trm_ml`: TRM-ML (Ma et al., ACM MM 2024; paper 003) on frozen CLIP towers.
+
+The network (`models.trm_ml.TRMML`: dual prompts, category-aware region learning, query- and
+region-level matching) is documented there; this module adds the losses, the prototypes and the
+pseudo labels. Tags [P] (the paper), [I] (``shared/reference/trm_ml_notes.md`` §12's proposal,
+each a config key) as in the notes.
+
+Loss (eq. 15) [P]: L = L_cls^q + alpha L_cls^r + beta L_KD + gamma L_NCE, alpha 1, beta 0.05,
+gamma 0.01.
+
+* L_cls (eq. 14): ASL, gamma+ 1, gamma- 2, margin 0.05, on sigmoid(pos - neg) of each branch, the
+  author framework's reduction -sum / B (`losses.sigmoid_difference_asl`), targets = the partial
+  labels with the pseudo labels on unknown entries [I].
+* L_KD (eq. 6): KL(p^r || p^q) with p = softmax over the C classes of each branch's logits, the
+  region-level teacher under stop-gradient, summed over classes, mean over the batch [I].
+* Visual memory bank (eq. 7) [P]: C FIFO queues of length `bank_length` (l) in `method_state`;
+  every step, for each known positive (i, c), the dense features f at the `top_k` highest energies
+  of region c go into queue c (L2-normalised, stop-gradient) [I: l 64, k 4].
+* Text prototypes [P: "the text representation trained in the first stage"]: g^+ computed with
+  the parameters at the start of epoch `stage2_epoch` (`refresh`) and frozen in `method_state`;
+  stage 2 (from `stage2_epoch`) turns on the pseudo labels and L_NCE [I].
+* Pseudo labels (eq. 8-12): per class c, the batch means of s (mean cosine of f^r_{i,c} with the
+  bank's queue c, eq. 8) over the known positives (s^p) and negatives (s^n) update EMA thresholds
+  theta+_c, theta-_c (eq. 11, eta `ema`; initialised by the first batch holding such an entry,
+  not updated by a batch without one) [P, I]; an unknown entry votes +1 if s >= theta+, -1 if
+  s <= theta-, 0 if both or neither hold (eq. 10) [P, I]; the text prototype votes the same way
+  with its own thresholds; the pseudo label is +1 (-1) when both votes are +1 (-1), else unknown
+  (eq. 12) [P]. `use_text_prototype` / `use_visual_prototype` off: the other vote alone
+  (Table 6).
+* L_NCE (eq. 13) [P; I for the unspecified parts]: anchor = g^+_c (L2-normalised); positives =
+  the projected region features of the batch's known positives of c and the projected bank
+  entries of c; negatives = the projected region features of the batch's known positives of the
+  other classes; projection = the MLP E -> E -> E then L2 normalisation; tau `nce_temperature`
+  0.07; the mean over the positives, then over the anchors with a positive.
+
+Ablation switches (paper Table 3 and 6): `use_carl` (False: the DualCoOp baseline, the other
+components need it), `use_kd`, `use_mmcp` (prototypes and pseudo labels), `use_mmcl`,
+`use_text_prototype`, `use_visual_prototype`. Inference: the region-level logits [P].
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from mlrpl_jax import losses
+from mlrpl_jax.methods import base, common, dualcoop
+from mlrpl_jax.models import clip, trm_ml
+from mlrpl_jax.models.prompting import l2_normalize
+
+BANK, BANK_PTR, BANK_COUNT = "bank", "bank_ptr", "bank_count"
+THETA, THETA_SET = "thresholds", "thresholds_set"  # (4, C): visual +, visual -, text +, text -
+TEXT_PROTO, HAS_TEXT_PROTO = "text_prototypes", "has_text_prototypes"
+
+
+def default_config() -> ml_collections.ConfigDict:
+    c = dualcoop.default_config()
+    del c.variant, c.loss, c.loss_w
+    c.alpha, c.beta, c.gamma = 1.0, 0.05, 0.01
+    c.ffn_dim = 2048
+    c.mlp_dim = 2048
+    c.dropout = 0.1
+    c.bank_length = 64
+    c.top_k = 4
+    c.ema = 0.9
+    c.stage2_epoch = 10
+    c.nce_temperature = 0.07
+    for switch in ("carl", "kd", "mmcp", "mmcl", "text_prototype", "visual_prototype"):
+        c[f"use_{switch}"] = True
+    return c
+
+
+def validate(config: base.Config) -> None:
+    mc = config.method_config
+    if mc.clip_arch not in clip.PRESETS:
+        raise ValueError(
+            f"config.method_config.clip_arch={mc.clip_arch!r}: must be one of "
+            f"{sorted(clip.PRESETS)}."
+        )
+    for key, ok, rule in (
+        ("n_ctx", mc.n_ctx >= 1, ">= 1"), ("bank_length", mc.bank_length >= 1, ">= 1"),
+        ("top_k", mc.top_k >= 1, ">= 1"), ("ema", 0.0 <= mc.ema < 1.0, "in [0, 1)"),
+        ("stage2_epoch", mc.stage2_epoch >= 0, ">= 0"),
+        ("nce_temperature", mc.nce_temperature > 0, "> 0"),
+        ("dropout", 0.0 <= mc.dropout < 1.0, "in [0, 1)"),
+    ):  # fmt: skip
+        if not ok:
+            raise ValueError(f"config.method_config.{key}={mc[key]!r}: must be {rule}.")
+    if not mc.use_carl and (mc.use_kd or mc.use_mmcp or mc.use_mmcl):
+        raise ValueError(
+            "config.method_config.use_carl=False (the DualCoOp baseline) has no regions: set "
+            "use_kd, use_mmcp and use_mmcl to False too."
+        )
+    if mc.use_mmcp and not (mc.use_text_prototype or mc.use_visual_prototype):
+        raise ValueError(
+            "config.method_config.use_mmcp=True needs use_text_prototype or use_visual_prototype."
+        )
+
+
+def make_model(config: base.Config, data_info: base.DataInfo) -> trm_ml.TRMML:
+    mc = config.method_config
+    return trm_ml.TRMML(
+        clip_config=clip.PRESETS[mc.clip_arch],
+        prompt_ids=dualcoop.prompt_ids(config, data_info.class_names),
+        n_ctx=mc.n_ctx, class_specific=mc.class_specific, ffn_dim=mc.ffn_dim,
+        mlp_dim=mc.mlp_dim, dropout=mc.dropout, use_carl=mc.use_carl, remat_text=mc.remat_text,
+    )  # fmt: skip
+
+
+def init_state(config: base.Config, data_info: base.DataInfo, rng: jax.Array) -> dict:
+    del rng
+    mc = config.method_config
+    c, e = data_info.num_classes, clip.PRESETS[mc.clip_arch].embed_dim
+    return {
+        BANK: np.zeros((c, mc.bank_length, e), np.float32),
+        BANK_PTR: np.zeros((c,), np.int32),
+        BANK_COUNT: np.zeros((c,), np.int32),
+        THETA: np.zeros((4, c), np.float32),
+        THETA_SET: np.zeros((4, c), bool),
+        TEXT_PROTO: np.zeros((c, e), np.float32),
+        HAS_TEXT_PROTO: np.zeros((), bool),
+    }
+
+
+def push_bank(state: dict, features: jax.Array, energies: jax.Array, labels: jax.Array, k: int):
+    """FIFO update of the visual memory bank (eq. 7): for each known positive (i, c), the tokens
+    of the k highest energies of region c (features (B, T, E) L2-normalised, energies (B, C, T));
+    entries in batch order, the oldest overwritten; a class with more than l new entries keeps
+    the last l. Returns the new (bank, ptr, count)."""
+    bank, ptr, count = state[BANK], state[BANK_PTR], state[BANK_COUNT]
+    c, length, _ = bank.shape
+    k = min(k, energies.shape[-1])
+    _, top = jax.lax.top_k(energies, k)  # (B, C, k)
+    new = jnp.take_along_axis(features[:, None], top[..., None], axis=2)  # (B, C, k, E)
+    positive = (labels == 1).astype(jnp.int32)  # (B, C)
+    rank = jnp.cumsum(positive, axis=0) - positive  # positives of c before image i
+    total = k * jnp.sum(positive, axis=0)  # (C,) new entries per class
+    position = rank[..., None] * k + jnp.arange(k)  # (B, C, k) order within the class
+    keep = (positive[..., None] == 1) & (position >= total[None, :, None] - length)
+    slot = (ptr[None, :, None] + position) % length
+    slot = jnp.where(keep, slot, length)  # dropped
+    cls = jnp.broadcast_to(jnp.arange(c)[None, :, None], slot.shape)
+    bank = bank.at[cls, slot].set(new.astype(bank.dtype), mode="drop")
+    return bank, (ptr + total) % length, jnp.minimum(count + total, length)
+
+
+def _ema_thresholds(theta, theta_set, scores, labels, ema, ready):
+    """Eq. 11 for one prototype: (theta (2, C), set (2, C)) updated with the batch means of
+    `scores` (B, C) over the known positives (row 0) and negatives (row 1), for the classes whose
+    prototype exists (`ready`, (C,) or ())."""
+    masks = jnp.stack([labels == 1, labels == -1]).astype(jnp.float32)  # (2, B, C)
+    n = masks.sum(axis=1)
+    mean = jnp.sum(masks * scores[None], axis=1) / jnp.maximum(n, 1.0)
+    seen = (n > 0) & ready
+    updated = jnp.where(theta_set, ema * theta + (1.0 - ema) * mean, mean)
+    return jnp.where(seen, updated, theta), theta_set | seen
+
+
+def _vote(scores, theta, theta_set):
+    """Eq. 10: +1 above theta+, -1 below theta-, 0 if both, neither, or thresholds unset."""
+    up = (scores >= theta[0]) & theta_set[0]
+    down = (scores <= theta[1]) & theta_set[1]
+    return jnp.where(up & ~down, 1, jnp.where(down & ~up, -1, 0)).astype(jnp.int8)
+
+
+def pseudo_labels(mc, state: dict, region: jax.Array, labels: jax.Array):
+    """Eq. 8-12: (pseudo labels (B, C) in {-1, 0, 1} for the unknown entries, new thresholds,
+    new set flags). `region`: f^r (B, C, E), L2-normalised, stop-gradient."""
+    theta, theta_set = state[THETA], state[THETA_SET]
+    valid = jnp.arange(state[BANK].shape[1])[None, :] < state[BANK_COUNT][:, None]  # (C, l)
+    sims = jnp.einsum("bce,cle->bcl", region, state[BANK])
+    visual = jnp.sum(sims * valid, axis=-1) / jnp.maximum(valid.sum(-1), 1)  # eq. 8-9, (B, C)
+    text = jnp.einsum("bce,ce->bc", region, state[TEXT_PROTO])
+    tv, sv = _ema_thresholds(theta[:2], theta_set[:2], visual, labels, mc.ema,
+                             state[BANK_COUNT] > 0)  # fmt: skip
+    tt, st = _ema_thresholds(theta[2:], theta_set[2:], text, labels, mc.ema,
+                             state[HAS_TEXT_PROTO])  # fmt: skip
+    vote_v, vote_t = _vote(visual, tv, sv), _vote(text, tt, st)
+    if mc.use_visual_prototype and mc.use_text_prototype:
+        pseudo = jnp.where(vote_v == vote_t, vote_v, 0)  # eq. 12
+    elif mc.use_visual_prototype:
+        pseudo = vote_v
+    else:
+        pseudo = vote_t
+    pseudo = jnp.where(labels == 0, pseudo, 0).astype(jnp.int8)
+    return pseudo, jnp.concatenate([tv, tt]), jnp.concatenate([sv, st])
+
+
+def kd_loss(logits_r: jax.Array, logits_q: jax.Array) -> jax.Array:
+    """Eq. 6: KL(softmax(r) || softmax(q)) over the classes, teacher stop-gradient, batch mean."""
+    log_r = jax.nn.log_softmax(jax.lax.stop_gradient(logits_r).astype(jnp.float32), axis=-1)
+    log_q = jax.nn.log_softmax(logits_q.astype(jnp.float32), axis=-1)
+    return jnp.mean(jnp.sum(jnp.exp(log_r) * (log_r - log_q), axis=-1))
+
+
+def nce_loss(anchors, projected, bank_projected, bank_valid, labels, tau):
+    """Eq. 13 (module docstring). anchors (C, E), projected (B, C, E), bank_projected (C, l, E),
+    all L2-normalised; bank_valid (C, l); labels (B, C). Returns a scalar."""
+    positive = labels == 1  # (B, C)
+    # a_c . z_{b,c'} / tau for every anchor c and batch region (b, c'): (C, B, C')
+    logits = jnp.einsum("ae,bce->abc", anchors, projected) / tau
+    c = anchors.shape[0]
+    other = ~jnp.eye(c, dtype=bool)[:, None, :]  # c' != c
+    neg_mask = positive[None] & other
+    lse_neg = jax.nn.logsumexp(jnp.where(neg_mask, logits, -jnp.inf), axis=(1, 2))  # (C,)
+    pos_batch = jnp.einsum("bce,ce->cb", projected, anchors) / tau  # (C, B)
+    pos_bank = jnp.einsum("cle,ce->cl", bank_projected, anchors) / tau  # (C, l)
+
+    def terms(pos_logits):
+        return jnp.logaddexp(pos_logits, lse_neg[:, None]) - pos_logits  # -log(e^p / (e^p + N))
+
+    mask_batch, mask_bank = positive.T, bank_valid
+    total = jnp.sum(jnp.where(mask_batch, terms(pos_batch), 0.0), axis=1) + jnp.sum(
+        jnp.where(mask_bank, terms(pos_bank), 0.0), axis=1
+    )
+    count = mask_batch.sum(axis=1) + mask_bank.sum(axis=1)
+    has = count > 0
+    per_anchor = total / jnp.maximum(count, 1)
+    return jnp.sum(jnp.where(has, per_anchor, 0.0)) / jnp.maximum(has.sum(), 1)
+
+
+def _asl(mc, pos, neg, targets):
+    return losses.sigmoid_difference_asl(
+        neg, pos, targets.astype(jnp.float32), gamma_pos=mc.gamma_pos, gamma_neg=mc.gamma_neg,
+        clip=mc.asl_clip, eps=1e-8,
+    )[0]  # fmt: skip
+
+
+def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock):
+    mc = config.method_config
+    labels = batch["labels"]
+    (_, aux), batch_stats = base.apply_train(
+        model, params, batch_stats, batch["image"], rngs={"dropout": rng}
+    )
+    stage2 = common.active_from(clock, mc.stage2_epoch)
+    state = dict(method_state)
+    metrics = {}
+    targets = labels
+    pseudo = jnp.zeros_like(labels)
+    region = jax.lax.stop_gradient(l2_normalize(aux["region_features"]))
+    if mc.use_mmcp:
+        pseudo, theta, theta_set = pseudo_labels(mc, state, region, labels)
+        on = stage2 & state[HAS_TEXT_PROTO] if mc.use_text_prototype else stage2
+        pseudo = jnp.where(on, pseudo, 0).astype(jnp.int8)
+        targets = jnp.where(labels == 0, pseudo, labels)
+        state[THETA], state[THETA_SET] = theta, theta_set
+        metrics["pseudo_positive"] = jnp.sum(pseudo == 1)
+        metrics["pseudo_negative"] = jnp.sum(pseudo == -1)
+    loss_r = _asl(mc, aux["pos_logits"], aux["neg_logits"], targets)
+    loss = loss_r
+    if mc.use_carl:
+        loss_q = _asl(mc, aux["q_pos_logits"], aux["q_neg_logits"], targets)
+        loss = loss_q + mc.alpha * loss_r
+        metrics["asl_q"] = loss_q
+    metrics["asl_r"] = loss_r
+    if mc.use_kd:
+        kd = kd_loss(aux["pos_logits"] - aux["neg_logits"], aux["logits_q"])
+        loss = loss + mc.beta * kd
+        metrics["kd"] = kd
+    valid = jnp.arange(mc.bank_length)[None, :] < state[BANK_COUNT][:, None]
+    if mc.use_mmcl:
+        project = lambda x: model.apply(
+            {"params": base.model_params(params)}, x, method=trm_ml.TRMML.project
+        )
+        nce = nce_loss(aux["text_pos"], aux["projected"], project(state[BANK]), valid, labels,
+                       mc.nce_temperature)  # fmt: skip
+        loss = loss + mc.gamma * jnp.where(stage2, nce, 0.0)
+        metrics["nce"] = nce
+    if mc.use_carl and (mc.use_mmcp or mc.use_mmcl):
+        tokens = jax.lax.stop_gradient(l2_normalize(aux["tokens"]))
+        energies = jax.lax.stop_gradient(aux["energies"])
+        state[BANK], state[BANK_PTR], state[BANK_COUNT] = push_bank(
+            state, tokens, energies, labels, mc.top_k
+        )
+    diagnostics = {"pseudo": (jnp.where(labels == 0, pseudo, labels), stage2)}
+    return loss, base.StepOutput({"asl": loss_r, **metrics}, batch_stats, state, diagnostics)
+
+
+def refresh(config, model, params, batch_stats, method_state, epoch, batches):
+    """At `stage2_epoch`: freeze the current g^+ as the text prototypes (once)."""
+    del batches
+    mc = config.method_config
+    if not (mc.use_mmcp and mc.use_text_prototype) or epoch < mc.stage2_epoch:
+        return method_state
+    if bool(method_state[HAS_TEXT_PROTO]):
+        return method_state
+    variables = {"params": base.model_params(params), "batch_stats": batch_stats}
+    g_pos, _ = model.apply(variables, method=lambda m: m.prompts.text_features())
+    return {**method_state, TEXT_PROTO: g_pos.astype(jnp.float32),
+            HAS_TEXT_PROTO: jnp.ones((), bool)}  # fmt: skip
+
+
+METHOD = base.Method(
+    name="trm_ml",
+    default_config=default_config,
+    make_model=make_model,
+    loss_fn=loss_fn,
+    predict_fn=base.predict_logits,
+    validate=validate,
+    init_state=init_state,
+    param_groups=dualcoop.frozen_towers,
+    normalize_images=dualcoop.clip_normalize,
+    load_pretrained=dualcoop.load_clip,
+    refresh=refresh,
+    diagnostics=common.pseudo_label_diagnostics,
+)

@@ -89,10 +89,11 @@ def get_config(method: str = "plain") -> ml_collections.ConfigDict:
     c.optim.b1 = 0.9  # Adam beta1 / SGD momentum.
     c.optim.b2 = 0.999  # Adam beta2.
     c.optim.eps = 1e-8  # Adam epsilon.
-    c.optim.schedule = "step"  # 'step' | 'cosine' | 'constant'.
+    c.optim.schedule = "step"  # 'step' | 'cosine' | 'onecycle' | 'constant'.
     c.optim.decay_every_epochs = 10  # step: multiply the lr by decay_factor every this many epochs.
     c.optim.decay_factor = 0.1  # step: the factor.
-    c.optim.warmup_epochs = 0.0  # Linear warm-up length (fraction of epochs allowed).
+    c.optim.warmup_epochs = 0.0  # Warm-up length (fraction of epochs allowed).
+    c.optim.warmup_lr = 0.0  # >0: constant warm-up at this lr (DualCoOp); 0: linear from 0.
     c.optim.schedule_epochs = 0  # >0: cosine/onecycle length in epochs, if training stops earlier.
     c.optim.onecycle_pct = 0.2  # onecycle: fraction of the schedule rising (ASL / SPLC: 0.2).
     c.optim.decay_on = "all"  # Weight decay on 'all' leaves | 'matrices' (>= 2-D; ASL, SPLC).

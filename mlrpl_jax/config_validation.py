@@ -95,6 +95,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _positive(config, key)
     _positive(config, "optim.weight_decay", allow_zero=True)
     _positive(config, "optim.warmup_epochs", allow_zero=True)
+    _positive(config, "optim.warmup_lr", allow_zero=True)
     for key in ("train.num_epochs", "train.batch_size", "train.eval_batch_size"):
         _positive(config, key)
     for key in ("train.log_every_steps", "train.eval_every_epochs", "checkpoint.every_epochs"):

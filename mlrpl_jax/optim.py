@@ -28,7 +28,8 @@ def make_schedule(optim: ml_collections.ConfigDict, steps_per_epoch: int) -> opt
     also cycles Adam's beta1 between 0.85 and 0.95 by default; here b1 stays `optim.b1`.)
     `schedule_epochs` > 0 sets the cosine / onecycle length in epochs when training stops before
     its end (ASL: an 80-epoch schedule stopped after 41 epochs; SPLC after 31).
-    'constant': lr. All of them after an optional linear warm-up of `warmup_epochs`.
+    'constant': lr. All of them after an optional warm-up of `warmup_epochs`: linear from 0, or
+    constant at `warmup_lr` when that is > 0 (Dassl's ConstantWarmupScheduler, DualCoOp's 1e-5).
     """
     lr = optim.learning_rate
     if optim.schedule == "step":
@@ -53,9 +54,12 @@ def make_schedule(optim: ml_collections.ConfigDict, steps_per_epoch: int) -> opt
         )
     warmup = int(optim.warmup_epochs * steps_per_epoch)
     if warmup > 0:
-        schedule = optax.join_schedules(
-            [optax.linear_schedule(0.0, lr, warmup), schedule], boundaries=[warmup]
+        first = (
+            optax.constant_schedule(optim.warmup_lr)
+            if optim.warmup_lr > 0
+            else optax.linear_schedule(0.0, lr, warmup)
         )
+        schedule = optax.join_schedules([first, schedule], boundaries=[warmup])
     return schedule
 
 

@@ -18,18 +18,37 @@ CONFIG_FILES = sorted(
 )
 
 
-def load(path):
-    """Imports a config file by path, as ml_collections' --config flag does, and calls get_config()."""
+def load(path, *args):
+    """Imports a config file by path, as ml_collections' --config flag does, and calls
+    get_config(*args) (the argument after ':' on the command line)."""
     spec = importlib.util.spec_from_file_location(f"config_{os.path.basename(path)[:-3]}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    return module.get_config(*args)
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
 def test_every_config_loads_and_validates(path):
     config = load(path)
     config_validation.validate(config)
+
+
+@pytest.mark.parametrize(
+    ("name", "arg", "expect"),
+    [("dualcoop_coco.py", "author", ("method_config.variant", "author")),
+     ("dualcoop_voc.py", "official", ("optim.learning_rate", 0.001)),
+     ("trm_ml_coco_spl.py", "splc", ("train.select_on", "test")),
+     ("trm_ml_coco_spl.py", "largeloss", ("data.val_fraction", 0.2)),
+     ("clip_synthetic.py", "dualcoop", ("method_config.clip_arch", "synthetic_rn"))],
+)  # fmt: skip
+def test_configs_with_arguments_load_and_validate(name, arg, expect):
+    config = load(os.path.join(ROOT, "configs", name), arg)
+    config_validation.validate(config)
+    key, value = expect
+    node = config
+    for part in key.split("."):
+        node = node[part]
+    assert node == value
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)

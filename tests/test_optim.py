@@ -57,6 +57,19 @@ def test_other_optimizers_build_and_step(name):
     assert np.all(np.isfinite(np.asarray(updates)))
 
 
+def test_constant_warmup_then_cosine_as_dualcoop():
+    # Dassl's ConstantWarmupScheduler: 1 epoch at 1e-5, then the cosine from the peak lr.
+    config = base.get_config("plain")
+    config.optim.update(name="sgd", schedule="cosine", learning_rate=2e-3, warmup_epochs=1.0,
+                        warmup_lr=1e-5)  # fmt: skip
+    _, schedule = optim.make_optimizer(config.optim, steps_per_epoch=4, total_steps=20)
+    assert [float(schedule(t)) for t in range(4)] == pytest.approx([1e-5] * 4)
+    assert float(schedule(4)) == pytest.approx(2e-3)
+    # The cosine then runs its own count over the whole schedule length (20 steps), as Dassl's
+    # successor scheduler does: 8 steps in, 2e-3 * (1 + cos(pi 8 / 20)) / 2.
+    assert float(schedule(12)) == pytest.approx(1e-3 * (1 + np.cos(np.pi * 8 / 20)), rel=1e-5)
+
+
 def test_delayed_parameters_start_their_adam_at_their_first_gradient():
     """A parameter outside the graph (zero gradient) gets no update, no L2 and no Adam step until
     it first receives a gradient; then it runs torch.optim.Adam from t = 1 (notes §3)."""

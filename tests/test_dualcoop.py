@@ -166,6 +166,16 @@ def test_frozen_towers_have_no_optimiser_state():
     assert sum(sizes.values()) == 2 * trained  # Adam's two moments of ctx_pos and ctx_neg
 
 
+def test_the_model_holds_every_clip_variable_in_the_checkpoint_layout():
+    _, _, variables, _ = build("official")
+    want = clip.abstract_variables(TINY)
+    for collection in ("params", "batch_stats"):
+        got = variables[collection]["prompts"]["clip"]
+        assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(
+            want[collection]
+        ), collection
+
+
 def test_clip_weights_are_loaded_strictly_and_checked_against_the_arch(tmp_path):
     variables = clip.init_variables(TINY, jax.random.key(3))
     path = tmp_path / "tiny_clip.npz"

@@ -156,9 +156,22 @@ def load_clip(config: base.Config, params, batch_stats):
             f"config.method_config.clip_weights={mc.clip_weights} does not hold the "
             f"clip_arch={mc.clip_arch!r} architecture {expected}:\n{e}"
         ) from e
+    for name, tree in (("params", params), ("batch_stats", batch_stats)):
+        current = _get(tree, CLIP_SCOPE)
+        if jax.tree_util.tree_structure(current) != jax.tree_util.tree_structure(variables[name]):
+            raise ValueError(  # a model bug, not a user error: the model must create every variable
+                f"The model's CLIP {name} do not have the checkpoint's layout; cannot load "
+                f"{mc.clip_weights}."
+            )
     return _put(params, CLIP_SCOPE, variables["params"]), _put(
         batch_stats, CLIP_SCOPE, variables["batch_stats"]
     )
+
+
+def _get(tree, path: tuple[str, ...]):
+    for name in path:
+        tree = tree[name]
+    return tree
 
 
 def _put(tree, path: tuple[str, ...], value):

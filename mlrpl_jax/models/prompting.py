@@ -104,6 +104,10 @@ class DualPrompts(nn.Module):
         """(B, H, W, 3) CLIP-normalised images -> (B, T, E) dense joint-space tokens (not
         normalised; frozen: under stop-gradient) and the layer4 grid (h, w)."""
         fmap = self.clip.image_features(images, train=False)
+        if self.is_initializing():
+            # Create every CLIP variable (the checkpoints' layout, which `load_pretrained`
+            # fills), also the attention pool's query / key projections this path never uses.
+            self.clip.pool(fmap)
         tokens = self.clip.dense(fmap, self.dense_mode)
         return jax.lax.stop_gradient(tokens), fmap.shape[1:3]
 

@@ -20,19 +20,9 @@ from configs import base, recipes
 
 
 def get_config():
-    config = recipes.synthetic_cpu_scale(base.get_config("clip_pretrain"))
-    config.data.synthetic.num_classes = 40
-    config.data.synthetic.num_train = 16000
-    config.data.synthetic.num_test = 1000
-    config.data.synthetic.num_val = 0
-    config.data.synthetic.seed = 101
-    config.data.setting = "fal"
-    config.data.val_split = None
-    config.data.val_fraction = 0.0
-    config.train.select_on = (
-        "test"  # zero-shot on the pretraining world's test split; last epoch exported
+    config = recipes.pretraining_world(
+        recipes.synthetic_cpu_scale(base.get_config("clip_pretrain"))
     )
-    config.checkpoint.keep_best = False
     config.optim.name = "adamw"
     config.optim.learning_rate = 1e-3
     config.optim.weight_decay = 0.1

@@ -30,17 +30,7 @@ from configs import base, recipes
 
 
 def get_config():
-    config = recipes.synthetic_cpu_scale(base.get_config("plain"))
-    config.data.synthetic.num_classes = 40
-    config.data.synthetic.num_train = 16000
-    config.data.synthetic.num_test = 1000
-    config.data.synthetic.num_val = 0
-    config.data.synthetic.seed = 101
-    config.data.setting = "fal"
-    config.data.val_split = None
-    config.data.val_fraction = 0.0
-    config.train.select_on = "test"  # pretraining world's test split; the last epoch is exported
-    config.checkpoint.keep_best = False
+    config = recipes.pretraining_world(recipes.synthetic_cpu_scale(base.get_config("plain")))
     config.optim.learning_rate = 2e-3
     config.optim.weight_decay = 1e-4
     config.optim.schedule = "cosine"

@@ -306,6 +306,25 @@ def baselines_paper_scale(
     return config
 
 
+def pretraining_world(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The synthetic scenes' *pretraining world* (`synthetic_cpu_scale` first): 40 classes (the
+    world is a function of the class count, so its hues, class frequencies and co-occurrences
+    differ from the 10-class evaluation world's), generation seed 101 (the evaluation world: 0),
+    16,000 train / 1,000 test images of 96 px, every label known (setting 'fal'), no validation
+    split; the last epoch is exported (no model selection; the test split only reports)."""
+    config.data.synthetic.num_classes = 40
+    config.data.synthetic.num_train = 16000
+    config.data.synthetic.num_test = 1000
+    config.data.synthetic.num_val = 0
+    config.data.synthetic.seed = 101
+    config.data.setting = "fal"
+    config.data.val_split = None
+    config.data.val_fraction = 0.0
+    config.train.select_on = "test"
+    config.checkpoint.keep_best = False
+    return config
+
+
 # --- CLIP methods (DualCoOp, TRM-ML) -------------------------------------------------------------
 CLIP_WEIGHTS = {"RN50": "weights/clip_rn50.npz", "RN101": "weights/clip_rn101.npz"}
 SYNTHETIC_CLIP = "weights/synthetic_clip_rn.npz"
@@ -322,6 +341,15 @@ def _clip_data(config: ml_collections.ConfigDict, dataset: str) -> None:
     config.data.augment = "asl"
     config.data.worker_count = 8
     config.data.eval_worker_count = 8
+
+
+def _trm_ml_optim(config: ml_collections.ConfigDict, weight_decay: float) -> None:
+    """TRM-ML's optimiser: AdamW (decoupled decay), one-cycle to 5e-4 with 20 % rising."""
+    config.optim.name = "adamw"
+    config.optim.learning_rate = 5e-4
+    config.optim.weight_decay = weight_decay
+    config.optim.schedule = "onecycle"
+    config.optim.onecycle_pct = 0.2
 
 
 def trm_ml_scale(config: ml_collections.ConfigDict, dataset: str) -> ml_collections.ConfigDict:
@@ -341,11 +369,7 @@ def trm_ml_scale(config: ml_collections.ConfigDict, dataset: str) -> ml_collecti
     mc.clip_weights = CLIP_WEIGHTS["RN101"]
     if "variant" in mc:
         mc.variant = "author"
-    config.optim.name = "adamw"
-    config.optim.learning_rate = 5e-4
-    config.optim.weight_decay = 5e-3 if dataset == "coco" else 5e-4
-    config.optim.schedule = "onecycle"
-    config.optim.onecycle_pct = 0.2
+    _trm_ml_optim(config, weight_decay=5e-3 if dataset == "coco" else 5e-4)
     config.train.num_epochs = 40
     config.train.batch_size = 128
     config.train.eval_batch_size = 128
@@ -428,11 +452,7 @@ def synthetic_clip(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
         mc.stage2_epoch = 2
         mc.ffn_dim = mc.mlp_dim = 512
         mc.bank_length = 32
-    config.optim.name = "adamw"
-    config.optim.learning_rate = 5e-4
-    config.optim.weight_decay = 5e-4
-    config.optim.schedule = "onecycle"
-    config.optim.onecycle_pct = 0.2
+    _trm_ml_optim(config, weight_decay=5e-4)
     config.train.num_epochs = 8
     config.train.batch_size = 32
     return config

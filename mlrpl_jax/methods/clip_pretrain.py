@@ -46,11 +46,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 def validate(config: base.Config) -> None:
     mc = config.method_config
-    if mc.clip_arch not in clip.PRESETS:
-        raise ValueError(
-            f"config.method_config.clip_arch={mc.clip_arch!r}: must be one of "
-            f"{sorted(clip.PRESETS)}."
-        )
+    dualcoop.check_clip_arch(mc)
     if mc.max_objects < 1 or mc.logit_scale_max <= 1:
         raise ValueError(
             f"config.method_config max_objects={mc.max_objects}, logit_scale_max="

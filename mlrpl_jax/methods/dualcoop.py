@@ -58,14 +58,19 @@ def _fail(key: str, value, rule: str):
     raise ValueError(f"config.method_config.{key}={value!r}: {rule}")
 
 
+def check_clip_arch(mc: ml_collections.ConfigDict) -> None:
+    """The CLIP methods' common check: `clip_arch` names a `clip.PRESETS` architecture."""
+    if mc.clip_arch not in clip.PRESETS:
+        _fail("clip_arch", mc.clip_arch, f"must be one of {sorted(clip.PRESETS)}.")
+
+
 def validate(config: base.Config) -> None:
     mc = config.method_config
+    check_clip_arch(mc)
     if mc.variant not in prompting.VARIANTS:
         _fail("variant", mc.variant, f"must be one of {prompting.VARIANTS}.")
     if mc.loss is not None and mc.loss not in LOSSES:
         _fail("loss", mc.loss, f"must be None (the variant's) or one of {LOSSES}.")
-    if mc.clip_arch not in clip.PRESETS:
-        _fail("clip_arch", mc.clip_arch, f"must be one of {sorted(clip.PRESETS)}.")
     if mc.n_ctx < 1:
         _fail("n_ctx", mc.n_ctx, "must be >= 1.")
     if mc.loss_w <= 0:

@@ -72,11 +72,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 def validate(config: base.Config) -> None:
     mc = config.method_config
-    if mc.clip_arch not in clip.PRESETS:
-        raise ValueError(
-            f"config.method_config.clip_arch={mc.clip_arch!r}: must be one of "
-            f"{sorted(clip.PRESETS)}."
-        )
+    dualcoop.check_clip_arch(mc)
     for key, ok, rule in (
         ("n_ctx", mc.n_ctx >= 1, ">= 1"), ("bank_length", mc.bank_length >= 1, ">= 1"),
         ("top_k", mc.top_k >= 1, ">= 1"), ("ema", 0.0 <= mc.ema < 1.0, "in [0, 1)"),

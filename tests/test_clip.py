@@ -241,7 +241,11 @@ def tokenizer():
 def test_tokenizer_matches_open_clip(tokenizer):
     from open_clip import tokenizer as oc_tokenizer
 
-    names = [*sources.COCO_CLASS_NAMES, *sources.VOC_CLASS_NAMES]
+    from mlrpl_jax.data.tfds_builders import synthetic_scenes
+
+    # Every dataset's class names (VG-200's come from the user's files; its placeholders too).
+    names = [*sources.COCO_CLASS_NAMES, *sources.VOC_CLASS_NAMES,
+             *synthetic_scenes.class_names(40), "class_007"]  # fmt: skip
     texts = TEXTS + names + [f"a photo of a {n}." for n in names]
     np.testing.assert_array_equal(
         tokenizer.tokenize(texts), oc_tokenizer.tokenize(texts).numpy().astype(np.int32)

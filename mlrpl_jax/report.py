@@ -12,10 +12,10 @@ it runs) and
   "SPL" and "FAL", after the 'pal' ones, so runs of several settings (e.g. one sweep workdir per
   setting) make one table;
 * writes matplotlib figures (PNG) to `--out`: `map_vs_proportion.png` (mean +- std over seeds per
-  method, the 'pal' columns), and, for the runs that log them, `pseudo_labels.png` (pseudo-label precision / recall of
-  SST/HST per epoch, from the `train_epoch/pseudo_*` records) and `learned_scalars.png` (HST's
-  thresholds and SARB/DSRB's alpha/beta over training, from `train/theta_*`, `train/alpha_*`,
-  `train/beta_*`).
+  method, the 'pal' columns), and, for the runs that log them, `pseudo_labels.png` (pseudo-label
+  precision / recall per epoch, from the `train_epoch/pseudo_*` records) and `learned_scalars.png`
+  (HST's thresholds and SARB/DSRB's alpha/beta over training, from `train/theta_*`,
+  `train/alpha_*`, `train/beta_*`), one line per method and column (the mean over its seeds).
 
 `--compare-paper coco|vg|voc` adds the published rows of the HST and DSRB papers' main tables
 (`mlrpl_jax.paper_tables`) in the same layout.
@@ -275,8 +275,9 @@ def plot_map_vs_proportion(table: Table, path: str, metric: str = "mAP") -> bool
 
 
 def plot_series(runs: Sequence[Run], prefixes: Sequence[str], path: str, ylabel: str) -> bool:
-    """Every logged key starting with one of `prefixes`, over epochs, one line per run and key
-    (`train_epoch/...` records per epoch, `train/...` per log step). False if none is logged."""
+    """Every logged key starting with one of `prefixes`, over epochs: one line per (method,
+    column), the mean over its seeds at each logged epoch (`train_epoch/...` records per epoch,
+    `train/...` per log step). False (no file) if none is logged."""
     plt = pyplot()
 
     keys = sorted({
@@ -285,13 +286,23 @@ def plot_series(runs: Sequence[Run], prefixes: Sequence[str], path: str, ylabel:
     })  # fmt: skip
     if not keys:
         return False
+    groups: dict[tuple[str, str], list[Run]] = {}
+    for r in runs:
+        groups.setdefault((r.method, column_label(column_of(r.setting, r.proportion))), []).append(
+            r
+        )
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), squeeze=False)
     for ax, key in zip(axes[0], keys, strict=True):
-        for r in runs:
-            x, y = _series(r, key)
-            if len(x):
-                column = column_label(column_of(r.setting, r.proportion))
-                ax.plot(x, y, marker=".", lw=1, label=f"{r.method} {column} s{r.seed}")
+        for (method, column), members in groups.items():
+            by_epoch: dict[float, list[float]] = {}
+            for r in members:
+                for x, y in zip(*_series(r, key), strict=True):
+                    by_epoch.setdefault(float(x), []).append(float(y))
+            if by_epoch:
+                xs = sorted(by_epoch)
+                ys = [np.mean(by_epoch[x]) for x in xs]
+                label = f"{method} {column} (n={len(members)})"
+                ax.plot(xs, ys, marker=".", lw=1, label=label)
         ax.set_title(key.split("/", 1)[1], fontsize=9)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)

@@ -33,6 +33,18 @@ def _positive(config: ml_collections.ConfigDict, key: str, allow_zero: bool = Fa
         _fail(key, value, "must be >= 0." if allow_zero else "must be > 0.")
 
 
+def resolve_none(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Turns every value that is the text 'None' into None, in place, and returns `config`: a
+    command-line `--config.model.backbone_weights=None` reaches an optional string key as 'None'
+    (ml_collections parses flags by the field's type), and no key takes that text as a value."""
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            resolve_none(value)
+        elif isinstance(value, str) and value == "None":
+            config[key] = None
+    return config
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ValueError for the first invalid value found."""
     if config.method not in methods.METHODS:

@@ -71,7 +71,7 @@ def setup(config: ml_collections.ConfigDict, *, pretrained: bool = True) -> Expe
     """Validates the config (before any data is opened) and builds data sources, model, optimiser,
     initial state and jitted steps. `pretrained=False` skips `Method.load_pretrained` (for a state
     that is restored from a checkpoint anyway, e.g. `mlrpl_jax.evaluate`)."""
-    config_validation.validate(config)
+    config_validation.validate(config_validation.resolve_none(config))
     mesh = sharding.make_mesh()
     method = methods.get(config.method)
     splits = pipeline.make_splits(config.data)

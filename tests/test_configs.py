@@ -70,6 +70,17 @@ def test_configs_only_override_base_keys(path):
     assert keys(config) <= keys(reference)
 
 
+def test_none_on_the_command_line_is_none():
+    config = load(os.path.join(ROOT, "configs", "clip_synthetic.py"))
+    config.method_config.clip_weights = (
+        "None"  # what --config.method_config.clip_weights=None gives
+    )
+    config.model.backbone_weights = "None"
+    config_validation.resolve_none(config)
+    assert config.method_config.clip_weights is None and config.model.backbone_weights is None
+    assert config.data.name == "synthetic_scenes"
+
+
 def test_unknown_config_key_is_an_error():
     from configs import base
 

@@ -14,6 +14,12 @@ biases, gains and the temperature), lr 1e-3 with half an epoch of warm-up and a 
 batch 128. The test mAP the trainer reports is the zero-shot mAP on the pretraining world's own
 test split (prompts "a photo of a <name>."); `mlrpl_jax.pretrain_clip` adds the zero-shot mAP on
 the evaluation world. No model selection: the last epoch is exported.
+
+Measured on 2 CPU cores (2026-12-04): 43 min of training while another study shared the cores
+(about 140 images/s when alone, i.e. about 25 min for the 12 epochs); in-batch caption retrieval
+top-1 0.40 and loss 2.11 at the end (from 0.01 and 4.85). Zero-shot test mAP: 24.8 on the
+pretraining world (40 Zipf-frequent classes), 44.1 on the evaluation world of the benchmarks (10
+classes; 17.2 with the random initialisation). The figures are in the weights' .json.
 """
 
 from configs import base, recipes

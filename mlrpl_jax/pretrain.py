@@ -58,14 +58,9 @@ def _define_flags() -> None:
     flags.mark_flags_as_required(["workdir", "out"])
 
 
-def export_backbone(config, workdir: str, out: str) -> dict[str, Any]:
-    """Writes the backbone of `workdir`'s newest checkpoint to `out` (.npz, torchvision layout)
-    and checks that it reads back into the same model. Returns {'step': ..., 'num_tensors': ...}."""
-    import jax
-    import numpy as np
-
+def final_state(config, workdir: str):
+    """(TrainState, step) of `workdir`'s newest checkpoint, which must be the run's last step."""
     from mlrpl_jax import checkpointing, trainer
-    from mlrpl_jax.models import pretrained
 
     exp = trainer.setup(config, pretrained=False)
     ckpt = checkpointing.Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep,
@@ -74,6 +69,34 @@ def export_backbone(config, workdir: str, out: str) -> dict[str, Any]:
     ckpt.close()
     if step < exp.total_steps:
         raise RuntimeError(f"{workdir} holds step {step} of {exp.total_steps}; train first.")
+    return state, step
+
+
+def train_timed(config, workdir: str) -> tuple[dict[str, Any], dict[str, float]]:
+    """Trains `config` in `workdir` (resuming; nothing to do when finished) with the settings of
+    `mlrpl_jax.train`; returns the start of the report ({'config', 'workdir', 'train_seconds'})
+    and the final test metrics."""
+    import jax
+
+    from mlrpl_jax import trainer
+
+    jax.config.update("jax_threefry_partitionable", False)  # as mlrpl_jax.train
+    report: dict[str, Any] = {"config": config.to_dict(), "workdir": os.path.abspath(workdir)}
+    start = time.perf_counter()
+    final = trainer.run(config, workdir)
+    report["train_seconds"] = time.perf_counter() - start  # ~0 when the run had finished
+    return report, final
+
+
+def export_backbone(config, workdir: str, out: str) -> dict[str, Any]:
+    """Writes the backbone of `workdir`'s newest checkpoint to `out` (.npz, torchvision layout)
+    and checks that it reads back into the same model. Returns {'step': ..., 'num_tensors': ...}."""
+    import jax
+    import numpy as np
+
+    from mlrpl_jax.models import pretrained
+
+    state, step = final_state(config, workdir)
     backbone = {"params": state.params["backbone"], "batch_stats": state.batch_stats["backbone"]}
     state_dict = pretrained.flax_resnet_to_torchvision(backbone)
     pretrained.save_npz(out, state_dict)
@@ -146,17 +169,10 @@ def linear_probe(config, weights: str | None, seed: int = 0) -> float:
 
 def main(argv):
     del argv
-    import jax
-
-    from mlrpl_jax import trainer
     from mlrpl_jax.metric_writer import atomic_write_json
 
-    jax.config.update("jax_threefry_partitionable", False)  # as mlrpl_jax.train
     config, workdir, out = (_FLAGS[k].value for k in ("config", "workdir", "out"))
-    report: dict[str, Any] = {"config": config.to_dict(), "workdir": os.path.abspath(workdir)}
-    start = time.perf_counter()
-    final = trainer.run(config, workdir)
-    report["train_seconds"] = time.perf_counter() - start  # ~0 when the run had finished
+    report, final = train_timed(config, workdir)
     report["pretraining_world_test"] = {k: final[k] for k in ("mAP", "OF1", "CF1", "OP", "OR")}
     report["export"] = export_backbone(config, workdir, out)
     print(f"Wrote {out} (backbone of step {report['export']['step']}).")

@@ -55,16 +55,10 @@ def export_clip(config, workdir: str, out: str) -> dict[str, Any]:
     import jax
     import numpy as np
 
-    from mlrpl_jax import checkpointing, trainer
     from mlrpl_jax.models import clip, clip_convert, pretrained
+    from mlrpl_jax.pretrain import final_state
 
-    exp = trainer.setup(config, pretrained=False)
-    ckpt = checkpointing.Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep,
-                                      keep_best=False)  # fmt: skip
-    state, step = ckpt.restore_state(exp.state, which="latest")
-    ckpt.close()
-    if step < exp.total_steps:
-        raise RuntimeError(f"{workdir} holds step {step} of {exp.total_steps}; train first.")
+    state, step = final_state(config, workdir)
     variables = {"params": state.params["clip"], "batch_stats": state.batch_stats["clip"]}
     variables = jax.device_get(variables)
     state_dict = clip_convert.to_state_dict(variables)
@@ -116,16 +110,12 @@ def main(argv):
     del argv
     import jax
 
-    from mlrpl_jax import trainer
     from mlrpl_jax.metric_writer import atomic_write_json
     from mlrpl_jax.models import clip, clip_convert
+    from mlrpl_jax.pretrain import train_timed
 
-    jax.config.update("jax_threefry_partitionable", False)  # as mlrpl_jax.train
     config, workdir, out = (_FLAGS[k].value for k in ("config", "workdir", "out"))
-    report: dict[str, Any] = {"config": config.to_dict(), "workdir": os.path.abspath(workdir)}
-    start = time.perf_counter()
-    final = trainer.run(config, workdir)
-    report["train_seconds"] = time.perf_counter() - start  # ~0 when the run had finished
+    report, final = train_timed(config, workdir)
     report["pretraining_world_zero_shot_test"] = {k: final[k] for k in ("mAP", "OF1", "CF1")}
     report["export"] = export_clip(config, workdir, out)
     print(f"Wrote {out} (CLIP of step {report['export']['step']}).")

@@ -230,3 +230,32 @@ def test_trm_ml_trains_on_the_synthetic_scenes(tmp_path, overrides):
                                               "method_config.stage2_epoch": 1, **overrides})  # fmt: skip
     final = trainer.run(config, str(tmp_path / "run"))
     assert 0.0 < final["mAP"] <= 100.0
+
+
+def test_bank_prototypes_and_thresholds_survive_a_checkpoint_round_trip(tmp_path):
+    import grain
+
+    from mlrpl_jax import checkpointing
+
+    config = config_for(**{"method_config.stage2_epoch": 0, "train.batch_size": 16})
+    mesh = sharding.make_mesh()
+    method = methods.get("trm_ml")
+    fns = trainer.make_train_fns(config, method, data_info(NUM_CLASSES), mesh, 2, 8)
+    state = fns.state
+    state = state.replace(method_state=method.refresh(
+        config, fns.model, state.params, state.batch_stats, state.method_state, 0, None))  # fmt: skip
+    for step in range(3):
+        state, _ = fns.step_fn(state, sharding.host_to_global(fake_batch(seed=step), mesh))
+    ms = jax.device_get(state.method_state)
+    assert ms["has_text_prototypes"] and ms["bank_count"].sum() > 0 and ms["thresholds_set"].any()
+    data_iter = iter(grain.MapDataset.range(8).to_iter_dataset())
+    next(data_iter)
+    ckpt = checkpointing.Checkpointer(str(tmp_path), max_to_keep=1, keep_best=False)
+    ckpt.save(state, data_iter)
+    restored, step = ckpt.restore_state(fns.state, which="latest")
+    ckpt.close()
+    assert step == 3
+    for key, value in ms.items():
+        got = jax.device_get(restored.method_state[key])
+        assert got.dtype == value.dtype and got.shape == value.shape, key
+        np.testing.assert_array_equal(got, value, err_msg=key)

@@ -12,7 +12,9 @@ from helpers import fake_data_info, restore_latest, tiny_run_config
 from test_train_step import NUM_CLASSES, fake_batch, tiny_config, write_fake_resnet18_weights
 
 from mlrpl_jax import config_validation, evaluate, methods, sharding, trainer
+from mlrpl_jax.data.tfds_builders import synthetic_scenes
 from mlrpl_jax.methods import base
+from mlrpl_jax.models import clip
 
 
 def test_loss_fn_never_sees_the_full_labels_only_diagnostics_do():
@@ -58,14 +60,25 @@ ACTIVATION = {
     "ll_ct": {"delta_rel": 0.1},
     "ll_cp": {"delta_rel": 0.1},
     "cl": {"first_round": 1, "round_every": 1},
+    # The CLIP methods on a tiny CLIP of the synthetic words (class names: `synthetic_names`).
+    "dualcoop": {"clip_arch": "test_tiny", "n_ctx": 4},
+    "clip_pretrain": {"clip_arch": "test_tiny"},
+    "trm_ml": {"clip_arch": "test_tiny", "n_ctx": 4, "stage2_epoch": 1, "ffn_dim": 32,
+               "mlp_dim": 32, "bank_length": 4, "top_k": 1},
 }  # fmt: skip
+TINY_CLIP = clip.ClipConfig(
+    embed_dim=32, vision_layers=(1, 1, 1, 1), vision_width=8, image_size=32, context_length=32,
+    vocab_size=len(clip.SYNTHETIC_WORDS) + 3, text_width=32, text_heads=1, text_layers=1,
+    words=clip.SYNTHETIC_WORDS,
+)  # fmt: skip
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(methods.METHODS))
-def test_step_compiles_once_across_activation_epochs(name):
+def test_step_compiles_once_across_activation_epochs(name, monkeypatch):
     """One compiled step for the whole run: the epoch gates (pseudo labels, blending, delayed
     optimisers) are traced values, so crossing an activation epoch never retraces."""
+    monkeypatch.setitem(clip.PRESETS, "test_tiny", TINY_CLIP)
     config = tiny_config(frozen_stages=4, method=name)
     for key, value in {
         **SMALL,
@@ -78,7 +91,10 @@ def test_step_compiles_once_across_activation_epochs(name):
         node[leaf] = value
     method = methods.get(name)
     mesh = sharding.make_mesh(jax.devices()[:1])
-    fns = trainer.make_train_fns(config, method, fake_data_info(NUM_CLASSES), mesh, 1, 3)
+    info = fake_data_info(NUM_CLASSES)._replace(
+        class_names=synthetic_scenes.class_names(NUM_CLASSES)  # words of the tiny CLIP
+    )
+    fns = trainer.make_train_fns(config, method, info, mesh, 1, 3)
     state = fns.state
     for i in range(3):  # epochs 0, 1, 2 (steps_per_epoch = 1): before and after activation
         state, metrics = fns.step_fn(state, sharding.host_to_global(fake_batch(seed=i), mesh))

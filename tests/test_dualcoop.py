@@ -136,6 +136,23 @@ def test_gradients_reach_the_contexts_and_scales_only():
     assert all(float(jnp.abs(g).max()) == 0 for g in jax.tree_util.tree_leaves(image_tower))
 
 
+def test_remat_modes_give_the_same_gradients():
+    """What the text blocks keep for the backward pass changes memory, not the gradients."""
+    config, model, variables, images = build("author")
+    labels = jnp.asarray([[1, -1, 0, 1, -1], [0, 1, -1, -1, 1]], jnp.int8)
+    grads = {}
+    for mode in clip.REMAT_MODES:
+        m = model.clone(remat_text=mode)
+
+        def loss(params, m=m):
+            _, aux = m.apply({**variables, "params": params}, images)
+            return dualcoop.asl_loss(config, aux, labels)[0]
+
+        grads[mode] = jax.grad(loss)(variables["params"])["prompts"]["ctx_pos"]
+    for mode in ("dots", "full"):
+        np.testing.assert_allclose(grads[mode], grads["none"], rtol=1e-5, atol=1e-7)
+
+
 def test_losses_of_the_variants_and_loss_w():
     config, model, variables, images = build("official")
     labels = jnp.asarray([[1, -1, 0, 1, -1], [0, 1, -1, -1, 1]], jnp.int8)
@@ -200,7 +217,8 @@ def test_clip_weights_are_loaded_strictly_and_checked_against_the_arch(tmp_path)
 
 def test_bad_method_config_values_are_errors():
     for key, value, match in (("variant", "dual", "variant"), ("loss", "bce", "loss"),
-                              ("clip_arch", "ViT-B/32", "clip_arch"), ("n_ctx", 0, "n_ctx")):  # fmt: skip
+                              ("clip_arch", "ViT-B/32", "clip_arch"), ("n_ctx", 0, "n_ctx"),
+                              ("remat_text", "some", "remat_text")):  # fmt: skip
         config = config_for("/nonexistent", **{f"method_config.{key}": value})
         with pytest.raises(ValueError, match=match):
             config_validation.validate(config)

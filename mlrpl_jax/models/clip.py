@@ -417,18 +417,35 @@ class ResidualAttentionBlock(nn.Module):
         return x + _Mlp(self.width, self.quick_gelu, self.proj_std, self.dtype, name="mlp")(h)
 
 
+# What the text blocks keep for the backward pass (`CLIP.remat_text`): every activation ('none'),
+# only the outputs of the dense layers' matrix products, recomputing the element-wise operations,
+# LayerNorms and the attention ('dots'), or only each block's input ('full').
+REMAT_MODES = ("none", "dots", "full")
+
+
+def remat_block(block: type[nn.Module], mode: str) -> type[nn.Module]:
+    """`block` whose backward pass keeps what `mode` (one of `REMAT_MODES`) says."""
+    if mode == "none":
+        return block
+    if mode == "dots":
+        return nn.remat(block, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
+    if mode == "full":
+        return nn.remat(block)
+    raise ValueError(f"remat mode must be one of {REMAT_MODES}, got {mode!r}.")
+
+
 class _ResBlocks(nn.Module):
     width: int
     heads: int
     layers: int
     quick_gelu: bool
-    remat: bool = False
+    remat: str = "none"
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, mask):
         proj_std = self.width**-0.5 * (2 * self.layers) ** -0.5
-        block = nn.remat(ResidualAttentionBlock) if self.remat else ResidualAttentionBlock
+        block = remat_block(ResidualAttentionBlock, self.remat)
         for i in range(self.layers):
             x = block(self.width, self.heads, self.quick_gelu, proj_std, self.dtype, name=str(i))(
                 x, mask
@@ -443,7 +460,7 @@ class TextTransformer(nn.Module):
     heads: int
     layers: int
     quick_gelu: bool
-    remat: bool = False
+    remat: str = "none"
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -461,14 +478,14 @@ class CLIP(nn.Module):
 
     Attributes:
       config: the architecture.
-      remat_text: recompute the text blocks' activations in the backward pass instead of keeping
-        them (prompt learning sends 2C prompts through the text tower every step).
+      remat_text: what the text blocks keep for the backward pass, one of `REMAT_MODES` (prompt
+        learning sends 2C prompts through the text tower every step).
       dtype: computation dtype of convolutions and dense layers (LayerNorm and softmax in
         float32); parameters are float32.
     """
 
     config: ClipConfig
-    remat_text: bool = False
+    remat_text: str = "none"
     dtype: Any = jnp.float32
 
     def setup(self):

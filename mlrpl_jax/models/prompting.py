@@ -61,7 +61,7 @@ class DualPrompts(nn.Module):
       n_ctx: context length (16).
       class_specific: class-specific contexts (C, n_ctx, W) or one generic pair (n_ctx, W).
       dense_mode: the image tokens' `clip.CLIP.dense` mode ('value' or 'official').
-      remat_text: recompute the text blocks in the backward pass (memory for 2C long prompts).
+      remat_text: what the text blocks keep for the backward pass (`clip.REMAT_MODES`).
       dtype: computation dtype of the towers.
     """
 
@@ -70,7 +70,7 @@ class DualPrompts(nn.Module):
     n_ctx: int = 16
     class_specific: bool = True
     dense_mode: str = "value"
-    remat_text: bool = False
+    remat_text: str = "none"
     dtype: Any = jnp.float32
 
     def setup(self):
@@ -129,7 +129,7 @@ class DualCoOp(nn.Module):
     n_ctx: int = 16
     variant: str = "author"
     class_specific: bool = True
-    remat_text: bool = False
+    remat_text: str = "none"
     dtype: Any = jnp.float32
 
     def setup(self):

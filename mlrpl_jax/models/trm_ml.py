@@ -102,7 +102,7 @@ class TRMML(nn.Module):
     mlp_dim: int = 2048
     dropout: float = 0.1
     use_carl: bool = True
-    remat_text: bool = False
+    remat_text: str = "none"
     dtype: Any = jnp.float32
 
     def setup(self):

@@ -67,8 +67,8 @@ def main():
     from configs import base as base_config
     from configs import clip_synthetic, recipes
     from mlrpl_jax import methods, sharding, trainer
-    from mlrpl_jax.models import clip
     from mlrpl_jax.data import sources
+    from mlrpl_jax.models import clip
 
     mesh = sharding.make_mesh()
     d = mesh.devices.size

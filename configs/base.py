@@ -35,6 +35,9 @@ def get_config(method: str = "plain") -> ml_collections.ConfigDict:
     c.data.known_proportion = 0.5  # pal: fraction of entries kept; ppl: fraction of positives kept.
     c.data.label_seed = 0  # Seed of the known-label mask (independent of `seed`).
     c.data.mask_mode = "hash"  # 'hash' (per example id) | 'reference' (np.random.seed(0)).
+    c.data.reference_order_file = ml_collections.FieldReference(
+        None, field_type=str
+    )  # mask_mode 'reference': the authors' image order (COCO instances_train2014.json, ...).
     c.data.partial_labels_file = ml_collections.FieldReference(
         None, field_type=str
     )  # .npy/.txt (N, C).

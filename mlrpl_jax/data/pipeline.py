@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 
 from mlrpl_jax.data import partial_labels as pl
-from mlrpl_jax.data import sources, transforms
+from mlrpl_jax.data import reference_order, sources, transforms
 
 
 def make_source(data: ml_collections.ConfigDict, split: str) -> sources.Source:
@@ -64,8 +64,9 @@ def make_mask_transform(
     """The partial-label transform of the train split (from the setting or a labels file), or with
     `validation` that of the validation split (`data.val_labels='partial'`): the train split's
     setting and proportion, in 'hash' mode with a seed derived from `data.label_seed`, so that the
-    val masks are not the train masks of the same example ids."""
-    fixed, seed, mode = None, data.label_seed, data.mask_mode
+    val masks are not the train masks of the same example ids. In mode 'reference' the masks are
+    the authors' (`reference_order`: their U's rows taken in their image order)."""
+    fixed, seed, mode, rows = None, data.label_seed, data.mask_mode, None
     if validation:
         seed = int(np.random.SeedSequence([data.label_seed, 0x7A1]).generate_state(1)[0] % 2**31)
         mode = "hash"
@@ -73,6 +74,8 @@ def make_mask_transform(
         fixed = pl.load_partial_labels_file(
             data.partial_labels_file, len(source), source.num_classes
         )
+    elif mode == "reference":
+        rows = reference_order.rows_for(data.name, source.image_names(), data.reference_order_file)
     return transforms.MaskLabels(
         dataset=f"{data.name}[{source.split}]",
         num_examples=len(source),
@@ -82,6 +85,7 @@ def make_mask_transform(
         seed=seed,
         mode=mode,
         fixed_labels=fixed,
+        reference_rows=rows,
     )
 
 

@@ -42,8 +42,9 @@ Label rules (they reproduce the reference's ``datasets/voc2007.py`` and ``datase
 
 Example order: TFDS stores VOC and COCO examples in its own (hash-shuffled) order, not in the
 reference's order (VOC ``trainval.txt``, COCO annotation-file order), so ``example_id`` ``i`` is not
-the reference's ``i``-th image. `Source.image_names` gives each record's file name, from which a
-permutation to the reference order can be built (e.g. to apply the reference's partial-label files).
+the reference's ``i``-th image. `Source.image_names` gives each record's file name, by which
+`reference_order` maps our examples to the authors' order (``mask_mode='reference'`` with
+``data.reference_order_file``).
 VG-200 is stored in the reference's order (the split-list order), so there ``example_id`` ``i`` is
 the reference's ``i``-th image.
 

@@ -70,8 +70,12 @@ class MaskLabels(grain.transforms.Map):
         seed: int,
         mode: str,
         fixed_labels: np.ndarray | None = None,
+        reference_rows: tuple[np.ndarray, int] | None = None,
     ):
-        """Args: see `config.data`; `fixed_labels` (N, C) int8 from a user file overrides the masking."""
+        """Args: see `config.data`; `fixed_labels` (N, C) int8 from a user file overrides the
+        masking; `reference_rows` (mode 'reference'): (rows (N,), M), example i takes row rows[i]
+        of the authors' (M, C) uniform matrix (`reference_order.rows_for`); None: row i of an
+        (N, C) one."""
         self.dataset = dataset
         self.setting, self.proportion, self.seed, self.mode = setting, proportion, seed, mode
         self.fixed_labels = fixed_labels
@@ -82,7 +86,12 @@ class MaskLabels(grain.transforms.Map):
                     f"config.data.mask_mode='reference' reproduces the reference code's 'pal' masks only; "
                     f"got config.data.setting={setting!r}. Use mask_mode='hash' for other settings."
                 )
-            self.keep = pl.reference_keep_mask(num_examples, num_classes, proportion, seed)
+            rows, total = reference_rows or (np.arange(num_examples), num_examples)
+            if len(rows) != num_examples:
+                raise ValueError(
+                    f"reference_rows has {len(rows)} rows for {num_examples} examples."
+                )
+            self.keep = pl.reference_keep_mask(total, num_classes, proportion, seed)[rows]
 
     def map(self, record: dict[str, Any]) -> dict[str, Any]:
         example_id = int(record["example_id"])

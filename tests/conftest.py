@@ -8,6 +8,8 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Caches the library writes (label indexes of read-only datasets, label statistics) stay per session.
+os.environ["MLRPL_JAX_CACHE"] = tempfile.mkdtemp(prefix="mlrpl_jax_test_user_cache_")
 
 import jax
 

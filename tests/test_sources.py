@@ -520,6 +520,12 @@ def test_prepared_voc(prepared):
         np.testing.assert_array_equal(record["labels"], source.labels_matrix()[i])
     test = sources.make_source("voc/2007", "test", data_dir=prepared["ar"])
     assert list(np.flatnonzero(test.labels_matrix()[0])) == [19]  # difficult aeroplane dropped
+    # Both splits' label indexes are kept beside the prepared files, and read back.
+    index_dir = os.path.join(prepared["ar"], "voc", "2007", sources.TFDS_VERSIONS["voc/2007"])
+    assert len(os.listdir(os.path.join(index_dir, "mlrpl_index"))) == 2
+    again = sources.make_source("voc/2007", "train+validation", data_dir=prepared["ar"])
+    with mock.patch.object(type(again._data), "__getitems__", side_effect=AssertionError("read")):
+        np.testing.assert_array_equal(again.labels_matrix(), source.labels_matrix())
 
 
 @pytest.mark.slow
@@ -579,3 +585,61 @@ def test_prepared_data_reads_without_tensorflow(prepared):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "coco/2014 4 (6, 9, 3) 4" in result.stdout
     assert "voc/2007 4 " in result.stdout
+
+
+# ------------------------------------------------------------------------------------------------
+# The label index
+# ------------------------------------------------------------------------------------------------
+
+
+class _CountingRecords(list):
+    """Records that count how many are read."""
+
+    reads = 0
+
+    def __getitem__(self, i):
+        type(self).reads += 1
+        return super().__getitem__(i)
+
+
+def _indexed_source(records, index_dir, prepared=1):
+    return sources.Source(
+        name="voc/2007", split="train", data=records, class_names=sources.VOC_CLASS_NAMES,
+        labels_fn=sources._voc_labels, filename_key="image/filename", index_dir=index_dir,
+        fingerprint={"prepared": prepared},
+    )  # fmt: skip
+
+
+def test_label_index_is_written_once_and_read_without_the_records(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLRPL_JAX_CACHE", str(tmp_path / "user_cache"))
+    rng = np.random.default_rng(0)
+    records = _CountingRecords(
+        {"image/filename": f"{i:06d}.jpg",
+         "objects": {"label": rng.integers(0, 20, 3), "is_difficult": rng.random(3) < 0.3}}
+        for i in range(50)
+    )  # fmt: skip
+    want = np.stack([sources._voc_labels(r, 20) for r in list.__iter__(records)])
+    first = _indexed_source(records, tmp_path / "prepared")
+    np.testing.assert_array_equal(first.labels_matrix(), want)
+    assert _CountingRecords.reads == 50
+    (written,) = (tmp_path / "prepared" / "mlrpl_index").iterdir()
+    second = _indexed_source(records, tmp_path / "prepared")
+    np.testing.assert_array_equal(second.labels_matrix(), want)
+    assert second.image_names() == first.image_names() and _CountingRecords.reads == 50
+    # A re-preparation (another fingerprint) is scanned again; so is a damaged index.
+    np.testing.assert_array_equal(
+        _indexed_source(records, tmp_path / "prepared", 2).labels_matrix(), want
+    )
+    assert _CountingRecords.reads == 100
+    written.write_bytes(b"not an npz")
+    np.testing.assert_array_equal(
+        _indexed_source(records, tmp_path / "prepared").labels_matrix(), want
+    )
+    assert _CountingRecords.reads == 150
+    # Where the dataset's directory cannot take the index, the user cache does.
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")
+    path = _indexed_source(records, blocked).build_index()
+    assert path.startswith(str(tmp_path / "user_cache"))
+    _indexed_source(records, blocked).labels_matrix()
+    assert _CountingRecords.reads == 200

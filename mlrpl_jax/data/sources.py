@@ -55,7 +55,10 @@ in the ``tfrecord`` format, raises `DatasetNotPreparedError` with the exact comm
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
+import json
 import operator
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -97,6 +100,8 @@ COCO_CLASS_NAMES: tuple[str, ...] = (
 TFDS_VERSIONS: dict[str, str] = {"voc/2007": "5.0.0", "coco/2014": "1.1.0"}
 
 LabelFn = Callable[[Mapping[str, Any], int], np.ndarray]
+
+_INDEX_FORMAT = 1  # Bump when the label index's content or the label rules change.
 
 
 class DatasetNotPreparedError(FileNotFoundError):
@@ -195,6 +200,8 @@ class Source:
         class_names: Sequence[str],
         labels_fn: LabelFn,
         filename_key: str | None,
+        index_dir: str | os.PathLike[str] | None = None,
+        fingerprint: Mapping[str, Any] | None = None,
     ) -> None:
         """Wraps an underlying random-access source; use `make_source` instead.
 
@@ -206,6 +213,12 @@ class Source:
             labels_fn: Maps (raw record, C) to the uint8 (C,) multi-hot labels; must be a
                 module-level function (picklable).
             filename_key: Record key of the image file name, or None (names are the indices).
+            index_dir: Where the label index of the split (labels and file names, `labels_matrix`)
+                is kept, e.g. the prepared dataset's directory; None: no index, every process
+                scans the records. A read-only directory falls back to ``$MLRPL_JAX_CACHE`` or
+                ``~/.cache/mlrpl_jax``.
+            fingerprint: What the index must match (e.g. the preparation's dataset_info.json
+                modification time); the split, N and C are always checked.
         """
         self.name = name
         self.split = split
@@ -216,6 +229,12 @@ class Source:
         self._filename_key = filename_key
         self._labels: np.ndarray | None = None
         self._names: tuple[str, ...] | None = None
+        self._index_dir = None if index_dir is None else os.fspath(index_dir)
+        self._fingerprint = {
+            "format": _INDEX_FORMAT, "name": name, "split": split, "num_examples": len(data),
+            "num_classes": len(self.class_names), "labels_fn": labels_fn.__name__,
+            **(fingerprint or {}),
+        }  # fmt: skip
 
     def __len__(self) -> int:
         return len(self._data)
@@ -246,23 +265,87 @@ class Source:
             "example_id": np.int64(index),
         }
 
+    def _index_paths(self) -> list[str]:
+        """Candidate label-index files: in `index_dir`, then in the user cache."""
+        if self._index_dir is None:
+            return []
+        key = json.dumps(self._fingerprint, sort_keys=True)
+        digest = hashlib.sha256(f"{os.path.abspath(self._index_dir)}\n{key}".encode()).hexdigest()
+        cache = os.environ.get("MLRPL_JAX_CACHE") or os.path.expanduser("~/.cache/mlrpl_jax")
+        return [
+            os.path.join(self._index_dir, "mlrpl_index", f"{digest[:24]}.npz"),
+            os.path.join(cache, "label_index", f"{digest[:24]}.npz"),
+        ]
+
+    def _load_index(self) -> bool:
+        for path in self._index_paths():
+            try:
+                with np.load(path, allow_pickle=False) as f:
+                    if json.loads(str(f["fingerprint"])) != self._fingerprint:
+                        continue
+                    labels, names = f["labels"], f["names"]
+            except (OSError, KeyError, ValueError):
+                continue
+            if labels.shape == (len(self), self.num_classes) and len(names) == len(self):
+                self._labels, self._names = labels.astype(np.uint8), tuple(names.tolist())
+                return True
+        return False
+
+    def _save_index(self) -> str | None:
+        """Writes the label index (atomically: a temporary file renamed); the first writable
+        candidate wins. Returns its path, or None where none is writable."""
+        for path in self._index_paths():
+            tmp = f"{path}.tmp{os.getpid()}"
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(tmp, "wb") as f:
+                    np.savez(f, labels=self._labels, names=np.asarray(self._names, dtype=str),
+                             fingerprint=json.dumps(self._fingerprint, sort_keys=True))  # fmt: skip
+                os.replace(tmp, path)
+                return path
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.remove(tmp)
+        return None
+
     def _scan(self) -> None:
-        """Reads every record once (images are not decoded) and caches labels and file names."""
+        """Labels and file names of every record: from the label index when there is one, else
+        one pass over the records (images not decoded; read in batches where the data source
+        reads them in parallel), then written to the index."""
+        if self._load_index():
+            return
         labels = np.zeros((len(self), self.num_classes), dtype=np.uint8)
         names = []
-        for i in range(len(self)):
-            record = self._data[i]
-            labels[i] = self._labels_fn(record, self.num_classes)
-            key = self._filename_key
-            names.append(_as_str(record[key]) if key is not None else str(i))
+        read_many = getattr(self._data, "__getitems__", None)
+        chunk = 512
+        for start in range(0, len(self), chunk):
+            ids = range(start, min(start + chunk, len(self)))
+            records = read_many(list(ids)) if read_many else [self._data[i] for i in ids]
+            for i, record in zip(ids, records):
+                labels[i] = self._labels_fn(record, self.num_classes)
+                key = self._filename_key
+                names.append(_as_str(record[key]) if key is not None else str(i))
         self._labels, self._names = labels, tuple(names)
+        self._save_index()
+
+    def build_index(self) -> str | None:
+        """Scans the split once and writes its label index (`scripts/prepare_data.py` calls it
+        after preparation, so that training loads the labels in seconds). Returns the path."""
+        self._labels = self._names = None
+        paths = self._index_paths()
+        for path in paths:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        self._scan()
+        return next((p for p in paths if os.path.exists(p)), None)
 
     def labels_matrix(self) -> np.ndarray:
         """Full labels of the whole split, without decoding any image.
 
         Returns:
-            uint8 (N, C) in {0, 1}; row ``i`` equals ``self[i]['labels']``. Computed on the first
-            call (one pass over the records) and cached on the instance.
+            uint8 (N, C) in {0, 1}; row ``i`` equals ``self[i]['labels']``. Read from the split's
+            label index (`build_index`), else computed on the first call (one pass over the
+            records) and written to the index; cached on the instance.
         """
         if self._labels is None:
             self._scan()
@@ -378,6 +461,17 @@ def _preparation_problem(builder: Any) -> str | None:
     return None
 
 
+def _index_of(builder: Any) -> dict[str, Any]:
+    """`Source`'s label-index arguments for a prepared TFDS builder: its directory, and the
+    preparation's dataset_info.json modification time (a re-preparation invalidates the index)."""
+    data_dir = os.fspath(builder.data_dir)
+    try:
+        prepared = os.stat(os.path.join(data_dir, "dataset_info.json")).st_mtime_ns
+    except OSError:  # not prepared there (e.g. TFDS's mock data): no index
+        return {}
+    return {"index_dir": data_dir, "fingerprint": {"prepared": prepared}}
+
+
 def _check_class_names(name: str, found: Sequence[str], expected: Sequence[str]) -> None:
     """Raises if a prepared dataset's class names are not the reference order."""
     if tuple(found) != tuple(expected):
@@ -399,6 +493,7 @@ def _make_voc(split: str, data_dir: str | os.PathLike[str] | None) -> Source:
         class_names=VOC_CLASS_NAMES,
         labels_fn=_voc_labels,
         filename_key="image/filename",
+        **_index_of(builder),
     )
 
 
@@ -416,6 +511,7 @@ def _make_coco(split: str, data_dir: str | os.PathLike[str] | None) -> Source:
         class_names=COCO_CLASS_NAMES,
         labels_fn=_coco_labels,
         filename_key="image/filename",
+        **_index_of(builder),
     )
 
 
@@ -450,6 +546,7 @@ def _make_vg200(split: str, data_dir: str | os.PathLike[str] | None) -> Source:
         class_names=vg200.class_names(builder),
         labels_fn=_vg200_labels,
         filename_key="image/filename",
+        **_index_of(builder),
     )
 
 

@@ -30,6 +30,7 @@ def get_config(method: str = "plain") -> ml_collections.ConfigDict:
     )  # Held-out TFDS split for model selection (e.g. 'validation'); None = see val_fraction.
     c.data.val_fraction = 0.1  # >0 and no val_split: carve this fraction out of the train split.
     c.data.val_seed = 1200  # Seed of the carve-out permutation (the LargeLoss protocol's 1200).
+    c.data.drop_unlabeled = False  # Drop images without any positive label from every split.
     c.data.val_labels = "partial"  # Score validation on 'partial' (known entries) | 'full' labels.
     c.data.setting = "pal"  # Partial-label setting: 'pal' | 'ppl' | 'spl' | 'fal'.
     c.data.known_proportion = 0.5  # pal: fraction of entries kept; ppl: fraction of positives kept.

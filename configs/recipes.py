@@ -11,6 +11,7 @@ DATASETS = {
     "coco": ("coco/2014", "train", "validation"),  # train2014 / val2014
     "voc": ("voc/2007", "train+validation", "test"),  # trainval / test
     "vg": ("vg200", "train", "test"),  # the authors' train_list_500 / test_list_500
+    "voc2012": ("voc/2012", "train", "validation"),  # the single-positive protocols' VOC
 }
 
 
@@ -223,8 +224,8 @@ def imbalance_scale(config: ml_collections.ConfigDict, dataset: str) -> ml_colle
 
 def largeloss_setup(config: ml_collections.ConfigDict, dataset: str) -> ml_collections.ConfigDict:
     """The "LargeLoss setup" (Cole et al.'s single-positive protocol, which Kim et al.'s LargeLoss
-    keeps; `shared/reference/baselines_notes.md` §6-7, §10) on 'coco'. (VOC 2012, NUS-WIDE and CUB,
-    the protocol's other datasets, come with the datasets issue.)
+    keeps; `shared/reference/baselines_notes.md` §6-7, §10) on 'coco' or 'voc2012'. Images without
+    a positive label are left out of every split, as Cole et al.'s formatting scripts do.
 
     ResNet-50 from ImageNet weights (`weights/resnet50.pth`) + global average pooling + linear
     head, trained end to end; 448-px resize, horizontal flip, ImageNet normalisation. The official
@@ -240,6 +241,7 @@ def largeloss_setup(config: ml_collections.ConfigDict, dataset: str) -> ml_colle
     config = imbalance_scale(config, dataset)
     config.data.setting = "spl"
     config.data.label_seed = 1200
+    config.data.drop_unlabeled = True  # Cole et al.'s formatted lists hold no such image
     config.train.batch_size = 16
     config.train.early_stop_drop = 3.0
     return config
@@ -253,12 +255,13 @@ def splc_setup(config: ml_collections.ConfigDict, dataset: str) -> ml_collection
     leaves only, a OneCycle schedule (pct_start 0.2) laid out over 80 epochs of which 31 are run,
     batch 128, weight EMA 0.9997; each epoch the better of the raw and EMA weights on the *test*
     set is kept (the setup has no validation split). The single positive labels: setting 'spl'
-    (uniform draw, label_seed 0) until the setup's fixed list files (`coco_train_singlelabel.txt`)
-    can be read by image name (the datasets issue); a (N, C) {-1, 0, 1} matrix in our example order
-    can be given now as data.partial_labels_file.
+    (uniform draw, label_seed 0), or the setup's fixed list file (`coco_train_singlelabel.txt`)
+    as data.partial_labels_file. Images without a positive label are left out (the setup's
+    82,081 COCO train and 40,137 test images).
     """
     config.data.name, config.data.train_split, config.data.test_split = DATASETS[dataset]
     config.data.setting = "spl"
+    config.data.drop_unlabeled = True  # COCO: 82,081 train / 40,137 test images, those with labels
     config.data.image_size = 448
     config.data.scale_size = 448
     config.data.crop_sizes = (448,)
@@ -291,7 +294,7 @@ def splc_setup(config: ml_collections.ConfigDict, dataset: str) -> ml_collection
 # one; for the synthetic scenes the mean number of distinct classes per image of the generator's
 # 10-class world (1.82), measured on 100,000 scenes drawn from the world with a seed no split uses
 # (`_sample_instances` with `np.random.default_rng(12345)`), not on the benchmark's labels.
-EXPECTED_POSITIVES = {"coco": 2.9, "voc": 1.5, "synthetic": 1.8}
+EXPECTED_POSITIVES = {"coco": 2.9, "voc": 1.5, "voc2012": 1.5, "synthetic": 1.8}
 
 
 def baselines_paper_scale(
@@ -417,7 +420,7 @@ def trm_ml_single_positive(
     data split, label list or draw, model selection and AP as `largeloss_setup` / `splc_setup`)
     with frozen CLIP RN50 (`weights/clip_rn50.npz`) and TRM-ML's optimisation
     (`trm_ml_scale`'s AdamW one-cycle, batch 128, 40 epochs, EMA) [I: the paper states only the
-    backbone for these runs]. 'coco' only until the datasets issue adds VOC 2012, NUS-WIDE, CUB."""
+    backbone for these runs]. On 'coco' and 'voc2012'."""
     if setup not in ("largeloss", "splc"):
         raise ValueError(f"setup must be 'largeloss' or 'splc', got {setup!r}.")
     protocol = largeloss_setup if setup == "largeloss" else splc_setup

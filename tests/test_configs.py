@@ -39,6 +39,9 @@ def test_every_config_loads_and_validates(path):
      ("dualcoop_voc.py", "official", ("optim.learning_rate", 0.001)),
      ("trm_ml_coco_spl.py", "splc", ("train.select_on", "test")),
      ("trm_ml_coco_spl.py", "largeloss", ("data.val_fraction", 0.2)),
+     ("trm_ml_voc2012_spl.py", "splc", ("data.name", "voc/2012")),
+     ("largeloss_voc2012.py", "epr", ("method_config.expected_positives", 1.5)),
+     ("splc_voc2012.py", "hill", ("data.drop_unlabeled", True)),
      ("clip_synthetic.py", "dualcoop", ("method_config.clip_arch", "synthetic_rn"))],
 )  # fmt: skip
 def test_configs_with_arguments_load_and_validate(name, arg, expect):

@@ -162,3 +162,33 @@ def test_asl_augmentation_resizes_cuts_out_and_rand_augments():
             assert result.shape == (32, 32, 3) and result.dtype == np.uint8, name
     assert not np.array_equal(np.asarray(transforms.rand_augment_op(img, "rotate", 0.5, 1.0)),
                               resized)  # fmt: skip
+
+
+def test_drop_unlabeled_removes_images_without_positives_from_every_split(monkeypatch):
+    from configs import base as base_config
+    from mlrpl_jax.data import sources
+
+    rng = np.random.default_rng(0)
+    labels = {
+        split: (rng.random((n, 5)) < 0.2).astype(np.uint8)
+        for split, n in (("train", 60), ("test", 30))
+    }
+
+    def fake_source(data, split):
+        records = [{"labels": y, "image": np.zeros((2, 2, 3), np.uint8)} for y in labels[split]]
+        return sources.Source(name="synthetic_scenes", split=split, data=records,
+                              class_names=tuple("abcde"), labels_fn=sources._tensor_labels,
+                              filename_key=None)  # fmt: skip
+
+    monkeypatch.setattr(pipeline, "make_source", fake_source)
+    data = base_config.get_config("plain").data
+    data.val_fraction, data.drop_unlabeled = 0.25, True
+    splits = pipeline.make_splits(data)
+    n_train = int(labels["train"].any(1).sum())
+    assert n_train < 60 and len(splits.train) + len(splits.val) == n_train
+    assert len(splits.test) == int(labels["test"].any(1).sum()) < 30
+    for split in splits:
+        assert split.labels_matrix().any(axis=1).all()
+        assert split[len(split) - 1]["example_id"] == len(split) - 1
+    data.drop_unlabeled = False
+    assert len(pipeline.make_splits(data).test) == 30

@@ -643,3 +643,15 @@ def test_label_index_is_written_once_and_read_without_the_records(tmp_path, monk
     assert path.startswith(str(tmp_path / "user_cache"))
     _indexed_source(records, blocked).labels_matrix()
     assert _CountingRecords.reads == 200
+
+
+@pytest.mark.parametrize("split", ["train", "validation"])
+def test_voc2012_records_follow_the_voc_rule(split):
+    """voc/2012 (the single-positive protocols' VOC): the same features and label rule as 2007."""
+    records = _voc_records()
+    context, calls = _mock(records)
+    with context:
+        source = sources.make_source("voc/2012", split, data_dir="/unused")
+    assert calls[0][:2] == ("voc", split) and source.name == "voc/2012"
+    assert source.class_names == REFERENCE_VOC_CLASSES
+    _check_records(source, [_expected_voc(o) for o in VOC_OBJECTS[split]], records[split])

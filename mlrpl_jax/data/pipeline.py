@@ -11,6 +11,7 @@ from typing import NamedTuple
 import grain
 import ml_collections
 import numpy as np
+from absl import logging
 
 from mlrpl_jax.data import partial_labels as pl
 from mlrpl_jax.data import reference_order, sources, transforms
@@ -37,14 +38,27 @@ def make_splits(data: ml_collections.ConfigDict) -> Splits:
     Validation: `data.val_split` names a split of the dataset (e.g. 'validation'), or
     `data.val_fraction` > 0 carves that fraction out of the train split with `data.val_seed`
     (`sources.carve_out`; the train source is then the rest), or neither: no validation split.
+    With `data.drop_unlabeled`, images without any positive label leave every split first (the
+    single-positive protocols' lists hold none: Cole et al.'s formatting scripts, NUS-WIDE's
+    untagged images), and how many is logged.
     """
-    train = make_source(data, data.train_split)
+
+    def open_split(split):
+        source = make_source(data, split)
+        if not data.drop_unlabeled:
+            return source
+        keep = np.flatnonzero(source.labels_matrix().any(axis=1))
+        logging.info("%s[%s]: dropped %d of %d images without a positive label (data.drop_unlabeled).",
+                     data.name, split, len(source) - len(keep), len(source))  # fmt: skip
+        return sources.Subset(source, keep, f"{source.split}[with positives]")
+
+    train = open_split(data.train_split)
     val = None
     if data.val_split is not None:
-        val = make_source(data, data.val_split)
+        val = open_split(data.val_split)
     elif data.val_fraction > 0:
         train, val = sources.carve_out(train, data.val_fraction, data.val_seed)
-    return Splits(train, val, make_source(data, data.test_split))
+    return Splits(train, val, open_split(data.test_split))
 
 
 def _sizes(data: ml_collections.ConfigDict) -> tuple[int, tuple[int, ...], int]:

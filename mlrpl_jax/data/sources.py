@@ -8,6 +8,9 @@
 * ``'voc/2007'``: the TFDS catalogue dataset ``voc/2007`` (splits ``'train'`` 2,501,
   ``'validation'`` 2,510, ``'test'`` 4,952); the reference trains on trainval =
   ``'train+validation'`` (5,011). Any TFDS split string works (``'test[:100]'``, ...);
+* ``'voc/2012'``: the TFDS catalogue dataset ``voc/2012`` (``'train'`` 5,717, ``'validation'``
+  5,823; its ``'test'`` has no labels); the single-positive protocols train on ``'train'`` (80/20
+  carve-out) and test on ``'validation'``, as Cole et al.'s ``format_pascal.py``; labels as VOC 2007;
 * ``'coco/2014'``: the TFDS catalogue dataset ``coco/2014`` (``'train'`` 82,783 = train2014,
   ``'validation'`` 40,504 = val2014, as in the reference);
 * ``'vg200'``: VG-200 (Visual Genome, 200 categories; splits ``'train'`` and ``'test'`` from the
@@ -23,7 +26,7 @@ and CMYK JPEGs all come out as 3 channels.
 
 Label rules (they reproduce the reference's ``datasets/voc2007.py`` and ``datasets/coco2014.py``):
 
-* VOC 2007: class ``c`` is positive iff the image has at least one object of class ``c`` whose
+* VOC 2007 and 2012: class ``c`` is positive iff the image has at least one object of class ``c`` whose
   ``objects/is_difficult`` flag is False. Difficult objects are ignored, so a class whose only
   objects in the image are difficult is **negative** (0), not unknown. (This equals TFDS's own
   ``labels_no_difficult`` feature.) Class order is TFDS's ``objects/label`` order, which is the
@@ -67,7 +70,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-SUPPORTED_DATASETS: tuple[str, ...] = ("synthetic_scenes", "voc/2007", "coco/2014", "vg200")
+SUPPORTED_DATASETS: tuple[str, ...] = (
+    "synthetic_scenes", "voc/2007", "voc/2012", "coco/2014", "vg200",
+)  # fmt: skip
 
 # fmt: off
 VOC_CLASS_NAMES: tuple[str, ...] = (
@@ -97,7 +102,7 @@ COCO_CLASS_NAMES: tuple[str, ...] = (
 # fmt: on
 
 # TFDS versions read (and prepared) here: tensorflow-datasets 4.9.x generates exactly these.
-TFDS_VERSIONS: dict[str, str] = {"voc/2007": "5.0.0", "coco/2014": "1.1.0"}
+TFDS_VERSIONS: dict[str, str] = {"voc/2007": "5.0.0", "voc/2012": "5.0.0", "coco/2014": "1.1.0"}
 
 LabelFn = Callable[[Mapping[str, Any], int], np.ndarray]
 
@@ -115,9 +120,9 @@ def _voc_labels(record: Mapping[str, Any], num_classes: int) -> np.ndarray:
     difficult = np.asarray(objects["is_difficult"], dtype=bool).reshape(-1)
     if label.shape != difficult.shape:
         raise ValueError(
-            f"voc/2007 record has {label.size} object labels but {difficult.size} difficult flags."
+            f"VOC record has {label.size} object labels but {difficult.size} difficult flags."
         )
-    return _multi_hot(label[~difficult], num_classes, "voc/2007")
+    return _multi_hot(label[~difficult], num_classes, "VOC")
 
 
 def _coco_labels(record: Mapping[str, Any], num_classes: int) -> np.ndarray:
@@ -381,6 +386,7 @@ def prepare_instructions(name: str, data_dir: str | os.PathLike[str] | None = No
     dir_flag = f" --data_dir={os.fspath(data_dir)}" if data_dir is not None else ""
     size_note = {
         "voc/2007": "VOC 2007 downloads ~0.9 GB",
+        "voc/2012": "VOC 2012 downloads ~3.6 GB (trainval and test tars)",
         "coco/2014": (
             "COCO 2014 downloads automatically, no manual step, but coco/2014 also fetches the "
             "test2014 and test2015 images: ~40 GB of zips, as much again extracted, and ~40 GB "
@@ -481,13 +487,13 @@ def _check_class_names(name: str, found: Sequence[str], expected: Sequence[str])
         )
 
 
-def _make_voc(split: str, data_dir: str | os.PathLike[str] | None) -> Source:
-    """The ``voc/2007`` source (see the module docstring for the label rule)."""
-    builder, data = _open_tfds("voc/2007", split, data_dir)
+def _make_voc(name: str, split: str, data_dir: str | os.PathLike[str] | None) -> Source:
+    """The ``voc/2007`` or ``voc/2012`` source (see the module docstring for the label rule)."""
+    builder, data = _open_tfds(name, split, data_dir)
     names = builder.info.features["objects"]["label"].names
-    _check_class_names("voc/2007", names, VOC_CLASS_NAMES)
+    _check_class_names(name, names, VOC_CLASS_NAMES)
     return Source(
-        name="voc/2007",
+        name=name,
         split=split,
         data=data,
         class_names=VOC_CLASS_NAMES,
@@ -602,8 +608,8 @@ def make_source(
     """
     if name == "synthetic_scenes":
         return _make_synthetic(split, data_dir, synthetic)
-    if name == "voc/2007":
-        return _make_voc(split, data_dir)
+    if name in ("voc/2007", "voc/2012"):
+        return _make_voc(name, split, data_dir)
     if name == "coco/2014":
         return _make_coco(split, data_dir)
     if name == "vg200":

@@ -129,3 +129,30 @@ def test_order_file_errors_name_the_problem(tmp_path):
     # More images in the authors' order than ours: their extra rows are drawn and unused.
     rows = reference_order.reference_rows(["dir/c.jpg", "a.jpg"], ["a", "b", "c"], source="l")
     np.testing.assert_array_equal(rows, [2, 0])
+
+
+def test_protocol_list_file_maps_to_the_right_examples(tmp_path):
+    """An SPLC-setup list file ("path,i j" lines, 0-based classes) read as data.partial_labels_file:
+    each of our examples gets its listed positives by image name, the rest unknown."""
+    rng = np.random.default_rng(2)
+    ids = [f"{i:06d}" for i in rng.choice(10000, 12, replace=False)]
+    source = voc_source(ids, [[(int(rng.integers(20)), False)] for _ in ids])
+    listed = {i: sorted(set(rng.integers(0, 20, rng.integers(1, 3)).tolist())) for i in ids}
+    order = [ids[k] for k in rng.permutation(len(ids))] + ["999999"]  # one image we do not have
+    listed["999999"] = [3]
+    path = tmp_path / "voc_train_singlelabel.txt"
+    path.write_text("".join(f"JPEGImages/{i}.jpg,{' '.join(map(str, listed[i]))}\n" for i in order))
+    data = data_config("voc/2007", 0.5)
+    data.mask_mode, data.partial_labels_file = "hash", str(path)
+    mask = pipeline.make_mask_transform(data, source)
+    for k, name in enumerate(ids):
+        want = np.zeros(20, np.int8)
+        want[listed[name]] = 1
+        np.testing.assert_array_equal(mask.map(source[k])["labels"], want, err_msg=name)
+    # Every one of our images must be listed; class indices must be of this dataset.
+    path.write_text("".join(f"{i}.jpg,1\n" for i in ids[:-1]))
+    with pytest.raises(ValueError, match="1 of our 12 train images are not listed"):
+        pipeline.make_mask_transform(data, source)
+    path.write_text(f"{ids[0]}.jpg,20\n")
+    with pytest.raises(ValueError, match=r"class index 20 .* outside \[0, 20\)"):
+        pipeline.make_mask_transform(data, source)

@@ -31,6 +31,7 @@ Randomness (`mode`):
 import io
 import os
 import warnings
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -324,19 +325,99 @@ def check_partial_labels(labels: ArrayLike, *, source: str) -> np.ndarray:
     return labels.astype(np.int8)
 
 
-def load_partial_labels_file(
-    path: str | os.PathLike, num_examples: int, num_classes: int
-) -> np.ndarray:
-    """Loads a partial-label matrix from a `.npy` file or a text file.
+def _is_list_file(path: str) -> bool:
+    """Whether a text file is an image list ("name,i j k" lines), not a matrix of numbers."""
+    with open(path) as f:
+        for line in f:
+            line = line.split("#")[0].strip()
+            if line:
+                first = line.replace(",", " ").split()[0]
+                try:
+                    float(first)
+                except ValueError:
+                    return True
+                return False
+    return False
 
-    Text files hold one row of C values per example, separated by commas and/or whitespace (the
-    reference's files are comma-separated rows of values in {-1, 0, 1}); blank lines and `#`
-    comments are skipped, and values such as "1.0" or "-1.000000e+00" are accepted.
+
+def load_list_file(
+    path: str | os.PathLike, image_names: Sequence[str], num_classes: int
+) -> np.ndarray:
+    """Partial labels from a protocol list file, mapped onto our examples by image name.
+
+    The single-positive / missing-label lists of the SPLC setup (``coco_train_singlelabel.txt``,
+    ``coco_train_0.4left.txt``, ``nus_train_singlelabel.txt``) and SCPNet (``voc_*.txt``,
+    ``cub_*.txt``) hold one line per image: ``<image path>,<i> <j> ...``, the 0-based indices of
+    its observed positive classes. Those become +1; every other entry of a listed image is unknown
+    (0): the setups' losses treat unknowns as negatives themselves. Images are matched by file
+    name without directory or extension; every one of ours must be listed (the lists hold only
+    images with a positive: use data.drop_unlabeled), listed images we do not have are skipped.
+
+    Args:
+      path: the list file.
+      image_names: (N,) our examples' file names (`Source.image_names`), example id order.
+      num_classes: C.
+
+    Returns:
+      (N, C) int8 in {0, 1}.
+    """
+    path = os.fspath(path)
+    listed: dict[str, list[int]] = {}
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            name, _, rest = line.partition(",")
+            try:
+                classes = [int(v) for v in rest.split()]
+            except ValueError as e:
+                raise ValueError(
+                    f"{path}:{number}: expected '<image>,<class index> ...', got {line!r}."
+                ) from e
+            bad = [c for c in classes if not 0 <= c < num_classes]
+            if bad:
+                raise ValueError(
+                    f"{path}:{number}: class index {bad[0]} of {name!r} is outside [0, "
+                    f"{num_classes}); the file must be of this dataset's {num_classes} classes."
+                )
+            key = os.path.splitext(os.path.basename(name.replace("\\", "/")))[0]
+            if key in listed:
+                raise ValueError(f"{path}:{number}: image {name!r} is listed twice.")
+            listed[key] = classes
+    ours = [os.path.splitext(os.path.basename(n))[0] for n in image_names]
+    missing = [n for n in ours if n not in listed]
+    if missing:
+        raise ValueError(
+            f"{path}: {len(missing)} of our {len(ours)} train images are not listed, e.g. "
+            f"{missing[:3]}; the list files hold only images with a positive label: set "
+            "config.data.drop_unlabeled=True (and check that the file is of this split)."
+        )
+    labels = np.zeros((len(ours), num_classes), np.int8)
+    for row, name in enumerate(ours):
+        labels[row, listed[name]] = 1
+    return labels
+
+
+def load_partial_labels_file(
+    path: str | os.PathLike,
+    num_examples: int,
+    num_classes: int,
+    image_names: Callable[[], Sequence[str]] | None = None,
+) -> np.ndarray:
+    """Loads a partial-label matrix from a `.npy` file, a text matrix or a protocol list file.
+
+    Text matrices hold one row of C values per example in example id order, separated by commas
+    and/or whitespace (the reference's files are comma-separated rows of values in {-1, 0, 1});
+    blank lines and `#` comments are skipped, and values such as "1.0" or "-1.000000e+00" are
+    accepted. A text file whose first field is not a number is a protocol list file
+    (`load_list_file`, mapped by image name through `image_names`).
 
     Args:
       path: `.npy` file, or any other extension for text.
       num_examples: N, the expected number of rows.
       num_classes: C, the expected number of columns.
+      image_names: returns our examples' file names; needed by list files.
 
     Returns:
       (N, C) int8 partial labels in {-1, 0, 1}.
@@ -346,8 +427,14 @@ def load_partial_labels_file(
         a value outside {-1, 0, 1} (with its 0-based (row, col)).
     """
     path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"config.data.partial_labels_file={path} does not exist.")
     if path.endswith(".npy"):
         labels = np.load(path, allow_pickle=False)
+    elif _is_list_file(path):
+        if image_names is None:
+            raise ValueError(f"{path} is an image list file; it needs the examples' image names.")
+        labels = load_list_file(path, image_names(), num_classes)
     else:
         with open(path) as f:
             text = f.read().replace(",", " ")

@@ -86,7 +86,7 @@ def make_mask_transform(
         mode = "hash"
     elif data.partial_labels_file is not None:
         fixed = pl.load_partial_labels_file(
-            data.partial_labels_file, len(source), source.num_classes
+            data.partial_labels_file, len(source), source.num_classes, source.image_names
         )
     elif mode == "reference":
         rows = reference_order.rows_for(data.name, source.image_names(), data.reference_order_file)

@@ -12,6 +12,8 @@ DATASETS = {
     "voc": ("voc/2007", "train+validation", "test"),  # trainval / test
     "vg": ("vg200", "train", "test"),  # the authors' train_list_500 / test_list_500
     "voc2012": ("voc/2012", "train", "validation"),  # the single-positive protocols' VOC
+    "nus": ("nus_wide", "train", "test"),  # the listed images of the user's re-crawl
+    "cub": ("cub", "train", "test"),  # CUB-200-2011's 312 attributes, official split
 }
 
 
@@ -294,7 +296,9 @@ def splc_setup(config: ml_collections.ConfigDict, dataset: str) -> ml_collection
 # one; for the synthetic scenes the mean number of distinct classes per image of the generator's
 # 10-class world (1.82), measured on 100,000 scenes drawn from the world with a seed no split uses
 # (`_sample_instances` with `np.random.default_rng(12345)`), not on the benchmark's labels.
-EXPECTED_POSITIVES = {"coco": 2.9, "voc": 1.5, "voc2012": 1.5, "synthetic": 1.8}
+EXPECTED_POSITIVES = {
+    "coco": 2.9, "voc": 1.5, "voc2012": 1.5, "nus": 1.9, "cub": 31.4, "synthetic": 1.8,
+}  # fmt: skip
 
 
 def baselines_paper_scale(

@@ -9,7 +9,7 @@ import ml_collections
 from mlrpl_jax import methods
 
 SETTINGS = ("pal", "ppl", "spl", "fal")
-DATASETS = ("synthetic_scenes", "voc/2007", "voc/2012", "coco/2014", "vg200")
+DATASETS = ("synthetic_scenes", "voc/2007", "voc/2012", "coco/2014", "vg200", "cub", "nus_wide")
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 
 

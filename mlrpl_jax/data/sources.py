@@ -15,7 +15,12 @@
   ``'validation'`` 40,504 = val2014, as in the reference);
 * ``'vg200'``: VG-200 (Visual Genome, 200 categories; splits ``'train'`` and ``'test'`` from the
   authors' ``train_list_500.txt`` / ``test_list_500.txt``), built by our own TFDS builder
-  `mlrpl_jax.data.tfds_builders.vg200` from files the user places in a manual directory.
+  `mlrpl_jax.data.tfds_builders.vg200` from files the user places in a manual directory;
+* ``'cub'``: CUB-200-2011's 312 attributes (`tfds_builders.cub_attributes`; ``'train'`` 5,994,
+  ``'test'`` 5,794), class names as words ("bill shape curved (up or down)");
+* ``'nus_wide'``: NUS-WIDE's 81 concepts (`tfds_builders.nus_wide`; ``'train'``, ``'test'``: the
+  listed images present in the user's re-crawl), both from manual directories
+  (`scripts/prepare_data.py`).
 
 Every record is ``{'image': uint8 (H, W, 3), 'labels': uint8 (C,) in {0, 1}, 'example_id': int64}``.
 ``example_id`` is the index of the record within the split (``source[i]['example_id'] == i``); the
@@ -71,8 +76,14 @@ import numpy as np
 from PIL import Image
 
 SUPPORTED_DATASETS: tuple[str, ...] = (
-    "synthetic_scenes", "voc/2007", "voc/2012", "coco/2014", "vg200",
+    "synthetic_scenes", "voc/2007", "voc/2012", "coco/2014", "vg200", "cub", "nus_wide",
 )  # fmt: skip
+
+# Datasets built by our manual-directory builders: name -> (module, builder class).
+MANUAL_BUILDERS: dict[str, tuple[str, str]] = {
+    "cub": ("mlrpl_jax.data.tfds_builders.cub_attributes", "CubAttributes"),
+    "nus_wide": ("mlrpl_jax.data.tfds_builders.nus_wide", "NusWide"),
+}
 
 # fmt: off
 VOC_CLASS_NAMES: tuple[str, ...] = (
@@ -144,10 +155,15 @@ def _tensor_labels(record: Mapping[str, Any], num_classes: int) -> np.ndarray:
 
 def _vg200_labels(record: Mapping[str, Any], num_classes: int) -> np.ndarray:
     """The stored multi-hot ``labels`` (C,) of a VG-200 record, as uint8."""
+    return _stored_labels(record, num_classes)
+
+
+def _stored_labels(record: Mapping[str, Any], num_classes: int) -> np.ndarray:
+    """The stored multi-hot ``labels`` (C,) of a record of our builders, as uint8."""
     labels = np.asarray(record["labels"])
     if labels.shape != (num_classes,) or not np.isin(labels, (0, 1)).all():
         raise ValueError(
-            f"vg200 record labels must be (C,)={num_classes} values in {{0, 1}}, got shape "
+            f"record labels must be (C,)={num_classes} values in {{0, 1}}, got shape "
             f"{labels.shape}."
         )
     return labels.astype(np.uint8)
@@ -370,7 +386,8 @@ def prepare_instructions(name: str, data_dir: str | os.PathLike[str] | None = No
     """Instructions for preparing TFDS dataset ``name`` (at `TFDS_VERSIONS`) as ``array_record``.
 
     Args:
-        name: ``'voc/2007'``, ``'coco/2014'`` or ``'vg200'``.
+        name: ``'voc/2007'``, ``'voc/2012'``, ``'coco/2014'``, ``'vg200'`` or a `MANUAL_BUILDERS`
+            dataset.
         data_dir: TFDS data directory root, or None for TFDS's default.
 
     Returns:
@@ -381,6 +398,10 @@ def prepare_instructions(name: str, data_dir: str | os.PathLike[str] | None = No
         from mlrpl_jax.data.tfds_builders import vg200
 
         return vg200.prepare_instructions(data_dir)
+    if name in MANUAL_BUILDERS:
+        from mlrpl_jax.data.tfds_builders import manual
+
+        return manual.prepare_instructions(_manual_class(name), name, data_dir)
     versioned = f"{name}:{TFDS_VERSIONS[name]}"
     dir_arg = f", data_dir={os.fspath(data_dir)!r}" if data_dir is not None else ""
     dir_flag = f" --data_dir={os.fspath(data_dir)}" if data_dir is not None else ""
@@ -556,6 +577,56 @@ def _make_vg200(split: str, data_dir: str | os.PathLike[str] | None) -> Source:
     )
 
 
+def _manual_class(name: str) -> Any:
+    """The builder class of a `MANUAL_BUILDERS` dataset (importing it registers it with TFDS)."""
+    import importlib
+
+    module, cls = MANUAL_BUILDERS[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def _make_manual(name: str, split: str, data_dir: str | os.PathLike[str] | None) -> Source:
+    """A `MANUAL_BUILDERS` dataset's source, from the files its builder prepared."""
+    from mlrpl_jax.data.tfds_builders import manual
+
+    cls = _manual_class(name)
+    searched = (
+        os.fspath(data_dir)
+        if data_dir is not None
+        else "TFDS default ($TFDS_DATA_DIR or ~/tensorflow_datasets)"
+    )
+    try:
+        builder = manual.make_builder(cls, data_dir)
+    except ValueError as err:  # TFDS refuses to open files of another format as array_record.
+        raise DatasetNotPreparedError(
+            f"Dataset {name!r} in {searched} cannot be opened as array_record ({err}); delete its "
+            f"{cls.name}/ folder (or use another data_dir) and prepare it again.\n"
+            f"{prepare_instructions(name, data_dir)}"
+        ) from err
+    problem = (
+        "is not prepared" if not manual.is_prepared(builder) else _preparation_problem(builder)
+    )
+    if problem is not None:
+        raise DatasetNotPreparedError(
+            f"Dataset {name!r} {problem}. Searched data_dir: {searched} (expected files under "
+            f"{builder.data_dir}).\n{prepare_instructions(name, data_dir)}"
+        )
+    names = manual.class_names(builder)
+    if name == "cub":
+        from mlrpl_jax.data.tfds_builders import cub_attributes
+
+        names = tuple(cub_attributes.prompt_name(n) for n in names)
+    return Source(
+        name=name,
+        split=split,
+        data=builder.as_data_source(split=split),
+        class_names=names,
+        labels_fn=_stored_labels,
+        filename_key="image/filename",
+        **_index_of(builder),
+    )
+
+
 def _make_synthetic(
     split: str, data_dir: str | os.PathLike[str] | None, synthetic: Mapping[str, Any] | None
 ) -> Source:
@@ -614,6 +685,8 @@ def make_source(
         return _make_coco(split, data_dir)
     if name == "vg200":
         return _make_vg200(split, data_dir)
+    if name in MANUAL_BUILDERS:
+        return _make_manual(name, split, data_dir)
     raise ValueError(f"Unknown dataset {name!r}; supported: {', '.join(SUPPORTED_DATASETS)}.")
 
 

@@ -141,3 +141,24 @@ def test_nus_wide_errors_name_the_problem(tmp_path):
     bad.write_text("0\n2\n0\n0\n0\n")
     with pytest.raises(ValueError, match=r"Labels_concept7_Test.txt: expected 5 lines of 0 or 1"):
         nus_wide.NusWide.read_manual_dir(str(tmp_path))
+
+
+def test_prepare_data_script_prepares_and_indexes(tmp_path, capsys):
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts", "prepare_data.py")
+    spec = importlib.util.spec_from_file_location("prepare_data", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    with pytest.raises(SystemExit):
+        script.main(["nus", "--data_dir", str(tmp_path / "tfds")])
+    assert "Concepts81.txt" in capsys.readouterr().out  # the layout, then the error
+    fake_nus(str(tmp_path / "raw"))
+    script.main(
+        ["nus", "--manual_dir", str(tmp_path / "raw"), "--data_dir", str(tmp_path / "tfds")]
+    )
+    out = capsys.readouterr().out
+    assert "nus_wide[train]: 8 images x 81 classes" in out and "nus_wide[test]: 4 images" in out
+    source = sources.make_source("nus_wide", "train", data_dir=str(tmp_path / "tfds"))
+    index_dir = os.path.join(source._index_dir, "mlrpl_index")
+    assert len(os.listdir(index_dir)) == 2

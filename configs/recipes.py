@@ -178,8 +178,8 @@ TRANSFER_THRESHOLDS = {
 
 
 def imbalance_scale(config: ml_collections.ConfigDict, dataset: str) -> ml_collections.ConfigDict:
-    """Paper 002's network and input on 'coco', 'voc' or 'vg' (the paper's other datasets,
-    NUS-WIDE, CUB and Open Images, get their configs with the datasets issue): ResNet-50 from
+    """Paper 002's network and input on 'coco', 'nus', 'cub' (the paper's datasets; Open Images
+    waits for its builder), 'voc' or 'vg': ResNet-50 from
     ImageNet weights (`weights/resnet50.pth`, a torchvision state dict) + FC, trained end to end
     (nothing frozen), 448-px resize and horizontal flip (no crop), ImageNet normalisation, full
     labels on the test split.
@@ -226,7 +226,7 @@ def imbalance_scale(config: ml_collections.ConfigDict, dataset: str) -> ml_colle
 
 def largeloss_setup(config: ml_collections.ConfigDict, dataset: str) -> ml_collections.ConfigDict:
     """The "LargeLoss setup" (Cole et al.'s single-positive protocol, which Kim et al.'s LargeLoss
-    keeps; `shared/reference/baselines_notes.md` §6-7, §10) on 'coco' or 'voc2012'. Images without
+    keeps; `shared/reference/baselines_notes.md` §6-7, §10) on 'coco', 'voc2012', 'nus', 'cub'. Images without
     a positive label are left out of every split, as Cole et al.'s formatting scripts do.
 
     ResNet-50 from ImageNet weights (`weights/resnet50.pth`) + global average pooling + linear
@@ -424,7 +424,7 @@ def trm_ml_single_positive(
     data split, label list or draw, model selection and AP as `largeloss_setup` / `splc_setup`)
     with frozen CLIP RN50 (`weights/clip_rn50.npz`) and TRM-ML's optimisation
     (`trm_ml_scale`'s AdamW one-cycle, batch 128, 40 epochs, EMA) [I: the paper states only the
-    backbone for these runs]. On 'coco' and 'voc2012'."""
+    backbone for these runs]. On 'coco', 'voc2012', 'nus' and 'cub'."""
     if setup not in ("largeloss", "splc"):
         raise ValueError(f"setup must be 'largeloss' or 'splc', got {setup!r}.")
     protocol = largeloss_setup if setup == "largeloss" else splc_setup

@@ -7,8 +7,8 @@
 
 The argument after ':' names the protocol (`recipes.trm_ml_single_positive`): 'largeloss' (Cole
 et al.'s: 80/20 carve-out, one positive drawn per image with seed 1200, validation selection) or
-'splc' (the SPLC code base's fixed single-label list file, test-set selection). VOC 2012:
-`trm_ml_voc2012_spl.py`; NUS-WIDE and CUB, the table's other datasets, wait for their builders.
+'splc' (the SPLC code base's fixed single-label list file, test-set selection). The table's
+other datasets: `trm_ml_voc2012_spl.py`, `trm_ml_nus_spl.py`, `trm_ml_cub_spl.py`.
 Published values:
 `mlrpl_jax.paper_tables.table('trm_ml_table2')`.
 """

@@ -1,0 +1,16 @@
+"""The LargeLoss setup on CUB-200-2011 (312 attributes) (`recipes.largeloss_setup`): one observed positive per image.
+
+  python scripts/prepare_data.py cub --manual_dir <raw files>        # once
+  python -m mlrpl_jax.train --config configs/largeloss_cub.py:ll_ct --workdir runs/llct_cub
+
+The argument after ':' names the method (default 'll_ct'; EPR / ROLE get Cole et al.'s expected
+number of positives). Images without a positive label are left out (data.drop_unlabeled).
+
+Paper reference (TRM-ML Table 2, LargeLoss setup): `mlrpl_jax.paper_tables.table('trm_ml_table2')`.
+"""
+
+from configs import base, recipes
+
+
+def get_config(method: str = "ll_ct"):
+    return recipes.largeloss_setup(base.get_config(method), "cub")

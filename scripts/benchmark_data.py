@@ -1,0 +1,136 @@
+"""Data benchmark on fake raw files: preparation, label-matrix load time, train-loader images/s.
+
+  python scripts/benchmark_data.py                     # 2,000 fake images of 500x375 per builder
+  python scripts/benchmark_data.py --images 10000 --workdir /tmp/bench_data
+
+For each manual-directory builder (`cub`: CUB-200-2011 attributes, `nus_wide`: NUS-WIDE) the script
+writes `--images` fake JPEGs of `--size` (about the datasets' typical size) with random labels in
+the real raw layout, then measures:
+
+1. preparation (`scripts/prepare_data.py`'s route): images/s;
+2. `Source.labels_matrix()` in a fresh process-like state: the one-off scan of every record (what
+   every run paid before the label index) against reading the label index;
+3. the train loader of `configs/imbalance_<dataset>.py` (448-px resize + flip, `--workers` grain
+   workers; decoding the JPEGs dominates): images/s over `--batches` batches of 32 after one.
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _jpeg(path, rng, size):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    w, h = size
+    # A smooth image with noise compresses like a photograph (~40-80 KB at 500x375).
+    base = rng.integers(0, 256, (h // 25 + 1, w // 25 + 1, 3), dtype=np.uint8)
+    img = Image.fromarray(base).resize((w, h), Image.BICUBIC)
+    noisy = np.clip(np.asarray(img, np.int16) + rng.integers(-20, 21, (h, w, 3)), 0, 255)
+    Image.fromarray(noisy.astype(np.uint8)).save(path, format="JPEG", quality=90)
+
+
+def fake_cub(root, n, size, rng):
+    cub = os.path.join(root, "CUB_200_2011")
+    os.makedirs(os.path.join(cub, "attributes"), exist_ok=True)
+    with open(os.path.join(root, "attributes.txt"), "w") as f:
+        f.writelines(f"{a} has_part_{a % 28}::value_{a}\n" for a in range(1, 313))
+    rows = []
+    with (
+        open(os.path.join(cub, "images.txt"), "w") as fi,
+        open(os.path.join(cub, "train_test_split.txt"), "w") as fs,
+    ):
+        for i in range(1, n + 1):
+            path = f"{i % 200:03d}.Species/img_{i:06d}.jpg"
+            _jpeg(os.path.join(cub, "images", path), rng, size)
+            fi.write(f"{i} {path}\n")
+            fs.write(f"{i} {int(i % 2 == 0)}\n")
+            present = rng.random(312) < 0.1
+            rows.extend(f"{i} {a + 1} {int(p)} 3 1.0\n" for a, p in enumerate(present))
+    with open(os.path.join(cub, "attributes", "image_attribute_labels.txt"), "w") as f:
+        f.writelines(rows)
+
+
+def fake_nus(root, n, size, rng):
+    concepts = [f"concept{c}" for c in range(81)]
+    os.makedirs(os.path.join(root, "ImageList"), exist_ok=True)
+    os.makedirs(os.path.join(root, "Groundtruth", "TrainTestLabels"), exist_ok=True)
+    with open(os.path.join(root, "Concepts81.txt"), "w") as f:
+        f.writelines(f"{c}\n" for c in concepts)
+    for tag, m in (("Train", n // 2), ("Test", n - n // 2)):
+        paths = [f"folder{i % 50}\\{i:04d}_{tag}{i}.jpg" for i in range(m)]
+        for p in paths:
+            _jpeg(os.path.join(root, "Flickr", *p.split("\\")), rng, size)
+        with open(os.path.join(root, "ImageList", f"{tag}Imagelist.txt"), "w") as f:
+            f.writelines(f"{p}\n" for p in paths)
+        labels = rng.random((m, 81)) < 0.03
+        for c, concept in enumerate(concepts):
+            name = os.path.join(
+                root, "Groundtruth", "TrainTestLabels", f"Labels_{concept}_{tag}.txt"
+            )
+            with open(name, "w") as f:
+                f.writelines(f"{int(v)}\n" for v in labels[:, c])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--size", type=int, nargs=2, default=(500, 375))
+    parser.add_argument("--batches", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--workdir", default=None, help="kept afterwards when given")
+    args = parser.parse_args()
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    from absl import flags
+
+    flags.FLAGS.mark_as_parsed()
+    from mlrpl_jax.data import pipeline, sources
+    from mlrpl_jax.data.tfds_builders import manual
+
+    workdir = args.workdir or tempfile.mkdtemp(prefix="bench_data_")
+    print(f"{args.images} fake {args.size[0]}x{args.size[1]} JPEGs per dataset in {workdir}; "
+          f"{os.cpu_count()} CPUs")  # fmt: skip
+    print(f"{'dataset':>9} {'prepare img/s':>14} {'labels: scan s':>15} {'index s':>8} "
+          f"{'loader img/s':>13}")  # fmt: skip
+    for name, fake, config_name in (("cub", fake_cub, "cub"), ("nus_wide", fake_nus, "nus")):
+        raw, data_dir = os.path.join(workdir, name, "raw"), os.path.join(workdir, name, "tfds")
+        if not os.path.exists(raw):
+            fake(raw, args.images, tuple(args.size), np.random.default_rng(0))
+        shutil.rmtree(data_dir, ignore_errors=True)
+        t = time.perf_counter()
+        builder = manual.prepare(sources._manual_class(name), data_dir, raw)
+        prepare_rate = args.images / (time.perf_counter() - t)
+        del builder
+        source = sources.make_source(name, "train", data_dir=data_dir)
+        t = time.perf_counter()
+        labels = source.labels_matrix()  # no index yet: the scan (then written)
+        scan = time.perf_counter() - t
+        fresh = sources.make_source(name, "train", data_dir=data_dir)
+        t = time.perf_counter()
+        np.testing.assert_array_equal(fresh.labels_matrix(), labels)
+        index = time.perf_counter() - t
+
+        import importlib
+
+        config = importlib.import_module(f"configs.imbalance_{config_name}").get_config()
+        config.data.data_dir, config.data.worker_count = data_dir, args.workers
+        loader = pipeline.make_train_loader(config.data, fresh, 32, 0)
+        next(loader)
+        t = time.perf_counter()
+        for _ in range(args.batches):
+            next(loader)
+        rate = 32 * args.batches / (time.perf_counter() - t)
+        print(f"{name:>9} {prepare_rate:14.0f} {scan:15.2f} {index:8.3f} {rate:13.1f}")
+    if args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -64,6 +64,8 @@ def by_hand(model, variables, images):
           "batch_stats": variables["batch_stats"]["prompts"]["clip"]}  # fmt: skip
     ids = np.asarray(model.prompt_ids)
     c, n = ids.shape[0], model.n_ctx
+    # The whole context here; the model cuts the sequences after the last end-of-text token.
+    assert ids.argmax(-1).max() + 1 < ids.shape[1]
     emb = np.asarray(tower.apply(tv, jnp.asarray(ids), method=clip.CLIP.embed_tokens))
 
     def text(ctx):

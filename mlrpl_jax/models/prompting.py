@@ -83,8 +83,14 @@ class DualPrompts(nn.Module):
         self.ctx_neg = self.param("ctx_neg", init, shape)
 
     def text_features(self) -> tuple[jax.Array, jax.Array]:
-        """(g^+, g^-), each (C, E), L2-normalised, through the frozen text tower."""
-        ids = jnp.asarray(np.asarray(self.prompt_ids, np.int32))
+        """(g^+, g^-), each (C, E), L2-normalised, through the frozen text tower.
+
+        The sequences are cut after the last end-of-text token of all prompts: under the causal
+        mask no position attends to a later one, so the end-of-text features do not depend on the
+        padding after them, and the cut changes nothing but the cost (at COCO's names the 77
+        positions become about 22)."""
+        ids = np.asarray(self.prompt_ids, np.int32)
+        ids = jnp.asarray(ids[:, : int(ids.argmax(axis=-1).max()) + 1])
         num_classes = ids.shape[0]
         emb = jax.lax.stop_gradient(self.clip.embed_tokens(ids))  # (C, L, W)
 

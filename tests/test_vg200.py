@@ -119,6 +119,18 @@ def test_through_the_config_pipeline(prepared):
 
     source = pipeline.make_source(config.data, "train")
     assert len(source) == len(TRAIN) and "vg200" in sources.SUPPORTED_DATASETS
+    # mask_mode='reference': the authors' draw over train_list_500.txt's order, which is ours.
+    config.data.mask_mode, config.data.val_fraction, config.data.known_proportion = (
+        "reference",
+        0.0,
+        0.3,
+    )
+    mask = pipeline.make_mask_transform(config.data, source)
+    np.random.seed(0)
+    keep = np.random.random((len(TRAIN), 200)) < 0.3
+    for i, name in enumerate(TRAIN):
+        want = np.where(keep[i], 2 * _expected(name).astype(np.int8) - 1, 0)
+        np.testing.assert_array_equal(mask.map(source[i])["labels"], want)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -312,8 +312,8 @@ def test_coco_records_crowd_and_empty_images(split, coco_code_without_tf):
 
 
 def test_unknown_dataset():
-    with pytest.raises(ValueError, match="synthetic_scenes, voc/2007, coco/2014"):
-        sources.make_source("voc/2012", "train")
+    with pytest.raises(ValueError, match="synthetic_scenes, voc/2007, voc/2012, coco/2014"):
+        sources.make_source("open_images/v6", "train")
 
 
 def test_synthetic_requires_parameters():

@@ -36,6 +36,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
+from mlrpl_jax.data import reference_order
+
 SETTINGS = ("pal", "ppl", "spl", "fal")
 MODES = ("hash", "reference")
 
@@ -381,11 +383,11 @@ def load_list_file(
                     f"{path}:{number}: class index {bad[0]} of {name!r} is outside [0, "
                     f"{num_classes}); the file must be of this dataset's {num_classes} classes."
                 )
-            key = os.path.splitext(os.path.basename(name.replace("\\", "/")))[0]
+            key = reference_order.stem(name)
             if key in listed:
                 raise ValueError(f"{path}:{number}: image {name!r} is listed twice.")
             listed[key] = classes
-    ours = [os.path.splitext(os.path.basename(n))[0] for n in image_names]
+    ours = [reference_order.stem(n) for n in image_names]
     missing = [n for n in ours if n not in listed]
     if missing:
         raise ValueError(

@@ -29,7 +29,7 @@ import numpy as np
 DEFAULT_ORDERS = {"voc/2007": "sorted", "vg200": "stored", "synthetic_scenes": "stored"}
 
 
-def _stem(name: str) -> str:
+def stem(name: str) -> str:
     """A file name's key: its base name without the extension ("a/b/000005.jpg" -> "000005")."""
     base = os.path.basename(name.replace("\\", "/").strip())
     return os.path.splitext(base)[0]
@@ -82,13 +82,13 @@ def reference_rows(names: Sequence[str], order: Sequence[str], *, source: str) -
     Returns:
       (N,) int64: example id i <-> row rows[i] of U.
     """
-    keys = [_stem(n) for n in order]
+    keys = [stem(n) for n in order]
     index: dict[str, int] = {}
     for row, key in enumerate(keys):
         if key in index:
             raise ValueError(f"{source}: image {key!r} is listed twice (rows {index[key]}, {row}).")
         index[key] = row
-    ours = [_stem(n) for n in names]
+    ours = [stem(n) for n in names]
     missing = [n for n in ours if n not in index]
     if missing:
         raise ValueError(
@@ -110,7 +110,7 @@ def rows_for(
     if default == "stored":
         return np.arange(len(names), dtype=np.int64), len(names)
     if default == "sorted":
-        order = sorted(names, key=_stem)
+        order = sorted(names, key=stem)
         return reference_rows(names, order, source=f"{dataset} (ascending file names)"), len(names)
     raise ValueError(
         f"config.data.mask_mode='reference' on {dataset} needs the authors' image order: set "

@@ -542,30 +542,42 @@ def _make_coco(split: str, data_dir: str | os.PathLike[str] | None) -> Source:
     )
 
 
-def _make_vg200(split: str, data_dir: str | os.PathLike[str] | None) -> Source:
-    """The ``vg200`` source, read from the files prepared by our ``vg200`` TFDS builder."""
-    # Lazy: the builder package imports TFDS and registers the builder.
-    from mlrpl_jax.data.tfds_builders import vg200
-
+def _open_own_builder(
+    name: str, folder: str, make: Callable[[], Any], is_prepared: Callable[[Any], bool],
+    data_dir: str | os.PathLike[str] | None,
+) -> Any:  # fmt: skip
+    """One of our builders, prepared as array_record in ``data_dir``, or DatasetNotPreparedError
+    with the instructions (``folder``: the builder's directory name under data_dir)."""
     searched = (
         os.fspath(data_dir)
         if data_dir is not None
         else "TFDS default ($TFDS_DATA_DIR or ~/tensorflow_datasets)"
     )
     try:
-        builder = vg200.make_builder(data_dir)
+        builder = make()
     except ValueError as err:  # TFDS refuses to open files of another format as array_record.
         raise DatasetNotPreparedError(
-            f"Dataset 'vg200' in {searched} cannot be opened as array_record ({err}); delete "
-            f"its vg200/ folder (or use another data_dir) and prepare it again as array_record.\n"
-            f"{prepare_instructions('vg200', data_dir)}"
+            f"Dataset {name!r} in {searched} cannot be opened as array_record ({err}); delete "
+            f"its {folder}/ folder (or use another data_dir) and prepare it again as "
+            f"array_record.\n{prepare_instructions(name, data_dir)}"
         ) from err
-    problem = "is not prepared" if not vg200.is_prepared(builder) else _preparation_problem(builder)
+    problem = "is not prepared" if not is_prepared(builder) else _preparation_problem(builder)
     if problem is not None:
         raise DatasetNotPreparedError(
-            f"Dataset 'vg200' {problem}. Searched data_dir: {searched} (expected files under "
-            f"{builder.data_dir}).\n{prepare_instructions('vg200', data_dir)}"
+            f"Dataset {name!r} {problem}. Searched data_dir: {searched} (expected files under "
+            f"{builder.data_dir}).\n{prepare_instructions(name, data_dir)}"
         )
+    return builder
+
+
+def _make_vg200(split: str, data_dir: str | os.PathLike[str] | None) -> Source:
+    """The ``vg200`` source, read from the files prepared by our ``vg200`` TFDS builder."""
+    # Lazy: the builder package imports TFDS and registers the builder.
+    from mlrpl_jax.data.tfds_builders import vg200
+
+    builder = _open_own_builder(
+        "vg200", "vg200", lambda: vg200.make_builder(data_dir), vg200.is_prepared, data_dir
+    )
     return Source(
         name="vg200",
         split=split,
@@ -590,27 +602,9 @@ def _make_manual(name: str, split: str, data_dir: str | os.PathLike[str] | None)
     from mlrpl_jax.data.tfds_builders import manual
 
     cls = _manual_class(name)
-    searched = (
-        os.fspath(data_dir)
-        if data_dir is not None
-        else "TFDS default ($TFDS_DATA_DIR or ~/tensorflow_datasets)"
+    builder = _open_own_builder(
+        name, cls.name, lambda: manual.make_builder(cls, data_dir), manual.is_prepared, data_dir
     )
-    try:
-        builder = manual.make_builder(cls, data_dir)
-    except ValueError as err:  # TFDS refuses to open files of another format as array_record.
-        raise DatasetNotPreparedError(
-            f"Dataset {name!r} in {searched} cannot be opened as array_record ({err}); delete its "
-            f"{cls.name}/ folder (or use another data_dir) and prepare it again.\n"
-            f"{prepare_instructions(name, data_dir)}"
-        ) from err
-    problem = (
-        "is not prepared" if not manual.is_prepared(builder) else _preparation_problem(builder)
-    )
-    if problem is not None:
-        raise DatasetNotPreparedError(
-            f"Dataset {name!r} {problem}. Searched data_dir: {searched} (expected files under "
-            f"{builder.data_dir}).\n{prepare_instructions(name, data_dir)}"
-        )
     names = manual.class_names(builder)
     if name == "cub":
         from mlrpl_jax.data.tfds_builders import cub_attributes

@@ -18,11 +18,12 @@ def sig(x):
     return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
 
 
-def eq12_by_hand(x, y, pseudo, picked, d, gamma=0.05, rule="prose"):
+def eq12_by_hand(x, y, pseudo, picked, d, gamma=0.05, rule="prose", beta_rule="known"):
     p_hat = sig(x)
     known = y != 0
     pos_known = (y == 1).sum()
-    beta = max(pos_known / known.sum(), gamma) if known.sum() else gamma
+    total_labels = known.sum() if beta_rule == "known" else y.size
+    beta = max(pos_known / total_labels, gamma) if total_labels else gamma
     alpha = 1 - beta
     total = 0.0
     for i in range(x.shape[0]):
@@ -55,6 +56,27 @@ def test_loss_is_equation_12(rule):
     # The pseudo labels are targets: no gradient flows into them.
     g = jax.grad(lambda t: imb.imbalance_loss(x, y, t, picked, d=1.0)[0])(pseudo)
     assert not np.asarray(g).any()
+
+
+def test_beta_rule_all_counts_every_entry():
+    """beta_rule 'all': T = the batch's B x C entries, so a batch whose known labels are all
+    positive (PPL, SPL) keeps alpha near 1 instead of 0."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 2, (4, 10)).astype(np.float32)
+    y = np.zeros((4, 10), np.int8)
+    y[np.arange(4), rng.integers(0, 10, 4)] = 1  # one known positive per image (SPL)
+    y[0, :3] = 1
+    pseudo = rng.uniform(0, 1, (4, 10)).astype(np.float32)
+    picked = rng.uniform(0, 1, (4, 10)) < 0.5
+    known_beta = imb.imbalance_loss(x, y, pseudo, picked, d=1.0)[1]["beta"]
+    assert float(known_beta) == 1.0  # 'known': alpha = 0, the collapse
+    got, metrics = imb.imbalance_loss(x, y, pseudo, picked, d=1.3, beta_rule="all")
+    want_beta = max((y == 1).sum() / y.size, 0.05)
+    np.testing.assert_allclose(float(metrics["beta"]), want_beta, rtol=1e-6)
+    np.testing.assert_allclose(float(got), eq12_by_hand(x, y, pseudo, picked, 1.3, beta_rule="all"),
+                               rtol=1e-5)  # fmt: skip
+    with pytest.raises(ValueError, match="beta rule"):
+        imb.imbalance_coefficients(y, 0.05, "batch")
 
 
 def test_d_and_penalty_rules():

@@ -11,9 +11,13 @@ and the batch loss is the mean of L_img over the images (a sum with an empty set
 
 Choices the paper leaves open (each a keyword argument here, a config key of the method):
 
-* alpha = 1 - beta, beta = max(P / T, gamma), gamma = 0.05 (eq. 8); P and T are not defined: here
-  P = known positives of the batch and T = known labels of the batch, so beta is the batch's
-  observed positive rate (at least gamma) and the (rare) positive terms get the larger weight
+* alpha = 1 - beta, beta = max(P / T, gamma), gamma = 0.05 (eq. 8); P and T are not defined:
+  P = known positives of the batch and T (`beta_rule`) its known labels ('known', the default,
+  the batch's observed positive rate) or all its B x C entries ('all'). Under 'known' a batch
+  whose known labels are all positive (PPL, SPL) gets beta = 1, alpha = 0: nothing pulls any
+  score up, and the synthetic benchmark's PPL/SPL runs collapse (docs/results/imbalance.md);
+  'all' keeps beta near the positive rate of the label space. Either way the (rare) positive
+  terms get the larger weight
   alpha. beta = gamma when the batch has no known label.
 * d (eq. 9): the printed formula d = exp((e_c + m) / e_T) ('formula', e_c the 0-based epoch, e_T
   the number of epochs, m = 3) is always > 1, while the text says the two parts are weighted
@@ -30,12 +34,18 @@ import jax
 import jax.numpy as jnp
 
 D_RULES = ("formula", "prose")
+BETA_RULES = ("known", "all")
 PENALTY_RULES = ("prose", "formula")
 
 
-def imbalance_coefficients(labels: jax.Array, gamma: float) -> tuple[jax.Array, jax.Array]:
-    """(alpha, beta) of the batch: beta = max(known positives / known labels, gamma)."""
-    known = jnp.sum((labels != 0).astype(jnp.float32))
+def imbalance_coefficients(
+    labels: jax.Array, gamma: float, rule: str = "known"
+) -> tuple[jax.Array, jax.Array]:
+    """(alpha, beta) of the batch: beta = max(known positives / T, gamma), T the batch's known
+    labels (`rule` 'known') or all its entries ('all')."""
+    if rule not in BETA_RULES:
+        raise ValueError(f"beta rule must be one of {BETA_RULES}, got {rule!r}")
+    known = jnp.sum((labels != 0).astype(jnp.float32)) if rule == "known" else labels.size
     positives = jnp.sum((labels > 0).astype(jnp.float32))
     beta = jnp.maximum(jnp.where(known > 0, positives / jnp.maximum(known, 1.0), 0.0), gamma)
     return 1.0 - beta, beta
@@ -67,6 +77,7 @@ def imbalance_loss(
     *,
     d: jax.Array | float,
     gamma: float = 0.05,
+    beta_rule: str = "known",
     penalty_rule: str = "prose",
     use_alpha_beta: bool = True,
     use_penalty: bool = True,
@@ -78,6 +89,7 @@ def imbalance_loss(
       pseudo: (B, C) pseudo labels y~ in [0, 1] (used on unknown entries only; no gradient).
       picked: (B, C) bool, the unknown entries taking part this step (dynamic training scheme).
       d: the dynamic coefficient (`dynamic_coefficient`; 1 to remove it).
+      gamma, beta_rule: beta's floor and its T (module docstring).
       use_alpha_beta / use_penalty: ablations (alpha = beta = 1; p = 1), paper Table VII.
 
     Returns:
@@ -97,7 +109,7 @@ def imbalance_loss(
         jnp.sum(k * (1 - y) * log_not_p, -1) / n_e + d * jnp.sum(s * (1 - t) * log_not_p, -1) / n_s
     )
     if use_alpha_beta:
-        alpha, beta = imbalance_coefficients(labels, gamma)
+        alpha, beta = imbalance_coefficients(labels, gamma, beta_rule)
     else:
         alpha, beta = jnp.float32(1.0), jnp.float32(1.0)
     p = penalty(jax.nn.sigmoid(x), penalty_rule) if use_penalty else jnp.ones(x.shape[0])

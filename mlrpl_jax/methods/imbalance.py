@@ -45,6 +45,7 @@ TABLE = "pseudo_labels"
 def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.gamma = 0.05  # floor of beta (eq. 8)
+    c.beta_rule = "known"  # beta's T: 'known' labels of the batch | 'all' its B x C entries
     c.m = 3.0  # d's shift (eq. 9)
     c.d_rule = "formula"  # 'formula' exp((e+m)/E) | 'prose' exp((e+m-E)/E)
     c.penalty_rule = "prose"  # 'prose' (p=2 if all preds < 0.1) | 'formula' (eq. 10 as printed)
@@ -62,6 +63,7 @@ def validate(config: base.Config) -> None:
     mc = config.method_config
     common.check_choices(mc, {
         "d_rule": imbalance_losses.D_RULES, "penalty_rule": imbalance_losses.PENALTY_RULES,
+        "beta_rule": imbalance_losses.BETA_RULES,
         "table_dtype": example_table.STORAGE_DTYPES,
     })  # fmt: skip
     for key in ("q", "pseudo_init", "gamma"):
@@ -104,7 +106,7 @@ def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock)
         else jnp.float32(1.0)
     )
     loss, metrics = imbalance_losses.imbalance_loss(
-        logits, labels, pseudo, picked & unknown, d=d, gamma=mc.gamma,
+        logits, labels, pseudo, picked & unknown, d=d, gamma=mc.gamma, beta_rule=mc.beta_rule,
         penalty_rule=mc.penalty_rule, use_alpha_beta=mc.use_alpha_beta,
         use_penalty=mc.use_penalty,
     )  # fmt: skip

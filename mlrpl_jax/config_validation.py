@@ -4,6 +4,8 @@ Unknown keys are already rejected by the locked ConfigDict (`--config.trian.x=1`
 this module checks the values of the known ones.
 """
 
+import warnings
+
 import ml_collections
 
 from mlrpl_jax import methods
@@ -154,6 +156,14 @@ def _validate_selection(config: ml_collections.ConfigDict) -> None:
             "val",
             "there is no validation split: set data.val_split or data.val_fraction > 0, or "
             "select_on='test' (only to reproduce a paper that selects on the test set).",
+        )
+    if train.select_on == "val" and data.val_labels == "partial" and data.setting in ("ppl", "spl"):
+        warnings.warn(
+            f"config.data.setting={data.setting!r} keeps no negative label, so the validation "
+            "split's partial labels give mAP 100 to every checkpoint and train.select_on='val' "
+            "cannot choose; set data.val_labels='full' (Cole et al. validate on clean labels) to "
+            "select on the validation split.",
+            stacklevel=2,
         )
     if train.early_stop_drop < 0:
         _fail(

@@ -5,6 +5,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -165,3 +166,14 @@ def test_flags_in_config_docstrings_name_real_keys(path):
         for part in key.split("."):
             assert part in node, f"{os.path.basename(path)} documents --config.{key}={value}"
             node = node[part]
+
+
+def test_selection_on_partial_validation_labels_without_negatives_warns():
+    config = load(os.path.join(ROOT, "configs", "synthetic_transfer.py"))
+    config.data.setting = "spl"
+    with pytest.warns(UserWarning, match="mAP 100 to every checkpoint"):
+        config_validation.validate(config)
+    config.data.val_labels = "full"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        config_validation.validate(config)

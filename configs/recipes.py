@@ -14,6 +14,7 @@ DATASETS = {
     "voc2012": ("voc/2012", "train", "validation"),  # the single-positive protocols' VOC
     "nus": ("nus_wide", "train", "test"),  # the listed images of the user's re-crawl
     "cub": ("cub", "train", "test"),  # CUB-200-2011's 312 attributes, official split
+    "openimages": ("open_images/boxable", "train", "test"),  # V6, natively partial labels
 }
 
 
@@ -178,8 +179,8 @@ TRANSFER_THRESHOLDS = {
 
 
 def imbalance_scale(config: ml_collections.ConfigDict, dataset: str) -> ml_collections.ConfigDict:
-    """Paper 002's network and input on 'coco', 'nus', 'cub' (the paper's datasets; Open Images
-    waits for its builder), 'voc' or 'vg': ResNet-50 from
+    """Paper 002's network and input on 'coco', 'nus', 'cub', 'openimages' (the paper's datasets),
+    'voc' or 'vg': ResNet-50 from
     ImageNet weights (`weights/resnet50.pth`, a torchvision state dict) + FC, trained end to end
     (nothing frozen), 448-px resize and horizontal flip (no crop), ImageNet normalisation, full
     labels on the test split.
@@ -192,6 +193,10 @@ def imbalance_scale(config: ml_collections.ConfigDict, dataset: str) -> ml_colle
     'spl' / 'fal' and `data.known_proportion` give the paper's other columns. The baselines as
     paper 002 runs them: ASL with unknown entries as negatives; EPR and ROLE with Cole et al.'s
     expected number of positives (`EXPECTED_POSITIVES`).
+
+    Open Images ('openimages': V6, the boxable classes, natively partial labels): paper 002 trains
+    on its labels as they are ("we do not perform pre-processing"), i.e. setting 'fal' on the
+    known entries, selects on the official validation split and scores both on known entries only.
     """
     config.data.name, config.data.train_split, config.data.test_split = DATASETS[dataset]
     config.data.setting = "pal"
@@ -217,6 +222,9 @@ def imbalance_scale(config: ml_collections.ConfigDict, dataset: str) -> ml_colle
     config.train.batch_size = 8
     config.train.eval_batch_size = 64
     config.train.select_on = "val"
+    if dataset == "openimages":
+        config.data.setting = "fal"  # every verified label; the unverified stay unknown
+        config.data.val_split, config.data.val_fraction = "validation", 0.0
     if config.method == "asl":
         config.method_config.unknown = "negative"  # as paper 002 runs its ASL baseline
     if config.method in ("epr", "role"):

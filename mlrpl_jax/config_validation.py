@@ -9,9 +9,10 @@ import warnings
 import ml_collections
 
 from mlrpl_jax import methods
+from mlrpl_jax.data import sources
 
 SETTINGS = ("pal", "ppl", "spl", "fal")
-DATASETS = ("synthetic_scenes", "voc/2007", "voc/2012", "coco/2014", "vg200", "cub", "nus_wide")
+DATASETS = sources.SUPPORTED_DATASETS
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 
 
@@ -70,6 +71,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _fail("data.known_proportion", p, "must be in (0, 1] (the fraction of labels kept).")
     if config.data.mask_mode == "reference" and config.data.setting != "pal":
         _fail("data.mask_mode", "reference", "the reference masks exist only for setting 'pal'.")
+    if config.data.mask_mode == "reference" and config.data.name.startswith("open_images/"):
+        _fail(
+            "data.mask_mode",
+            "reference",
+            f"{config.data.name} is natively partially labelled; no reference masks exist for it "
+            "(use mask_mode='hash'; setting 'fal' trains on its labels as they are).",
+        )
     for key in ("data.scale_size", "data.image_size", "data.size_factor"):
         _positive(config, key)
     if not config.data.crop_sizes or min(config.data.crop_sizes) <= 0:

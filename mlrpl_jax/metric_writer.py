@@ -61,8 +61,14 @@ class MetricWriter:
 
 
 def format_table(metrics: dict[str, float], title: str = "test metrics (%)") -> str:
-    """The final metrics as a small text table: rows all / top-3, columns CP CR CF1 OP OR OF1."""
+    """The final metrics as a small text table: rows all / top-3, columns CP CR CF1 OP OR OF1.
+    Metrics of partially labelled targets (`metrics.partial_label_metrics`: mAP over the known
+    entries, no threshold metrics) print as mAP and the known fraction."""
     cols = ["CP", "CR", "CF1", "OP", "OR", "OF1"]
+    if not all(c in metrics for c in cols):
+        known = metrics.get("known_fraction")
+        extra = "" if known is None else f" (over the known entries, {known:.2f}% of all)"
+        return "\n".join([title, f"mAP {metrics['mAP']:.2f}{extra}"])
     lines = [title, f"mAP {metrics['mAP']:.2f}", "       " + "".join(f"{c:>8}" for c in cols)]
     for row, suffix in (("all", ""), ("top-3", "_top3")):
         lines.append(f"{row:<7}" + "".join(f"{metrics[c + suffix]:8.2f}" for c in cols))

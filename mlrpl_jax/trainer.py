@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mlrpl_jax import checkpointing, config_validation, methods, metrics, optim, sharding
-from mlrpl_jax.data import label_semantics, pipeline
+from mlrpl_jax.data import label_semantics, pipeline, sources
 from mlrpl_jax.metric_writer import MetricWriter, atomic_write_json, format_table
 from mlrpl_jax.train_state import TrainState, eval_step, split_params, train_step
 
@@ -210,13 +210,15 @@ def evaluate_weights(
     over its data. Returns {weights: (metrics in %, logits (N, C), targets (N, C))}.
 
     The test split, and the validation split with `config.data.val_labels='full'`, are scored on
-    their full labels (`metrics.compute_metrics`); a validation split with 'partial' labels on its
-    known entries only (`metrics.partial_label_metrics`, mAP).
+    their full labels (`metrics.compute_metrics`); a validation split with 'partial' labels, and
+    any split of a natively partially labelled dataset (Open Images), on its known entries only
+    (`metrics.partial_label_metrics`, mAP).
     """
     cfg = exp.config
     source = exp.test_source if split == "test" else exp.val_source
-    partial = split == "val" and cfg.data.val_labels == "partial"
-    mask = pipeline.make_mask_transform(cfg.data, source, validation=True) if partial else None
+    masked = split == "val" and cfg.data.val_labels == "partial"
+    mask = pipeline.make_mask_transform(cfg.data, source, validation=True) if masked else None
+    partial = masked or sources.native_partial(source)
     local_bs = sharding.local_batch_size(cfg.train.eval_batch_size, exp.mesh)
     outputs = []
     for batch in pipeline.eval_batches(

@@ -3,9 +3,10 @@
   python scripts/benchmark_data.py                     # 2,000 fake images of 500x375 per builder
   python scripts/benchmark_data.py --images 10000 --workdir /tmp/bench_data
 
-For each manual-directory builder (`cub`: CUB-200-2011 attributes, `nus_wide`: NUS-WIDE) the script
-writes `--images` fake JPEGs of `--size` (about the datasets' typical size) with random labels in
-the real raw layout, then measures:
+For each manual-directory builder (`cub`: CUB-200-2011 attributes, `nus_wide`: NUS-WIDE,
+`open_images/boxable`: Open Images' streaming writer, 600 classes) the script writes `--images` fake
+JPEGs of `--size` (about the datasets' typical size) with random labels in the real raw layout,
+then measures:
 
 1. preparation (`scripts/prepare_data.py`'s route): images/s;
 2. `Source.labels_matrix()` in a fresh process-like state: the one-off scan of every record (what
@@ -15,6 +16,7 @@ the real raw layout, then measures:
 """
 
 import argparse
+import io
 import os
 import shutil
 import sys
@@ -79,6 +81,39 @@ def fake_nus(root, n, size, rng):
                 f.writelines(f"{int(v)}\n" for v in labels[:, c])
 
 
+def fake_openimages(root, n, size, rng):
+    """600 boxable classes; per image about 2.4 verified positives and 2.6 verified negatives (paper
+    002's Table II), split 80/10/10 into train/validation/test."""
+    mids = [f"/m/0fake{c:03d}" for c in range(600)]
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, "oidv6-class-descriptions-boxable.csv"), "w") as f:
+        f.writelines(f"{m},Class {c}\n" for c, m in enumerate(mids))
+    files = {"train": "oidv6-train-annotations-human-imagelabels.csv",
+             "validation": "validation-annotations-human-imagelabels.csv",
+             "test": "test-annotations-human-imagelabels.csv"}  # fmt: skip
+    sizes = {"train": n - 2 * (n // 10), "validation": n // 10, "test": n // 10}
+    for split, m in sizes.items():
+        with open(os.path.join(root, files[split]), "w") as f:
+            f.write("ImageID,Source,LabelName,Confidence\n")
+            for i in range(m):
+                image_id = f"{i:016x}"
+                _jpeg(os.path.join(root, split, f"{image_id}.jpg"), rng, size)
+                classes = sorted(rng.choice(600, size=5, replace=False))
+                f.writelines(
+                    f"{image_id},verification,{mids[c]},{int(k % 2 == 0)}\n"
+                    for k, c in enumerate(classes)
+                )
+
+
+def _prepare(name, data_dir, raw):
+    from mlrpl_jax.data import sources
+    from mlrpl_jax.data.tfds_builders import manual, open_images
+
+    if name.startswith("open_images/"):
+        return open_images.prepare(name.split("/")[1], data_dir, raw, out=io.StringIO())
+    return manual.prepare(sources._manual_class(name), data_dir, raw)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=2000)
@@ -92,20 +127,21 @@ def main():
 
     flags.FLAGS.mark_as_parsed()
     from mlrpl_jax.data import pipeline, sources
-    from mlrpl_jax.data.tfds_builders import manual
 
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench_data_")
     print(f"{args.images} fake {args.size[0]}x{args.size[1]} JPEGs per dataset in {workdir}; "
           f"{os.cpu_count()} CPUs")  # fmt: skip
-    print(f"{'dataset':>9} {'prepare img/s':>14} {'labels: scan s':>15} {'index s':>8} "
+    print(f"{'dataset':>19} {'prepare img/s':>14} {'labels: scan s':>15} {'index s':>8} "
           f"{'loader img/s':>13}")  # fmt: skip
-    for name, fake, config_name in (("cub", fake_cub, "cub"), ("nus_wide", fake_nus, "nus")):
-        raw, data_dir = os.path.join(workdir, name, "raw"), os.path.join(workdir, name, "tfds")
+    for name, fake, config_name in (("cub", fake_cub, "cub"), ("nus_wide", fake_nus, "nus"),
+                                    ("open_images/boxable", fake_openimages, "openimages")):  # fmt: skip
+        folder = name.replace("/", "_")
+        raw, data_dir = os.path.join(workdir, folder, "raw"), os.path.join(workdir, folder, "tfds")
         if not os.path.exists(raw):
             fake(raw, args.images, tuple(args.size), np.random.default_rng(0))
         shutil.rmtree(data_dir, ignore_errors=True)
         t = time.perf_counter()
-        builder = manual.prepare(sources._manual_class(name), data_dir, raw)
+        builder = _prepare(name, data_dir, raw)
         prepare_rate = args.images / (time.perf_counter() - t)
         del builder
         source = sources.make_source(name, "train", data_dir=data_dir)
@@ -127,7 +163,7 @@ def main():
         for _ in range(args.batches):
             next(loader)
         rate = 32 * args.batches / (time.perf_counter() - t)
-        print(f"{name:>9} {prepare_rate:14.0f} {scan:15.2f} {index:8.3f} {rate:13.1f}")
+        print(f"{name:>19} {prepare_rate:14.0f} {scan:15.2f} {index:8.3f} {rate:13.1f}")
     if args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
 

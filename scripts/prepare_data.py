@@ -3,10 +3,11 @@
   python scripts/prepare_data.py cub --manual_dir ~/data/CUB_200_2011_extracted
   python scripts/prepare_data.py nus_wide --manual_dir ~/data/nus_wide
   python scripts/prepare_data.py vg200 --manual_dir ~/data/vg
+  python scripts/prepare_data.py open_images/boxable --manual_dir ~/data/open_images  # resumable
   python scripts/prepare_data.py voc/2012          # TFDS catalogue: downloads (needs network)
   python scripts/prepare_data.py coco/2014 --data_dir /big/disk/tensorflow_datasets
 
-Datasets with a manual directory (vg200, cub, nus_wide) read the files the user downloaded; the
+Datasets with a manual directory (vg200, cub, nus_wide, open_images/*) read the files the user downloaded; the
 expected layout is printed when something is missing (and in the README's "Datasets" section).
 The TFDS catalogue datasets (voc/2007, voc/2012, coco/2014) download themselves and need
 TensorFlow to encode the images (`pip install 'mlrpl_jax[tfds-prepare]'`). Preparing an already
@@ -31,9 +32,12 @@ SPLITS = {
     "vg200": ("train", "test"),
     "cub": ("train", "test"),
     "nus_wide": ("train", "test"),
+    "open_images/boxable": ("train", "validation", "test"),
+    "open_images/trainable": ("train", "validation", "test"),
 }
 ALIASES = {"voc2007": "voc/2007", "voc2012": "voc/2012", "coco": "coco/2014", "nus": "nus_wide",
-           "vg": "vg200"}  # fmt: skip
+           "vg": "vg200", "openimages": "open_images/boxable"}  # fmt: skip
+MANUAL = ("vg200", "cub", "nus_wide", "open_images/boxable", "open_images/trainable")
 
 
 def prepare(name: str, data_dir: str | None, manual_dir: str | None) -> None:
@@ -42,6 +46,11 @@ def prepare(name: str, data_dir: str | None, manual_dir: str | None) -> None:
 
         cls = sources._manual_class(name)
         builder = manual.prepare(cls, data_dir, manual_dir)
+        print(f"{name}: prepared in {builder.data_dir}; counts: {builder.info.metadata['counts']}")
+    elif name.startswith("open_images/"):
+        from mlrpl_jax.data.tfds_builders import open_images
+
+        builder = open_images.prepare(name.split("/")[1], data_dir, manual_dir)
         print(f"{name}: prepared in {builder.data_dir}; counts: {builder.info.metadata['counts']}")
     elif name == "vg200":
         from mlrpl_jax.data.tfds_builders import vg200
@@ -61,14 +70,14 @@ def prepare(name: str, data_dir: str | None, manual_dir: str | None) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("name", help=f"one of {', '.join(SPLITS)} (or {', '.join(ALIASES)})")
-    parser.add_argument("--manual_dir", help="the downloaded raw files (vg200, cub, nus_wide)")
+    parser.add_argument("--manual_dir", help=f"the downloaded raw files ({', '.join(MANUAL)})")
     parser.add_argument("--data_dir", help="TFDS data directory (default: TFDS's default)")
     parser.add_argument("--skip_index", action="store_true", help="do not build label indexes")
     args = parser.parse_args(argv)
     name = ALIASES.get(args.name, args.name)
     if name not in SPLITS:
         parser.error(f"unknown dataset {args.name!r}; choose one of {', '.join(SPLITS)}.")
-    if name in ("vg200", *sources.MANUAL_BUILDERS) and args.manual_dir is None:
+    if name in MANUAL and args.manual_dir is None:
         print(sources.prepare_instructions(name, args.data_dir))
         parser.error(f"{name} needs --manual_dir (the layout above).")
     start = time.perf_counter()
@@ -82,7 +91,7 @@ def main(argv=None) -> None:
         path = source.build_index()
         n, c = source.labels_matrix().shape
         print(f"{name}[{split}]: {n} images x {c} classes, "
-              f"{int(source.labels_matrix().sum())} positives; label index {path} "
+              f"{int((source.labels_matrix() == 1).sum())} positives; label index {path} "
               f"({time.perf_counter() - t:.1f} s)")  # fmt: skip
 
 

@@ -43,6 +43,8 @@ def test_every_config_loads_and_validates(path):
      ("trm_ml_voc2012_spl.py", "splc", ("data.name", "voc/2012")),
      ("largeloss_voc2012.py", "epr", ("method_config.expected_positives", 1.5)),
      ("splc_voc2012.py", "hill", ("data.drop_unlabeled", True)),
+     ("imbalance_openimages.py", "asl", ("data.setting", "fal")),
+     ("imbalance_openimages.py", "bce_ls", ("data.val_split", "validation")),
      ("clip_synthetic.py", "dualcoop", ("method_config.clip_arch", "synthetic_rn"))],
 )  # fmt: skip
 def test_configs_with_arguments_load_and_validate(name, arg, expect):

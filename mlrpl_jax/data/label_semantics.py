@@ -91,7 +91,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from mlrpl_jax.data import partial_labels as pl
-from mlrpl_jax.data import pipeline, transforms
+from mlrpl_jax.data import pipeline
 
 CACHE_ENV = "MLRPL_JAX_CACHE"
 SENTENCE_PREFIX = "sentence-transformers:"
@@ -431,19 +431,10 @@ def train_partial_labels(data_config: Any, source: Any) -> np.ndarray:
     """
     mask = pipeline.make_mask_transform(data_config, source)
     full = np.asarray(source.labels_matrix())
-    bad_rows = np.flatnonzero(((full != 0) & (full != 1)).any(axis=1))
-    if bad_rows.size:
-        transforms.check_full_labels(full[bad_rows[0]], int(bad_rows[0]), mask.dataset)
-    if mask.fixed_labels is not None:
-        return np.asarray(mask.fixed_labels, dtype=np.int8)
-    if mask.keep is not None:
-        return np.where(mask.keep, 2 * full.astype(np.int8) - 1, 0).astype(np.int8)
     out = np.empty(full.shape, dtype=np.int8)
     for start in range(0, len(full), _HASH_CHUNK_ROWS):
         stop = min(start + _HASH_CHUNK_ROWS, len(full))
-        out[start:stop] = pl.partial_labels(
-            full[start:stop], mask.setting, mask.proportion, mask.seed, np.arange(start, stop)
-        )
+        out[start:stop] = mask.partial(full[start:stop], np.arange(start, stop))
     return out
 
 

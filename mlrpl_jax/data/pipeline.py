@@ -47,7 +47,7 @@ def make_splits(data: ml_collections.ConfigDict) -> Splits:
         source = make_source(data, split)
         if not data.drop_unlabeled:
             return source
-        keep = np.flatnonzero(source.labels_matrix().any(axis=1))
+        keep = np.flatnonzero((source.labels_matrix() == 1).any(axis=1))
         logging.info("%s[%s]: dropped %d of %d images without a positive label (data.drop_unlabeled).",
                      data.name, split, len(source) - len(keep), len(source))  # fmt: skip
         return sources.Subset(source, keep, f"{source.split}[with positives]")
@@ -100,6 +100,7 @@ def make_mask_transform(
         mode=mode,
         fixed_labels=fixed,
         reference_rows=rows,
+        native_partial=sources.native_partial(source),
     )
 
 
@@ -158,7 +159,8 @@ def make_train_loader(
     """An endless, shuffled (new permutation every pass), augmented iterator of this process's batches.
 
     Batches: {'image': uint8 (b, S, S, 3), 'labels': int8 (b, C), 'example_id': int32 (b,),
-    'full_labels': uint8 (b, C) (diagnostics only)} with b = local_batch_size; batches run across
+    'full_labels': uint8 (b, C) (diagnostics only; absent for a natively partial dataset)} with
+    b = local_batch_size; batches run across
     pass boundaries. Its state is checkpointable.
     """
     sampler = grain.samplers.IndexSampler(
@@ -191,15 +193,19 @@ def eval_batches(
     Each process gets a contiguous slice of the split; the last batches are padded (valid=False) so that
     every process yields the same number of full-size batches.
     Batches: {'image': uint8 (b, S, S, 3), 'targets': int8 (b, C), 'valid': bool (b,)}; targets are
-    the full labels {0, 1}, or with `mask` the partial labels {-1, 0, 1} it gives.
+    the full labels {0, 1} (a natively partial dataset's own {-1, 0, 1}), or with `mask` the
+    partial labels {-1, 0, 1} it gives.
     """
     bounds = np.linspace(0, len(source), process_count + 1).round().astype(int)
     longest = int(np.max(np.diff(bounds)))
     num_batches = math.ceil(longest / local_batch_size)
     start, stop = int(bounds[process_index]), int(bounds[process_index + 1])
+    transform = transforms.EvalTransform(
+        _sizes(data)[2], f"{data.name}[{source.split}]", mask, sources.native_partial(source)
+    )
     dataset = (
         grain.MapDataset.source(source)[start:stop]
-        .map(transforms.EvalTransform(_sizes(data)[2], f"{data.name}[{source.split}]", mask))
+        .map(transform)
         .batch(local_batch_size, drop_remainder=False)
         .to_iter_dataset(_read_options(data))
     )

@@ -20,7 +20,13 @@
   ``'test'`` 5,794), class names as words ("bill shape curved (up or down)");
 * ``'nus_wide'``: NUS-WIDE's 81 concepts (`tfds_builders.nus_wide`; ``'train'``, ``'test'``: the
   listed images present in the user's re-crawl), both from manual directories
-  (`scripts/prepare_data.py`).
+  (`scripts/prepare_data.py`);
+* ``'open_images/boxable'``, ``'open_images/trainable'``: Open Images V6's human-verified
+  image-level labels on the boxable / trainable classes (`tfds_builders.open_images`; ``'train'``,
+  ``'validation'``, ``'test'``), **natively partial**: their ``labels`` are int8 {-1, 0, 1}
+  (verified absent, unverified, verified present), ``Source.native_partial`` is True, the setting
+  applies to the known entries (`transforms.MaskLabels`) and every split is scored on its known
+  entries only.
 
 Every record is ``{'image': uint8 (H, W, 3), 'labels': uint8 (C,) in {0, 1}, 'example_id': int64}``.
 ``example_id`` is the index of the record within the split (``source[i]['example_id'] == i``); the
@@ -77,6 +83,7 @@ from PIL import Image
 
 SUPPORTED_DATASETS: tuple[str, ...] = (
     "synthetic_scenes", "voc/2007", "voc/2012", "coco/2014", "vg200", "cub", "nus_wide",
+    "open_images/boxable", "open_images/trainable",
 )  # fmt: skip
 
 # Datasets built by our manual-directory builders: name -> (module, builder class).
@@ -169,6 +176,22 @@ def _stored_labels(record: Mapping[str, Any], num_classes: int) -> np.ndarray:
     return labels.astype(np.uint8)
 
 
+def _native_labels(record: Mapping[str, Any], num_classes: int) -> np.ndarray:
+    """The stored natively partial labels (C,) of an Open Images record, as int8 {-1, 0, 1}."""
+    labels = np.asarray(record["labels"])
+    if labels.shape != (num_classes,) or not np.isin(labels, (-1, 0, 1)).all():
+        raise ValueError(
+            f"record labels must be (C,)={num_classes} values in {{-1, 0, 1}}, got shape "
+            f"{labels.shape} with values {np.unique(labels)[:5]}."
+        )
+    return labels.astype(np.int8)
+
+
+def native_partial(source: Any) -> bool:
+    """Whether ``source``'s labels are natively partial {-1, 0, 1} (Open Images), not full."""
+    return bool(getattr(source, "native_partial", False))
+
+
 def _multi_hot(label: np.ndarray, num_classes: int, dataset: str) -> np.ndarray:
     """uint8 (C,) with ones at the class indices ``label`` (repeats allowed)."""
     if label.size and (label.min() < 0 or label.max() >= num_classes):
@@ -223,6 +246,7 @@ class Source:
         filename_key: str | None,
         index_dir: str | os.PathLike[str] | None = None,
         fingerprint: Mapping[str, Any] | None = None,
+        native_partial: bool = False,
     ) -> None:
         """Wraps an underlying random-access source; use `make_source` instead.
 
@@ -240,6 +264,8 @@ class Source:
                 ``~/.cache/mlrpl_jax``.
             fingerprint: What the index must match (e.g. the preparation's dataset_info.json
                 modification time); the split, N and C are always checked.
+            native_partial: The labels are natively partial, int8 {-1, 0, 1} (Open Images), not
+                full multi-hot uint8.
         """
         self.name = name
         self.split = split
@@ -248,6 +274,8 @@ class Source:
         self._data = data
         self._labels_fn = labels_fn
         self._filename_key = filename_key
+        self.native_partial = native_partial
+        self._dtype = np.int8 if native_partial else np.uint8
         self._labels: np.ndarray | None = None
         self._names: tuple[str, ...] | None = None
         self._index_dir = None if index_dir is None else os.fspath(index_dir)
@@ -308,7 +336,7 @@ class Source:
             except (OSError, KeyError, ValueError):
                 continue
             if labels.shape == (len(self), self.num_classes) and len(names) == len(self):
-                self._labels, self._names = labels.astype(np.uint8), tuple(names.tolist())
+                self._labels, self._names = labels.astype(self._dtype), tuple(names.tolist())
                 return True
         return False
 
@@ -335,7 +363,7 @@ class Source:
         reads them in parallel), then written to the index."""
         if self._load_index():
             return
-        labels = np.zeros((len(self), self.num_classes), dtype=np.uint8)
+        labels = np.zeros((len(self), self.num_classes), dtype=self._dtype)
         names = []
         read_many = getattr(self._data, "__getitems__", None)
         chunk = 512
@@ -364,7 +392,8 @@ class Source:
         """Full labels of the whole split, without decoding any image.
 
         Returns:
-            uint8 (N, C) in {0, 1}; row ``i`` equals ``self[i]['labels']``. Read from the split's
+            uint8 (N, C) in {0, 1} (int8 in {-1, 0, 1} where `native_partial`); row ``i`` equals
+            ``self[i]['labels']``. Read from the split's
             label index (`build_index`), else computed on the first call (one pass over the
             records) and written to the index; cached on the instance.
         """
@@ -398,6 +427,10 @@ def prepare_instructions(name: str, data_dir: str | os.PathLike[str] | None = No
         from mlrpl_jax.data.tfds_builders import vg200
 
         return vg200.prepare_instructions(data_dir)
+    if name.startswith("open_images/"):
+        from mlrpl_jax.data.tfds_builders import open_images
+
+        return open_images.prepare_instructions(name.split("/", 1)[1], data_dir)
     if name in MANUAL_BUILDERS:
         from mlrpl_jax.data.tfds_builders import manual
 
@@ -621,6 +654,38 @@ def _make_manual(name: str, split: str, data_dir: str | os.PathLike[str] | None)
     )
 
 
+def _make_open_images(name: str, split: str, data_dir: str | os.PathLike[str] | None) -> Source:
+    """An ``open_images/<label set>`` source (natively partial labels), from `open_images.prepare`."""
+    from mlrpl_jax.data.tfds_builders import open_images
+
+    label_set = name.split("/", 1)[1]
+    if not open_images.is_prepared(label_set, data_dir):
+        raise DatasetNotPreparedError(
+            f"Dataset {name!r} is not prepared (no dataset_info.json in "
+            f"{open_images.dataset_dir(label_set, data_dir)}; an interrupted preparation resumes "
+            f"when run again).\n{prepare_instructions(name, data_dir)}"
+        )
+    builder = open_images.open_builder(label_set, data_dir)
+    base = [part.split("[", 1)[0] for part in split.split("+")]
+    missing = [b for b in base if b not in builder.info.splits]
+    if missing:
+        raise ValueError(
+            f"{name} has no split {missing[0]!r} in {builder.data_dir}: it has "
+            f"{sorted(builder.info.splits)} (a split whose images were all absent from the manual "
+            f"directory is not written; counts: {builder.info.metadata['counts']})."
+        )
+    return Source(
+        name=name,
+        split=split,
+        data=builder.as_data_source(split=split),
+        class_names=open_images.class_names(builder),
+        labels_fn=_native_labels,
+        filename_key="image/filename",
+        native_partial=True,
+        **_index_of(builder),
+    )
+
+
 def _make_synthetic(
     split: str, data_dir: str | os.PathLike[str] | None, synthetic: Mapping[str, Any] | None
 ) -> Source:
@@ -654,8 +719,7 @@ def make_source(
     """Opens split ``split`` of dataset ``name`` as a `Source`.
 
     Args:
-        name: One of `SUPPORTED_DATASETS`: ``'synthetic_scenes'``, ``'voc/2007'``, ``'coco/2014'``,
-            ``'vg200'``.
+        name: One of `SUPPORTED_DATASETS`.
         split: A TFDS split string, e.g. ``'train'``, ``'test'``, ``'train+validation'`` (VOC
             trainval), ``'validation'`` (COCO val2014), ``'train[:10%]'``.
         data_dir: TFDS data directory root (default: TFDS's default, ``~/tensorflow_datasets`` or
@@ -681,6 +745,8 @@ def make_source(
         return _make_vg200(split, data_dir)
     if name in MANUAL_BUILDERS:
         return _make_manual(name, split, data_dir)
+    if name in ("open_images/boxable", "open_images/trainable"):
+        return _make_open_images(name, split, data_dir)
     raise ValueError(f"Unknown dataset {name!r}; supported: {', '.join(SUPPORTED_DATASETS)}.")
 
 
@@ -697,6 +763,7 @@ class Subset:
         self.indices = np.asarray(indices, dtype=np.int64)
         self.name, self.split = base.name, split
         self.class_names, self.num_classes = base.class_names, base.num_classes
+        self.native_partial = native_partial(base)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -710,7 +777,7 @@ class Subset:
         return dict(record, example_id=np.int64(index if index >= 0 else index + len(self)))
 
     def labels_matrix(self) -> np.ndarray:
-        """uint8 (n, C): the base's labels of the subset's rows."""
+        """(n, C): the base's labels of the subset's rows."""
         return self.base.labels_matrix()[self.indices]
 
     def image_names(self) -> tuple[str, ...]:

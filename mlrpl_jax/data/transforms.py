@@ -40,14 +40,20 @@ def _resize(image: np.ndarray, size: int) -> Image.Image:
     return img
 
 
-def check_full_labels(labels: np.ndarray, example_id: int, dataset: str) -> None:
-    """Raises a ValueError naming the example if its full ground truth is not multi-hot {0, 1}."""
-    bad = np.flatnonzero((labels != 0) & (labels != 1))
+def check_full_labels(
+    labels: np.ndarray, example_id: int, dataset: str, native_partial: bool = False
+) -> None:
+    """Raises a ValueError naming the example if its ground truth is not multi-hot {0, 1}, or with
+    `native_partial` (a natively partially labelled dataset, e.g. Open Images) not in {-1, 0, 1}."""
+    allowed = (-1, 0, 1) if native_partial else (0, 1)
+    bad = np.flatnonzero(~np.isin(labels, allowed))
     if bad.size:
+        kind = ("natively partial labels must lie in {-1, 0, 1}" if native_partial else
+                "full ground-truth labels must be multi-hot in {0, 1} (partial labels {-1, 0, 1} "
+                "come from config.data.setting or config.data.partial_labels_file)")  # fmt: skip
         raise ValueError(
-            f"{dataset}: example {example_id} has label value {labels[bad[0]].item()!r} at class {bad[0]}; full "
-            "ground-truth labels must be multi-hot in {0, 1} (partial labels {-1, 0, 1} come from "
-            "config.data.setting or config.data.partial_labels_file)."
+            f"{dataset}: example {example_id} has label value {labels[bad[0]].item()!r} at class "
+            f"{bad[0]}; {kind}."
         )
 
 
@@ -57,6 +63,12 @@ class MaskLabels(grain.transforms.Map):
     Output: {'image': uint8 (H, W, 3), 'labels': int8 (C,), 'example_id': int32,
     'full_labels': uint8 (C,) in {0, 1}}. 'full_labels' is the hidden ground truth, carried only for
     diagnostics (e.g. pseudo-label precision and recall); no method may train on it.
+
+    A natively partially labelled dataset (`native_partial`: its stored labels are already
+    {-1, 0, 1}, e.g. Open Images' human verifications) has no hidden ground truth: the setting
+    applies to its known entries (its positives take the place of the full positives; entries it
+    leaves unknown stay unknown, so 'fal' gives its labels as they are), and 'full_labels' is not
+    output (no diagnostics).
     """
 
     def __init__(
@@ -71,14 +83,16 @@ class MaskLabels(grain.transforms.Map):
         mode: str,
         fixed_labels: np.ndarray | None = None,
         reference_rows: tuple[np.ndarray, int] | None = None,
+        native_partial: bool = False,
     ):
         """Args: see `config.data`; `fixed_labels` (N, C) int8 from a user file overrides the
         masking; `reference_rows` (mode 'reference'): (rows (N,), M), example i takes row rows[i]
         of the authors' (M, C) uniform matrix (`reference_order.rows_for`); None: row i of an
-        (N, C) one."""
+        (N, C) one; `native_partial`: the source's labels are natively partial (class docstring)."""
         self.dataset = dataset
         self.setting, self.proportion, self.seed, self.mode = setting, proportion, seed, mode
         self.fixed_labels = fixed_labels
+        self.native_partial = native_partial
         self.keep = None
         if fixed_labels is None and mode == "reference":
             if setting != "pal":
@@ -93,24 +107,36 @@ class MaskLabels(grain.transforms.Map):
                 )
             self.keep = pl.reference_keep_mask(total, num_classes, proportion, seed)[rows]
 
+    def partial(self, full: np.ndarray, example_ids: np.ndarray) -> np.ndarray:
+        """The partial labels int8 (n, C) of rows ``full`` (n, C) of examples ``example_ids`` (n,)."""
+        full = np.asarray(full)
+        ids = np.asarray(example_ids, dtype=np.int64)
+        allowed = (-1, 0, 1) if self.native_partial else (0, 1)
+        bad = np.flatnonzero(~np.isin(full, allowed).all(axis=1))
+        if bad.size:
+            check_full_labels(full[bad[0]], int(ids[bad[0]]), self.dataset, self.native_partial)
+        if self.fixed_labels is not None:
+            return np.asarray(self.fixed_labels[ids], dtype=np.int8)
+        positives = (full == 1).astype(np.uint8)
+        if self.keep is not None:
+            labels = np.where(self.keep[ids], 2 * positives.astype(np.int8) - 1, 0)
+        else:
+            labels = pl.partial_labels(positives, self.setting, self.proportion, self.seed, ids)
+        if self.native_partial:
+            labels = np.where(full != 0, labels, 0)
+        return labels.astype(np.int8)
+
     def map(self, record: dict[str, Any]) -> dict[str, Any]:
         example_id = int(record["example_id"])
         full = np.asarray(record["labels"])
-        check_full_labels(full, example_id, self.dataset)
-        if self.fixed_labels is not None:
-            labels = self.fixed_labels[example_id]
-        elif self.keep is not None:
-            labels = np.where(self.keep[example_id], 2 * full.astype(np.int8) - 1, 0)
-        else:
-            labels = pl.partial_labels(
-                full[None], self.setting, self.proportion, self.seed, np.asarray([example_id])
-            )[0]
-        return {
+        out = {
             "image": record["image"],
-            "labels": labels.astype(np.int8),
+            "labels": self.partial(full[None], np.asarray([example_id]))[0],
             "example_id": np.int32(example_id),
-            "full_labels": full.astype(np.uint8),
         }
+        if not self.native_partial:
+            out["full_labels"] = full.astype(np.uint8)
+        return out
 
 
 class TrainAugment(grain.transforms.RandomMap):
@@ -137,15 +163,23 @@ class TrainAugment(grain.transforms.RandomMap):
 
 class EvalTransform(grain.transforms.Map):
     """Evaluation transform: resize to image_size. Output {'image', 'targets' int8 (C,), 'valid'}:
-    targets are the full labels {0, 1}, or with `mask` (a `MaskLabels`) the partial labels
-    {-1, 0, 1} it gives (model selection on a partially labelled validation split)."""
+    targets are the full labels {0, 1} (a natively partial dataset's own labels {-1, 0, 1} with
+    `native_partial`), or with `mask` (a `MaskLabels`) the partial labels {-1, 0, 1} it gives
+    (model selection on a partially labelled validation split)."""
 
-    def __init__(self, image_size: int, dataset: str, mask: "MaskLabels | None" = None):
+    def __init__(
+        self,
+        image_size: int,
+        dataset: str,
+        mask: "MaskLabels | None" = None,
+        native_partial: bool = False,
+    ):
         self.image_size, self.dataset, self.mask = image_size, dataset, mask
+        self.native_partial = native_partial
 
     def map(self, record: dict[str, Any]) -> dict[str, Any]:
         full = np.asarray(record["labels"])
-        check_full_labels(full, int(record["example_id"]), self.dataset)
+        check_full_labels(full, int(record["example_id"]), self.dataset, self.native_partial)
         targets = full if self.mask is None else self.mask.map(record)["labels"]
         image = np.asarray(_resize(record["image"], self.image_size), dtype=np.uint8)
         return {"image": image, "targets": targets.astype(np.int8), "valid": np.bool_(True)}

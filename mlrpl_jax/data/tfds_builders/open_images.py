@@ -32,6 +32,10 @@ temporary name and renamed when complete. When every split is done the shards ar
 place and TFDS's metadata is written, ``dataset_info.json`` last: it marks the dataset prepared.
 Progress (the fraction of the labels file read, images/s, time left) is printed every few seconds.
 
+Scale: the label matrix (`sources.Source.labels_matrix`, the label index) is dense int8 (N, C):
+3.4 GB for the boxable classes at 5.6M train images; the trainable classes at that size (54 GB) need
+a split slice (e.g. ``'train[:10%]'``).
+
 Stored features, per example: ``image`` (bytes), ``labels`` (int8 (C,) in {-1, 0, 1}),
 ``image/filename`` (``<split>/<ImageID>.jpg``), in the labels file's order. Reading needs neither
 TensorFlow nor the raw files (`tfds.builder_from_directory`).

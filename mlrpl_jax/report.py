@@ -190,7 +190,8 @@ def summarize(runs: Sequence[Run], metrics: Sequence[str] = AVERAGED) -> Table:
     for r in sorted(runs, key=lambda r: r.seed):
         cell = cells.setdefault(r.method, {}).setdefault(column_of(r.setting, r.proportion), {})
         for metric in metrics:
-            cell.setdefault(metric, []).append(float(r.final[metric]))
+            # Runs scored on known entries only (Open Images) have mAP and no threshold metrics.
+            cell.setdefault(metric, []).append(float(r.final.get(metric, math.nan)))
     for by_column in cells.values():
         for c, cell in by_column.items():
             by_column[c] = {k: (*_mean_std(v), v) for k, v in cell.items()}

@@ -177,7 +177,7 @@ def test_drop_unlabeled_removes_images_without_positives_from_every_split(monkey
     def fake_source(data, split):
         records = [{"labels": y, "image": np.zeros((2, 2, 3), np.uint8)} for y in labels[split]]
         return sources.Source(name="synthetic_scenes", split=split, data=records,
-                              class_names=tuple("abcde"), labels_fn=sources._tensor_labels,
+                              class_names=tuple("abcde"), labels_fn=sources._stored_labels,
                               filename_key=None)  # fmt: skip
 
     monkeypatch.setattr(pipeline, "make_source", fake_source)

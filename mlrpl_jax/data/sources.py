@@ -149,24 +149,9 @@ def _coco_labels(record: Mapping[str, Any], num_classes: int) -> np.ndarray:
     return _multi_hot(label, num_classes, "coco/2014")
 
 
-def _tensor_labels(record: Mapping[str, Any], num_classes: int) -> np.ndarray:
-    """The stored multi-hot ``labels`` (C,) of a synthetic record, as uint8."""
-    labels = np.asarray(record["labels"])
-    if labels.shape != (num_classes,) or not np.isin(labels, (0, 1)).all():
-        raise ValueError(
-            f"synthetic_scenes record labels must be (C,)={num_classes} values in {{0, 1}}, got "
-            f"shape {labels.shape}."
-        )
-    return labels.astype(np.uint8)
-
-
-def _vg200_labels(record: Mapping[str, Any], num_classes: int) -> np.ndarray:
-    """The stored multi-hot ``labels`` (C,) of a VG-200 record, as uint8."""
-    return _stored_labels(record, num_classes)
-
-
 def _stored_labels(record: Mapping[str, Any], num_classes: int) -> np.ndarray:
-    """The stored multi-hot ``labels`` (C,) of a record of our builders, as uint8."""
+    """The stored multi-hot ``labels`` (C,) of a record of our builders (synthetic scenes, VG-200,
+    CUB, NUS-WIDE), as uint8."""
     labels = np.asarray(record["labels"])
     if labels.shape != (num_classes,) or not np.isin(labels, (0, 1)).all():
         raise ValueError(
@@ -616,7 +601,7 @@ def _make_vg200(split: str, data_dir: str | os.PathLike[str] | None) -> Source:
         split=split,
         data=builder.as_data_source(split=split),
         class_names=vg200.class_names(builder),
-        labels_fn=_vg200_labels,
+        labels_fn=_stored_labels,
         filename_key="image/filename",
         **_index_of(builder),
     )
@@ -704,7 +689,7 @@ def _make_synthetic(
         split=split,
         data=data,
         class_names=synthetic_scenes.class_names(int(synthetic["num_classes"])),
-        labels_fn=_tensor_labels,
+        labels_fn=_stored_labels,
         filename_key=None,
     )
 

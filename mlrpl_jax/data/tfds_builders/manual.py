@@ -1,4 +1,5 @@
-"""What the builders of raw files in a manual directory share (CUB-200-2011 attributes, NUS-WIDE).
+"""What the builders of raw files in a manual directory share (VG-200, CUB-200-2011 attributes,
+NUS-WIDE).
 
 A dataset that cannot be downloaded by TFDS (a licence, a form, a re-crawl) is placed by the user
 in a *manual directory*; its builder validates the directory completely (`read_manual_dir`: every
@@ -34,11 +35,13 @@ class Example(NamedTuple):
 
 
 class ManualData(NamedTuple):
-    """A validated manual directory: split -> examples in order, class names, counts to report."""
+    """A validated manual directory: split -> examples in order, class names, counts to report,
+    and other metadata to store (e.g. where the class names came from)."""
 
     splits: dict[str, list[Example]]
     class_names: tuple[str, ...]
     counts: dict[str, int]
+    extra_metadata: dict[str, Any] | None = None
 
 
 class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -75,6 +78,7 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         data = self.read_manual_dir(os.fspath(dl_manager.manual_dir))
         self.info.metadata["class_names"] = list(data.class_names)
         self.info.metadata["counts"] = dict(data.counts)
+        self.info.metadata.update(data.extra_metadata or {})
         return {split: self._generate_examples(examples) for split, examples in data.splits.items()}
 
     def _generate_examples(self, examples: Sequence[Example]) -> Iterator[tuple[int, dict]]:

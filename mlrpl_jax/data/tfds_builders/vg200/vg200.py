@@ -52,13 +52,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
-from tensorflow_datasets.core.utils import file_utils
+
+from mlrpl_jax.data.tfds_builders import manual
 
 NUM_CLASSES = 200
 IMAGE_DIR = "VG_100K"
@@ -256,11 +256,14 @@ def multi_hot(indices: Sequence[int]) -> np.ndarray:
     return out
 
 
-class Vg200(tfds.core.GeneratorBasedBuilder):
+class Vg200(manual.ManualBuilder):
     """VG-200 from the authors' lists and the Visual Genome images (see the module docstring)."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
+    NUM_CLASSES = NUM_CLASSES
+    LAYOUT = MANUAL_DIR_LAYOUT
+    HOMEPAGE = "https://homes.cs.washington.edu/~ranjay/visualgenome/"
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Place the VG-200 files in the manual directory (default <data_dir>/downloads/manual/):\n"
         f"{MANUAL_DIR_LAYOUT}\n"
@@ -269,67 +272,29 @@ class Vg200(tfds.core.GeneratorBasedBuilder):
         "Genome's VG_100K (images.zip of Visual Genome v1.2)."
     )
 
-    def __init__(self, *, file_format: str | tfds.core.FileFormat | None = None, **kwargs: Any):
-        """Initialises the builder; ``file_format`` defaults to ``array_record``."""
-        super().__init__(file_format=file_format or tfds.core.FileFormat.ARRAY_RECORD, **kwargs)
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict(
-                {
-                    # Encoded bytes as stored on disk; a string Tensor needs no TensorFlow.
-                    "image": tfds.features.Tensor(shape=(), dtype=np.object_),
-                    "labels": tfds.features.Tensor(shape=(NUM_CLASSES,), dtype=np.uint8),
-                    "image/filename": tfds.features.Tensor(shape=(), dtype=np.str_),
-                }
-            ),
-            homepage="https://homes.cs.washington.edu/~ranjay/visualgenome/",
-            metadata=tfds.core.MetadataDict(),
-            disable_shuffling=True,
-        )
-
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
-        files = read_manual_dir(dl_manager.manual_dir)
-        self.info.metadata["class_names"] = list(files.class_names)
-        self.info.metadata["class_names_source"] = files.class_names_source
-        return {
-            split: self._generate_examples(files.image_dir, names, files.labels_index)
+    @classmethod
+    def read_manual_dir(cls, manual_dir: str) -> manual.ManualData:
+        files = read_manual_dir(manual_dir)
+        splits = {
+            split: [manual.Example(name, os.path.join(files.image_dir, name),
+                                   multi_hot(files.labels_index[name])) for name in names]
             for split, names in files.split_names.items()
-        }
-
-    def _generate_examples(
-        self, image_dir: str, names: Sequence[str], labels_index: Mapping[str, Sequence[int]]
-    ) -> Iterator[tuple[int, dict[str, Any]]]:
-        for index, name in enumerate(names):
-            with open(os.path.join(image_dir, name), "rb") as f:
-                image = f.read()
-            yield (
-                index,
-                {"image": image, "labels": multi_hot(labels_index[name]), "image/filename": name},
-            )
+        }  # fmt: skip
+        extra = {"class_names_source": files.class_names_source}
+        return manual.ManualData(splits, files.class_names, {}, extra)
 
 
 def make_builder(data_dir: str | os.PathLike[str] | None = None) -> tfds.core.DatasetBuilder:
     """The `Vg200` builder (``array_record``) in ``data_dir`` (default: TFDS's default)."""
-    return Vg200(data_dir=None if data_dir is None else os.fspath(data_dir))
+    return manual.make_builder(Vg200, data_dir)
 
 
 def default_manual_dir(data_dir: str | os.PathLike[str] | None = None) -> str:
     """TFDS's default manual directory: ``<data_dir>/downloads/manual``."""
-    # The data_dir root as the builder resolves it (without opening any prepared files).
-    root, _ = file_utils.get_data_dir_and_dataset_dir(
-        given_data_dir=None if data_dir is None else os.fspath(data_dir),
-        builder_name=Vg200.name,
-        config_name=None,
-        version=Vg200.VERSION,
-    )
-    root = os.fspath(root)
-    return os.path.join(root, "downloads", "manual")
+    return manual.default_manual_dir(Vg200, data_dir)
 
 
-def is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
-    """Whether ``builder``'s files are complete (its ``dataset_info.json`` exists)."""
-    return (epath.Path(builder.data_path) / "dataset_info.json").exists()
+is_prepared = manual.is_prepared
 
 
 def prepare(
@@ -349,15 +314,7 @@ def prepare(
     Returns:
         The prepared builder.
     """
-    builder = make_builder(data_dir)
-    if is_prepared(builder):
-        return builder
-    manual_dir = default_manual_dir(data_dir) if manual_dir is None else os.fspath(manual_dir)
-    read_manual_dir(manual_dir)  # Fail early, with clear messages.
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
-    )
-    return make_builder(data_dir)
+    return manual.prepare(Vg200, data_dir, manual_dir)
 
 
 def class_names(builder: tfds.core.DatasetBuilder) -> tuple[str, ...]:

@@ -2,6 +2,7 @@
 
   python scripts/benchmark_data.py                     # 2,000 fake images of 500x375 per builder
   python scripts/benchmark_data.py --images 10000 --workdir /tmp/bench_data
+  python scripts/benchmark_data.py --memory 10000 100000   # Open Images preparation: flat memory
 
 For each manual-directory builder (`cub`: CUB-200-2011 attributes, `nus_wide`: NUS-WIDE,
 `open_images/boxable`: Open Images' streaming writer, 600 classes) the script writes `--images` fake
@@ -114,6 +115,49 @@ def _prepare(name, data_dir, raw):
     return manual.prepare(sources._manual_class(name), data_dir, raw)
 
 
+def _openimages_peak_memory(root, n, rng):
+    """Prepares a fake Open Images of ``n`` images (the train split; every image a hard link to a copy of
+    one small JPEG, so that the labels stream dominates) in a fresh process; returns its peak resident
+    memory in MB and the seconds it took."""
+    import subprocess
+
+    raw, data_dir = os.path.join(root, f"oi_{n}", "raw"), os.path.join(root, f"oi_{n}", "tfds")
+    shutil.rmtree(os.path.join(root, f"oi_{n}"), ignore_errors=True)
+    os.makedirs(raw)
+    one = os.path.join(root, f"oi_{n}", "one.jpg")
+    _jpeg(one, rng, (64, 48))
+    with open(os.path.join(raw, "oidv6-class-descriptions-boxable.csv"), "w") as f:
+        f.writelines(f"/m/0fake{c:03d},Class {c}\n" for c in range(600))
+    files = {"train": "oidv6-train-annotations-human-imagelabels.csv",
+             "validation": "validation-annotations-human-imagelabels.csv",
+             "test": "test-annotations-human-imagelabels.csv"}  # fmt: skip
+    for split, file in files.items():
+        os.makedirs(os.path.join(raw, split))
+        with open(os.path.join(raw, file), "w") as f:
+            f.write("ImageID,Source,LabelName,Confidence\n")
+            for i in range(n if split == "train" else 10):
+                image_id = f"{i:016x}"
+                if i % 60000 == 0:  # A file takes at most 65,000 links.
+                    base = f"{one}.{split}{i}"
+                    shutil.copyfile(one, base)
+                os.link(base, os.path.join(raw, split, f"{image_id}.jpg"))
+                classes = np.sort(rng.choice(600, size=5, replace=False))
+                f.writelines(f"{image_id},verification,/m/0fake{c:03d},{k % 2}\n"
+                             for k, c in enumerate(classes))  # fmt: skip
+    code = (
+        "import io, resource, sys, time; sys.path.insert(0, '.')\n"
+        "from mlrpl_jax.data.tfds_builders import open_images\n"
+        f"t = time.perf_counter(); open_images.prepare('boxable', {data_dir!r}, {raw!r}, "
+        "out=io.StringIO())\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, time.perf_counter() - t)"
+    )
+    root_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], cwd=root_dir, check=True,
+                         capture_output=True, text=True).stdout.split()  # fmt: skip
+    shutil.rmtree(os.path.join(root, f"oi_{n}"), ignore_errors=True)
+    return float(out[0]), float(out[1])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=2000)
@@ -121,7 +165,19 @@ def main():
     parser.add_argument("--batches", type=int, default=10)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--workdir", default=None, help="kept afterwards when given")
+    parser.add_argument("--memory", type=int, nargs="*", default=None,
+                        help="only: Open Images preparation's peak memory at these train sizes")  # fmt: skip
     args = parser.parse_args()
+    if args.memory:
+        workdir = args.workdir or tempfile.mkdtemp(prefix="bench_data_")
+        print("Open Images preparation (600 classes, 5 verified labels per image, 64x48 JPEGs):")
+        for n in args.memory:
+            peak, seconds = _openimages_peak_memory(workdir, n, np.random.default_rng(0))
+            print(f"  {n:>9,} train images: peak resident memory {peak:7.1f} MB, {seconds:6.1f} s "
+                  f"({n / seconds:,.0f} images/s)")  # fmt: skip
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     from absl import flags
 

@@ -160,8 +160,7 @@ def make_train_loader(
 
     Batches: {'image': uint8 (b, S, S, 3), 'labels': int8 (b, C), 'example_id': int32 (b,),
     'full_labels': uint8 (b, C) (diagnostics only; absent for a natively partial dataset)} with
-    b = local_batch_size; batches run across
-    pass boundaries. Its state is checkpointable.
+    b = local_batch_size; batches run across pass boundaries. Its state is checkpointable.
     """
     sampler = grain.samplers.IndexSampler(
         num_records=len(source),

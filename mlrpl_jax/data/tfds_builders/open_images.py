@@ -290,13 +290,8 @@ class _Progress:
     """Prints the share of the labels file read, images/s and the time left, every `every` s."""
 
     def __init__(self, split: str, total_bytes: int, start_bytes: int, out: TextIO, every: float):
-        self.split, self.total, self.start, self.out, self.every = (
-            split,
-            total_bytes,
-            start_bytes,
-            out,
-            every,
-        )
+        self.split, self.total, self.start = split, total_bytes, start_bytes
+        self.out, self.every = out, every
         self.t0 = self.last = time.monotonic()
         self.images = 0
 

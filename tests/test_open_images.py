@@ -271,3 +271,14 @@ def test_training_run_scores_known_entries_only(prepared, tmp_path):
     assert want != pytest.approx(
         metrics.compute_metrics(logits, test == 1, from_logits=True)["mAP"]
     )
+
+
+def test_progress_lines(prepared, tmp_path):
+    out = io.StringIO()
+    open_images.prepare(
+        "boxable", str(tmp_path / "tfds"), prepared["raw"], out=out, progress_every=0.0
+    )
+    lines = out.getvalue().splitlines()
+    assert len(lines) == sum(len(_kept(items)) for items in prepared["truth"].values())
+    assert lines[0].startswith("open_images[train]: ") and "% of the labels file" in lines[0]
+    assert "images written this run" in lines[-1] and "min left" in lines[-1]

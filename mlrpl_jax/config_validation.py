@@ -71,7 +71,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _fail("data.known_proportion", p, "must be in (0, 1] (the fraction of labels kept).")
     if config.data.mask_mode == "reference" and config.data.setting != "pal":
         _fail("data.mask_mode", "reference", "the reference masks exist only for setting 'pal'.")
-    if config.data.mask_mode == "reference" and config.data.name.startswith("open_images/"):
+    if config.data.mask_mode == "reference" and config.data.name in sources.NATIVE_PARTIAL_DATASETS:
         _fail(
             "data.mask_mode",
             "reference",

@@ -82,35 +82,39 @@ def fake_nus(root, n, size, rng):
                 f.writelines(f"{int(v)}\n" for v in labels[:, c])
 
 
-def fake_openimages(root, n, size, rng):
-    """600 boxable classes; per image about 2.4 verified positives and 2.6 verified negatives (paper
-    002's Table II), split 80/10/10 into train/validation/test."""
-    mids = [f"/m/0fake{c:03d}" for c in range(600)]
+def _write_openimages(root, sizes, rng, put_image):
+    """Open Images V6's files in ``root``: 600 boxable classes, ``sizes[split]`` images per split,
+    5 verified labels per image (3 present, 2 absent; paper 002's Table II has 2.4 and 2.6);
+    ``put_image(path, index)`` writes each image."""
     os.makedirs(root, exist_ok=True)
     with open(os.path.join(root, "oidv6-class-descriptions-boxable.csv"), "w") as f:
-        f.writelines(f"{m},Class {c}\n" for c, m in enumerate(mids))
+        f.writelines(f"/m/0fake{c:03d},Class {c}\n" for c in range(600))
     files = {"train": "oidv6-train-annotations-human-imagelabels.csv",
              "validation": "validation-annotations-human-imagelabels.csv",
              "test": "test-annotations-human-imagelabels.csv"}  # fmt: skip
-    sizes = {"train": n - 2 * (n // 10), "validation": n // 10, "test": n // 10}
     for split, m in sizes.items():
+        os.makedirs(os.path.join(root, split), exist_ok=True)
         with open(os.path.join(root, files[split]), "w") as f:
             f.write("ImageID,Source,LabelName,Confidence\n")
             for i in range(m):
                 image_id = f"{i:016x}"
-                _jpeg(os.path.join(root, split, f"{image_id}.jpg"), rng, size)
-                classes = sorted(rng.choice(600, size=5, replace=False))
-                f.writelines(
-                    f"{image_id},verification,{mids[c]},{int(k % 2 == 0)}\n"
-                    for k, c in enumerate(classes)
-                )
+                put_image(os.path.join(root, split, f"{image_id}.jpg"), i)
+                classes = np.sort(rng.choice(600, size=5, replace=False))
+                f.writelines(f"{image_id},verification,/m/0fake{c:03d},{int(k % 2 == 0)}\n"
+                             for k, c in enumerate(classes))  # fmt: skip
+
+
+def fake_openimages(root, n, size, rng):
+    """`_write_openimages` with ``n`` images of ``size``, split 80/10/10 into train/validation/test."""
+    sizes = {"train": n - 2 * (n // 10), "validation": n // 10, "test": n // 10}
+    _write_openimages(root, sizes, rng, lambda path, _: _jpeg(path, rng, size))
 
 
 def _prepare(name, data_dir, raw):
     from mlrpl_jax.data import sources
     from mlrpl_jax.data.tfds_builders import manual, open_images
 
-    if name.startswith("open_images/"):
+    if name in sources.NATIVE_PARTIAL_DATASETS:
         return open_images.prepare(name.split("/")[1], data_dir, raw, out=io.StringIO())
     return manual.prepare(sources._manual_class(name), data_dir, raw)
 
@@ -123,27 +127,16 @@ def _openimages_peak_memory(root, n, rng):
 
     raw, data_dir = os.path.join(root, f"oi_{n}", "raw"), os.path.join(root, f"oi_{n}", "tfds")
     shutil.rmtree(os.path.join(root, f"oi_{n}"), ignore_errors=True)
-    os.makedirs(raw)
     one = os.path.join(root, f"oi_{n}", "one.jpg")
     _jpeg(one, rng, (64, 48))
-    with open(os.path.join(raw, "oidv6-class-descriptions-boxable.csv"), "w") as f:
-        f.writelines(f"/m/0fake{c:03d},Class {c}\n" for c in range(600))
-    files = {"train": "oidv6-train-annotations-human-imagelabels.csv",
-             "validation": "validation-annotations-human-imagelabels.csv",
-             "test": "test-annotations-human-imagelabels.csv"}  # fmt: skip
-    for split, file in files.items():
-        os.makedirs(os.path.join(raw, split))
-        with open(os.path.join(raw, file), "w") as f:
-            f.write("ImageID,Source,LabelName,Confidence\n")
-            for i in range(n if split == "train" else 10):
-                image_id = f"{i:016x}"
-                if i % 60000 == 0:  # A file takes at most 65,000 links.
-                    base = f"{one}.{split}{i}"
-                    shutil.copyfile(one, base)
-                os.link(base, os.path.join(raw, split, f"{image_id}.jpg"))
-                classes = np.sort(rng.choice(600, size=5, replace=False))
-                f.writelines(f"{image_id},verification,/m/0fake{c:03d},{k % 2}\n"
-                             for k, c in enumerate(classes))  # fmt: skip
+
+    def link(path, i):
+        base = f"{one}.{i // 60000}"  # A file takes at most 65,000 links.
+        if not os.path.exists(base):
+            shutil.copyfile(one, base)
+        os.link(base, path)
+
+    _write_openimages(raw, {"train": n, "validation": 10, "test": 10}, rng, link)
     code = (
         "import io, resource, sys, time; sys.path.insert(0, '.')\n"
         "from mlrpl_jax.data.tfds_builders import open_images\n"

@@ -37,7 +37,7 @@ SPLITS = {
 }
 ALIASES = {"voc2007": "voc/2007", "voc2012": "voc/2012", "coco": "coco/2014", "nus": "nus_wide",
            "vg": "vg200", "openimages": "open_images/boxable"}  # fmt: skip
-MANUAL = ("vg200", "cub", "nus_wide", "open_images/boxable", "open_images/trainable")
+MANUAL = ("vg200", *sources.MANUAL_BUILDERS, *sources.NATIVE_PARTIAL_DATASETS)
 
 
 def prepare(name: str, data_dir: str | None, manual_dir: str | None) -> None:
@@ -47,7 +47,7 @@ def prepare(name: str, data_dir: str | None, manual_dir: str | None) -> None:
         cls = sources._manual_class(name)
         builder = manual.prepare(cls, data_dir, manual_dir)
         print(f"{name}: prepared in {builder.data_dir}; counts: {builder.info.metadata['counts']}")
-    elif name.startswith("open_images/"):
+    elif name in sources.NATIVE_PARTIAL_DATASETS:
         from mlrpl_jax.data.tfds_builders import open_images
 
         builder = open_images.prepare(name.split("/")[1], data_dir, manual_dir)

@@ -81,9 +81,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+# Natively partially labelled datasets (`tfds_builders.open_images`; labels int8 {-1, 0, 1}).
+NATIVE_PARTIAL_DATASETS: tuple[str, ...] = ("open_images/boxable", "open_images/trainable")
+
 SUPPORTED_DATASETS: tuple[str, ...] = (
     "synthetic_scenes", "voc/2007", "voc/2012", "coco/2014", "vg200", "cub", "nus_wide",
-    "open_images/boxable", "open_images/trainable",
+    *NATIVE_PARTIAL_DATASETS,
 )  # fmt: skip
 
 # Datasets built by our manual-directory builders: name -> (module, builder class).
@@ -170,6 +173,11 @@ def _native_labels(record: Mapping[str, Any], num_classes: int) -> np.ndarray:
             f"{labels.shape} with values {np.unique(labels)[:5]}."
         )
     return labels.astype(np.int8)
+
+
+def _label_dtype(native: bool) -> type:
+    """int8 for natively partial labels {-1, 0, 1}, uint8 for full multi-hot ones."""
+    return np.int8 if native else np.uint8
 
 
 def native_partial(source: Any) -> bool:
@@ -260,7 +268,6 @@ class Source:
         self._labels_fn = labels_fn
         self._filename_key = filename_key
         self.native_partial = native_partial
-        self._dtype = np.int8 if native_partial else np.uint8
         self._labels: np.ndarray | None = None
         self._names: tuple[str, ...] | None = None
         self._index_dir = None if index_dir is None else os.fspath(index_dir)
@@ -321,7 +328,10 @@ class Source:
             except (OSError, KeyError, ValueError):
                 continue
             if labels.shape == (len(self), self.num_classes) and len(names) == len(self):
-                self._labels, self._names = labels.astype(self._dtype), tuple(names.tolist())
+                self._labels, self._names = (
+                    labels.astype(_label_dtype(self.native_partial)),
+                    tuple(names.tolist()),
+                )
                 return True
         return False
 
@@ -348,7 +358,7 @@ class Source:
         reads them in parallel), then written to the index."""
         if self._load_index():
             return
-        labels = np.zeros((len(self), self.num_classes), dtype=self._dtype)
+        labels = np.zeros((len(self), self.num_classes), dtype=_label_dtype(self.native_partial))
         names = []
         read_many = getattr(self._data, "__getitems__", None)
         chunk = 512
@@ -412,7 +422,7 @@ def prepare_instructions(name: str, data_dir: str | os.PathLike[str] | None = No
         from mlrpl_jax.data.tfds_builders import vg200
 
         return vg200.prepare_instructions(data_dir)
-    if name.startswith("open_images/"):
+    if name in NATIVE_PARTIAL_DATASETS:
         from mlrpl_jax.data.tfds_builders import open_images
 
         return open_images.prepare_instructions(name.split("/", 1)[1], data_dir)
@@ -730,7 +740,7 @@ def make_source(
         return _make_vg200(split, data_dir)
     if name in MANUAL_BUILDERS:
         return _make_manual(name, split, data_dir)
-    if name in ("open_images/boxable", "open_images/trainable"):
+    if name in NATIVE_PARTIAL_DATASETS:
         return _make_open_images(name, split, data_dir)
     raise ValueError(f"Unknown dataset {name!r}; supported: {', '.join(SUPPORTED_DATASETS)}.")
 

@@ -55,6 +55,7 @@ from typing import Any, NamedTuple, TextIO
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
+from tensorflow_datasets.core.utils import file_utils
 
 DATASET = "open_images_v6"
 VERSION = "1.0.0"
@@ -107,19 +108,25 @@ class LabelSet(NamedTuple):
     files: tuple[str, ...]
 
 
+def _dirs(label_set: str, data_dir: str | os.PathLike[str] | None) -> tuple[str, str]:
+    """(TFDS data_dir root, this label set's dataset directory), resolved as TFDS does."""
+    _check_label_set(label_set)
+    root, path = file_utils.get_data_dir_and_dataset_dir(
+        given_data_dir=None if data_dir is None else os.fspath(data_dir),
+        builder_name=DATASET, config_name=label_set, version=VERSION,
+    )  # fmt: skip
+    return os.fspath(root), os.fspath(path)
+
+
 def dataset_dir(label_set: str, data_dir: str | os.PathLike[str] | None = None) -> str:
     """Where ``open_images/<label_set>`` is prepared: ``<data_dir>/open_images_v6/<label_set>/1.0.0``
-    (``data_dir`` default: ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``)."""
-    _check_label_set(label_set)
-    if data_dir is None:
-        data_dir = os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
-    return os.path.join(os.fspath(data_dir), DATASET, label_set, VERSION)
+    (``data_dir`` default: TFDS's, ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``)."""
+    return _dirs(label_set, data_dir)[1]
 
 
 def default_manual_dir(label_set: str, data_dir: str | os.PathLike[str] | None = None) -> str:
     """The manual directory used when none is given: ``<data_dir>/downloads/manual/open_images``."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(dataset_dir(label_set, data_dir))))
-    return os.path.join(root, "downloads", "manual", "open_images")
+    return os.path.join(_dirs(label_set, data_dir)[0], "downloads", "manual", "open_images")
 
 
 def is_prepared(label_set: str, data_dir: str | os.PathLike[str] | None = None) -> bool:
@@ -295,8 +302,9 @@ class _Progress:
         self.t0 = self.last = time.monotonic()
         self.images = 0
 
-    def update(self, offset: int, written: int) -> None:
-        self.images += written
+    def update(self, offset: int) -> None:
+        """One more image written; ``offset``: how far into the labels file."""
+        self.images += 1
         now = time.monotonic()
         if now - self.last < self.every:
             return
@@ -348,7 +356,7 @@ def _shard_examples(
                    "image/filename": f"{split}/{group.image_id}.jpg"}  # fmt: skip
         yield tally["written"], features.serialize_example(example)
         tally["written"] += 1
-        progress.update(group.end, 1)
+        progress.update(group.end)
         if tally["written"] == shard_size:
             tally["exhausted"] = False
             return

@@ -41,7 +41,7 @@ def get_config(method: str = "plain") -> ml_collections.ConfigDict:
     )  # mask_mode 'reference': the authors' image order (COCO instances_train2014.json, ...).
     c.data.partial_labels_file = ml_collections.FieldReference(
         None, field_type=str
-    )  # .npy/.txt (N, C).
+    )  # .npy/.txt (N, C) in example order, a list file, or Cole et al.'s *_labels_obs.npy.
     c.data.scale_size = 512  # Train: resize to this square size first (reference 512).
     c.data.crop_sizes = (512, 448, 384, 320, 256)  # Train: square crop side drawn from these.
     c.data.image_size = 448  # Network input side, train and test (reference 448).

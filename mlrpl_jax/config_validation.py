@@ -9,7 +9,7 @@ import warnings
 import ml_collections
 
 from mlrpl_jax import methods
-from mlrpl_jax.data import sources
+from mlrpl_jax.data import partial_labels, sources
 
 SETTINGS = ("pal", "ppl", "spl", "fal")
 DATASETS = sources.SUPPORTED_DATASETS
@@ -150,11 +150,16 @@ def _validate_selection(config: ml_collections.ConfigDict) -> None:
             "the reference masks index the whole train split; set data.val_fraction=0 with "
             "mask_mode='reference' (the reference selects on the test split).",
         )
-    if data.val_fraction > 0 and data.partial_labels_file is not None:
+    if (
+        data.val_fraction > 0
+        and data.partial_labels_file is not None
+        and partial_labels.cole_images_file(data.partial_labels_file) is None
+    ):
         _fail(
             "data.val_fraction",
             data.val_fraction,
-            "a partial-labels file indexes the whole train split; use data.val_split or 0.",
+            "a partial-labels file indexes the whole train split; use data.val_split or 0 (only "
+            "Cole et al.'s formatted_train_labels_obs.npy, named by image, can be carved).",
         )
     _choice(config, "data.val_labels", ("partial", "full"))
     _choice(config, "train.select_on", ("val", "test"))

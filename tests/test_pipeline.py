@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from helpers import tiny_run_config
 
+from mlrpl_jax import config_validation
+from mlrpl_jax.data import label_semantics, pipeline, transforms
 from mlrpl_jax.data import partial_labels as pl
-from mlrpl_jax.data import pipeline, transforms
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +193,72 @@ def test_drop_unlabeled_removes_images_without_positives_from_every_split(monkey
         assert split[len(split) - 1]["example_id"] == len(split) - 1
     data.drop_unlabeled = False
     assert len(pipeline.make_splits(data).test) == 30
+
+
+def cole_observed_labels(full, seed=1200):
+    """Cole et al.'s preproc/generate_observed_labels.py (num_pos 1, num_neg 0) written out: labels
+    to -1/+1; RandomState(seed); per image shuffle its positives and keep the first, then shuffle
+    its negatives and keep none (the shuffle still draws from the generator)."""
+    signed = np.where(full == 1, 1.0, -1.0)
+    rng = np.random.RandomState(seed)
+    observed = np.zeros_like(signed)
+    for i in range(len(signed)):
+        positives = np.nonzero(signed[i] == 1.0)[0]
+        rng.shuffle(positives)
+        observed[i, positives[:1]] = 1.0
+        negatives = np.nonzero(signed[i] == -1.0)[0]
+        rng.shuffle(negatives)
+    return observed
+
+
+def cole_split(num_images, fraction, seed):
+    """Cole et al.'s datasets.generate_split written out: (train rows, val rows), sorted."""
+    num_val = int(np.round(fraction * num_images))
+    perm = np.random.RandomState(seed).permutation(num_images)
+    return np.sort(perm[: num_images - num_val]), np.sort(perm[-num_val:])
+
+
+def test_cole_et_al_files_give_their_labels_and_their_carve_out(tmp_path):
+    """Cole et al.'s formatted_train_labels_obs.npy + formatted_train_images.npy as
+    data.partial_labels_file, in the LargeLoss setup's 80/20 carve-out: the train and validation
+    images are the ones their generate_split gives on their list, and each example carries the
+    observed labels of its row in their file, wherever TFDS stores it."""
+    config = tiny_run_config(tmp_path / "tfds")
+    data = config.data
+    whole = pipeline.make_source(data, "train")
+    full = whole.labels_matrix()
+    names = np.asarray(whole.image_names())[(full == 1).any(axis=1)]
+    order = np.random.default_rng(5).permutation(names)  # their order is not ours
+    theirs = np.stack([full[int(n)] for n in order])
+    observed = cole_observed_labels(theirs)
+    np.save(tmp_path / "formatted_train_images.npy", np.asarray([f"{n}.jpg" for n in order]))
+    np.save(tmp_path / "formatted_train_labels_obs.npy", observed)
+    data.partial_labels_file = str(tmp_path / "formatted_train_labels_obs.npy")
+    data.val_split, data.val_fraction, data.val_seed = None, 0.2, 1200
+    data.drop_unlabeled, data.val_labels = True, "partial"
+    config_validation.validate(config)
+    splits = pipeline.make_splits(data)
+    train_rows, val_rows = cole_split(len(order), 0.2, 1200)
+    assert sorted(splits.train.image_names()) == sorted(order[train_rows])
+    assert sorted(splits.val.image_names()) == sorted(order[val_rows])
+    row_of = {n: r for r, n in enumerate(order)}
+    for split, validation in ((splits.train, False), (splits.val, True)):
+        mask = pipeline.make_mask_transform(data, split, validation=validation)
+        for k, name in enumerate(split.image_names()):
+            got = mask.map(split[k])["labels"]
+            np.testing.assert_array_equal(got, observed[row_of[name]], err_msg=name)
+    # Their images file must sit beside the labels; our images must be exactly theirs. It names
+    # the rows, so the label-semantics cache (co-occurrence of these labels) is keyed on it.
+    key = label_semantics.cache_key(data, splits.train)
+    np.save(tmp_path / "formatted_train_images.npy", np.asarray([f"{n}.jpg" for n in order[1:]]))
+    assert label_semantics.cache_key(data, splits.train) != key
+    with pytest.raises(ValueError, match="must come from the same run"):
+        pipeline.make_splits(data)
+    (tmp_path / "formatted_train_images.npy").unlink()
+    with pytest.raises(FileNotFoundError, match="formatted_train_images.npy, which does not exist"):
+        pipeline.make_splits(data)
+    # Any other .npy file is in example id order and cannot be carved.
+    np.save(tmp_path / "labels.npy", observed)
+    data.partial_labels_file = str(tmp_path / "labels.npy")
+    with pytest.raises(ValueError, match="only Cole et al.'s"):
+        config_validation.validate(config)

@@ -122,7 +122,7 @@ def test_order_file_errors_name_the_problem(tmp_path):
     bad.write_text('{"annotations": []}')
     with pytest.raises(ValueError, match="not a COCO annotation file"):
         reference_order.read_order_file(bad)
-    with pytest.raises(ValueError, match=r"1 of our 2 train images are not in the order file"):
+    with pytest.raises(ValueError, match=r"1 of our 2 images are not listed"):
         reference_order.reference_rows(["a.jpg", "b.jpg"], ["a", "c"], source="list.txt")
     with pytest.raises(ValueError, match="listed twice"):
         reference_order.reference_rows(["a.jpg"], ["a", "x", "a.png"], source="list.txt")
@@ -151,7 +151,7 @@ def test_protocol_list_file_maps_to_the_right_examples(tmp_path):
         np.testing.assert_array_equal(mask.map(source[k])["labels"], want, err_msg=name)
     # Every one of our images must be listed; class indices must be of this dataset.
     path.write_text("".join(f"{i}.jpg,1\n" for i in ids[:-1]))
-    with pytest.raises(ValueError, match="1 of our 12 train images are not listed"):
+    with pytest.raises(ValueError, match="1 of our 12 images are not listed"):
         pipeline.make_mask_transform(data, source)
     path.write_text(f"{ids[0]}.jpg,20\n")
     with pytest.raises(ValueError, match=r"class index 20 .* outside \[0, 20\)"):

@@ -466,6 +466,7 @@ def cache_key(data_config: Any, train_source: Any) -> dict[str, Any]:
     """Everything `label_semantics`' result depends on (module docstring), JSON-serialisable."""
     synthetic = train_source.name == "synthetic_scenes"
     labels_file = _abspath(data_config.partial_labels_file)
+    names_file = None if labels_file is None else pl.cole_images_file(labels_file)
     order_file = _abspath(data_config.get("reference_order_file"))
     spec = data_config.label_embeddings
     sentence = spec if spec is not None and spec.startswith(SENTENCE_PREFIX) else None
@@ -491,6 +492,9 @@ def cache_key(data_config: Any, train_source: Any) -> dict[str, Any]:
         "partial_labels_file": None
         if labels_file is None
         else {"path": labels_file, "sha256": _file_sha256(labels_file)},
+        "partial_labels_images_file": None  # names the rows of a Cole et al. file
+        if names_file is None or not os.path.isfile(names_file)
+        else {"path": names_file, "sha256": _file_sha256(names_file)},
         "reference_order_file": None
         if order_file is None or data_config.mask_mode != "reference"
         else {"path": order_file, "sha256": _file_sha256(order_file)},

@@ -364,7 +364,8 @@ def load_list_file(
       (N, C) int8 in {0, 1}.
     """
     path = os.fspath(path)
-    listed: dict[str, list[int]] = {}
+    names: list[str] = []
+    positives: list[list[int]] = []
     with open(path) as f:
         for number, line in enumerate(f, 1):
             line = line.strip()
@@ -383,22 +384,63 @@ def load_list_file(
                     f"{path}:{number}: class index {bad[0]} of {name!r} is outside [0, "
                     f"{num_classes}); the file must be of this dataset's {num_classes} classes."
                 )
-            key = reference_order.stem(name)
-            if key in listed:
-                raise ValueError(f"{path}:{number}: image {name!r} is listed twice.")
-            listed[key] = classes
-    ours = [reference_order.stem(n) for n in image_names]
-    missing = [n for n in ours if n not in listed]
-    if missing:
-        raise ValueError(
-            f"{path}: {len(missing)} of our {len(ours)} train images are not listed, e.g. "
-            f"{missing[:3]}; the list files hold only images with a positive label: set "
-            "config.data.drop_unlabeled=True (and check that the file is of this split)."
-        )
-    labels = np.zeros((len(ours), num_classes), np.int8)
-    for row, name in enumerate(ours):
-        labels[row, listed[name]] = 1
+            names.append(name)
+            positives.append(classes)
+    rows = reference_order.reference_rows(image_names, names, source=path, hint=_UNLISTED_HINT)
+    labels = np.zeros((len(rows), num_classes), np.int8)
+    for example, row in enumerate(rows):
+        labels[example, positives[row]] = 1
     return labels
+
+
+_UNLISTED_HINT = (
+    "the protocols' files hold only images with a positive label: set "
+    "config.data.drop_unlabeled=True (and check that the file is of this split)"
+)
+_COLE_LABELS_SUFFIX = "_labels_obs.npy"
+
+
+def cole_images_file(path: str | os.PathLike) -> str | None:
+    """The image list that names the rows of a Cole et al. observed-label file, else None.
+
+    Cole et al.'s formatting scripts (``preproc/format_*.py`` then
+    ``generate_observed_labels.py``) write ``formatted_<phase>_labels_obs.npy``, an (M, C) matrix
+    in {-1, 0, 1} (one uniformly drawn positive per image with ``RandomState(1200)``), beside
+    ``formatted_<phase>_images.npy``, the (M,) image file names of its rows. A labels file whose
+    name ends in ``_labels_obs.npy`` is read with the images file of the same prefix and mapped
+    onto our examples by image name; any other ``.npy`` file is in our example id order.
+    """
+    path = os.fspath(path)
+    if not path.endswith(_COLE_LABELS_SUFFIX):
+        return None
+    return path[: -len(_COLE_LABELS_SUFFIX)] + "_images.npy"
+
+
+def load_cole_files(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
+    """(labels (M, C) int8, image names (M,)) of a Cole et al. observed-label file, in their order.
+
+    Raises:
+      FileNotFoundError: the images file beside `path` is missing (says which).
+      ValueError: the two files disagree in length, or a label is outside {-1, 0, 1}.
+    """
+    path = os.fspath(path)
+    images = cole_images_file(path)
+    if images is None:
+        raise ValueError(f"{path} is not a Cole et al. '*{_COLE_LABELS_SUFFIX}' file.")
+    if not os.path.exists(images):
+        raise FileNotFoundError(
+            f"{path} is a Cole et al. observed-label file; its rows are named by {images}, which "
+            "does not exist. Copy the formatted_<phase>_images.npy that their formatting script "
+            "wrote next to it."
+        )
+    names = [str(n) for n in np.load(images, allow_pickle=False)]
+    labels = check_partial_labels(np.load(path, allow_pickle=False), source=path)
+    if labels.ndim != 2 or len(labels) != len(names):
+        raise ValueError(
+            f"{path}: {labels.shape} labels for the {len(names)} images of {images}; the two "
+            "files must come from the same run of Cole et al.'s scripts."
+        )
+    return labels, names
 
 
 def load_partial_labels_file(
@@ -413,13 +455,14 @@ def load_partial_labels_file(
     and/or whitespace (the reference's files are comma-separated rows of values in {-1, 0, 1});
     blank lines and `#` comments are skipped, and values such as "1.0" or "-1.000000e+00" are
     accepted. A text file whose first field is not a number is a protocol list file
-    (`load_list_file`, mapped by image name through `image_names`).
+    (`load_list_file`), and a ``*_labels_obs.npy`` file is Cole et al.'s (`cole_images_file`):
+    both are mapped by image name through `image_names`.
 
     Args:
       path: `.npy` file, or any other extension for text.
       num_examples: N, the expected number of rows.
       num_classes: C, the expected number of columns.
-      image_names: returns our examples' file names; needed by list files.
+      image_names: returns our examples' file names; needed by list and Cole et al. files.
 
     Returns:
       (N, C) int8 partial labels in {-1, 0, 1}.
@@ -431,7 +474,13 @@ def load_partial_labels_file(
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"config.data.partial_labels_file={path} does not exist.")
-    if path.endswith(".npy"):
+    if cole_images_file(path) is not None:
+        if image_names is None:
+            raise ValueError(f"{path} is named by image; it needs the examples' image names.")
+        labels, names = load_cole_files(path)
+        labels = labels[reference_order.reference_rows(
+            image_names(), names, source=path, hint=_UNLISTED_HINT)]  # fmt: skip
+    elif path.endswith(".npy"):
         labels = np.load(path, allow_pickle=False)
     elif _is_list_file(path):
         if image_names is None:

@@ -37,7 +37,8 @@ def make_splits(data: ml_collections.ConfigDict) -> Splits:
 
     Validation: `data.val_split` names a split of the dataset (e.g. 'validation'), or
     `data.val_fraction` > 0 carves that fraction out of the train split with `data.val_seed`
-    (`sources.carve_out`; the train source is then the rest), or neither: no validation split.
+    (`sources.carve_out`; the train source is then the rest; with a Cole et al. labels file,
+    their split of their image list, `sources.carve_out_as_listed`), or neither.
     With `data.drop_unlabeled`, images without any positive label leave every split first (the
     single-positive protocols' lists hold none: Cole et al.'s formatting scripts, NUS-WIDE's
     untagged images), and how many is logged.
@@ -56,9 +57,21 @@ def make_splits(data: ml_collections.ConfigDict) -> Splits:
     val = None
     if data.val_split is not None:
         val = open_split(data.val_split)
+    elif data.val_fraction > 0 and _cole_file(data) is not None:
+        _, order = pl.load_cole_files(data.partial_labels_file)
+        train, val = sources.carve_out_as_listed(
+            train, order, data.val_fraction, data.val_seed, source=_cole_file(data)
+        )
     elif data.val_fraction > 0:
         train, val = sources.carve_out(train, data.val_fraction, data.val_seed)
     return Splits(train, val, open_split(data.test_split))
+
+
+def _cole_file(data: ml_collections.ConfigDict) -> str | None:
+    """The images file of `data.partial_labels_file` when it is Cole et al.'s, else None."""
+    if data.partial_labels_file is None:
+        return None
+    return pl.cole_images_file(data.partial_labels_file)
 
 
 def _sizes(data: ml_collections.ConfigDict) -> tuple[int, tuple[int, ...], int]:
@@ -79,9 +92,11 @@ def make_mask_transform(
     `validation` that of the validation split (`data.val_labels='partial'`): the train split's
     setting and proportion, in 'hash' mode with a seed derived from `data.label_seed`, so that the
     val masks are not the train masks of the same example ids. In mode 'reference' the masks are
-    the authors' (`reference_order`: their U's rows taken in their image order)."""
+    the authors' (`reference_order`: their U's rows taken in their image order). A Cole et al.
+    labels file (`partial_labels.cole_images_file`) gives the validation split's labels too: their
+    validation images are carved from the same file."""
     fixed, seed, mode, rows = None, data.label_seed, data.mask_mode, None
-    if validation:
+    if validation and (_cole_file(data) is None or data.val_fraction == 0):
         seed = int(np.random.SeedSequence([data.label_seed, 0x7A1]).generate_state(1)[0] % 2**31)
         mode = "hash"
     elif data.partial_labels_file is not None:

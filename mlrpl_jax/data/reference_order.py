@@ -70,7 +70,14 @@ def read_order_file(path: str | os.PathLike[str]) -> list[str]:
     return names
 
 
-def reference_rows(names: Sequence[str], order: Sequence[str], *, source: str) -> np.ndarray:
+def reference_rows(
+    names: Sequence[str],
+    order: Sequence[str],
+    *,
+    source: str,
+    hint: str = "it must list every image of the train split (is it the file of the same split "
+    "and dataset?)",
+) -> np.ndarray:
     """Row of each of our examples in the authors' order, matched by file name without extension.
 
     Args:
@@ -78,6 +85,7 @@ def reference_rows(names: Sequence[str], order: Sequence[str], *, source: str) -
       order: (M,) the authors' image names or ids in their order (M >= N: the authors' U has M
         rows; rows of images we do not have are drawn and unused, as theirs would be).
       source: where `order` comes from, for error messages.
+      hint: how to fix a file that lacks some of our images, appended to that error.
 
     Returns:
       (N,) int64: example id i <-> row rows[i] of U.
@@ -92,9 +100,8 @@ def reference_rows(names: Sequence[str], order: Sequence[str], *, source: str) -
     missing = [n for n in ours if n not in index]
     if missing:
         raise ValueError(
-            f"{source}: {len(missing)} of our {len(ours)} train images are not in the order file, "
-            f"e.g. {missing[:3]}; it must list every image of the train split (is it the file of "
-            "the same split and dataset?)."
+            f"{source}: {len(missing)} of our {len(ours)} images are not listed, e.g. "
+            f"{missing[:3]}; {hint}."
         )
     return np.asarray([index[n] for n in ours], dtype=np.int64)
 

@@ -81,6 +81,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from mlrpl_jax.data import reference_order
+
 # Natively partially labelled datasets (`tfds_builders.open_images`; labels int8 {-1, 0, 1}).
 NATIVE_PARTIAL_DATASETS: tuple[str, ...] = ("open_images/boxable", "open_images/trainable")
 
@@ -798,6 +800,53 @@ def carve_out(base: Source, fraction: float, seed: int) -> tuple[Subset, Subset]
     perm = np.random.default_rng(seed).permutation(n)
     val_idx, train_idx = np.sort(perm[:num_val]), np.sort(perm[num_val:])
     tag = f"carve{fraction:g}_seed{seed}"
+    return (
+        Subset(base, train_idx, f"{base.split}[{tag}:train]"),
+        Subset(base, val_idx, f"{base.split}[{tag}:val]"),
+    )
+
+
+def carve_out_as_listed(
+    base: Source, order: Sequence[str], fraction: float, seed: int, *, source: str
+) -> tuple[Subset, Subset]:
+    """(train, val) of `base` as Cole et al.'s ``generate_split`` carves their image list.
+
+    Their rule (``datasets.py``): over the M images of their formatted list, in its order,
+    ``p = np.random.RandomState(seed).permutation(M)``; val = rows ``p[-round(fraction M):]``,
+    train = rows ``p[:M - round(fraction M)]``. Mapped onto `base` by image name, which must hold
+    exactly the listed images (with `data.drop_unlabeled`, as their lists hold only images with a
+    positive); both parts keep the base order and renumber example ids (`Subset`).
+
+    Args:
+      base: the train split.
+      order: (M,) their image file names (``formatted_train_images.npy``), in their order.
+      fraction: the validation fraction (0.2 in their protocol).
+      seed: the split seed (1200 in their protocol).
+      source: where `order` comes from, for error messages.
+    """
+    n = len(order)
+    num_val = int(np.round(fraction * n))
+    if not 0 < num_val < n:
+        raise ValueError(
+            f"config.data.val_fraction={fraction} carves {num_val} of the {n} images of {source}; "
+            "it must leave at least one image on each side."
+        )
+    rows = reference_order.reference_rows(
+        base.image_names(), order, source=source,
+        hint="its images must be exactly those of the train split: set "
+        "config.data.drop_unlabeled=True, as Cole et al.'s lists hold only images with a positive",
+    )  # fmt: skip
+    if len(rows) != n:
+        raise ValueError(
+            f"{source} lists {n} images, {n - len(rows)} of which are not in {base.name}"
+            f"[{base.split}]; the carve-out would not be Cole et al.'s (is it the file of this "
+            "split and dataset?)."
+        )
+    perm = np.random.RandomState(seed).permutation(n)
+    in_val = np.zeros(n, bool)
+    in_val[perm[n - num_val :]] = True
+    val_idx, train_idx = np.flatnonzero(in_val[rows]), np.flatnonzero(~in_val[rows])
+    tag = f"cole{fraction:g}_seed{seed}"
     return (
         Subset(base, train_idx, f"{base.split}[{tag}:train]"),
         Subset(base, val_idx, f"{base.split}[{tag}:val]"),

@@ -72,7 +72,8 @@ def test_loss_is_the_documented_sum_of_terms(tiny, epoch, fraction):
         + ramp * 0.05 * contrastive.instance_contrastive_loss(v, t, rng)[0]
     )
     np.testing.assert_allclose(loss, expected, rtol=2e-5)
-    np.testing.assert_allclose(aux.method_state["bank"], bank, atol=1e-6)
+    # jit vs op by op: float32 features differ by reassociation (seen 4e-6 on some CPUs).
+    np.testing.assert_allclose(aux.method_state["bank"], bank, rtol=1e-4, atol=1e-5)
     # Pseudo labels only add positives to unknown entries; their counts are logged from epoch 5.
     assert np.all((np.asarray(y_intra) == np.asarray(t)) | (np.asarray(t) == 0))
     # ... through the diagnostics path, the only one that sees the full labels.

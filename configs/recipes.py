@@ -244,8 +244,8 @@ def largeloss_setup(config: ml_collections.ConfigDict, dataset: str) -> ml_colle
     not bit-identical to the authors' files). For their exact labels and split, pass the
     ``formatted_train_labels_obs.npy`` that Cole et al.'s scripts write as data.partial_labels_file
     (with ``formatted_train_images.npy`` beside it): the carve-out then follows theirs
-    (`sources.carve_out_as_listed`). Adam lr 1e-5 (the linear head x10 in the LargeLoss methods, `head_lr_mult`), no weight
-    decay, batch 16 (LargeLoss's default; Cole et al. search 8 and 16), 10 epochs, constant lr;
+    (`sources.carve_out_as_listed`). Adam lr 1e-5 (the linear head x10 in the LargeLoss methods,
+    `head_lr_mult`), no weight decay, batch 16 (LargeLoss's default; Cole et al. search 8 and 16), 10 epochs, constant lr;
     the best checkpoint by validation mAP on full labels, and training stops early once it is 3
     points below its best (LargeLoss's rule). The test split is the official validation set with
     full labels.

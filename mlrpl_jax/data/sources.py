@@ -653,7 +653,7 @@ def _make_manual(name: str, split: str, data_dir: str | os.PathLike[str] | None)
 
 def _make_open_images(name: str, split: str, data_dir: str | os.PathLike[str] | None) -> Source:
     """An ``open_images/<label set>`` source (natively partial labels), from `open_images.prepare`."""
-    from mlrpl_jax.data.tfds_builders import open_images
+    from mlrpl_jax.data.tfds_builders import manual, open_images
 
     label_set = name.split("/", 1)[1]
     if not open_images.is_prepared(label_set, data_dir):
@@ -675,7 +675,7 @@ def _make_open_images(name: str, split: str, data_dir: str | os.PathLike[str] | 
         name=name,
         split=split,
         data=builder.as_data_source(split=split),
-        class_names=open_images.class_names(builder),
+        class_names=manual.class_names(builder),
         labels_fn=_native_labels,
         filename_key="image/filename",
         native_partial=True,

@@ -178,9 +178,11 @@ class EvalTransform(grain.transforms.Map):
         self.native_partial = native_partial
 
     def map(self, record: dict[str, Any]) -> dict[str, Any]:
-        full = np.asarray(record["labels"])
-        check_full_labels(full, int(record["example_id"]), self.dataset, self.native_partial)
-        targets = full if self.mask is None else self.mask.map(record)["labels"]
+        if self.mask is None:
+            targets = np.asarray(record["labels"])
+            check_full_labels(targets, int(record["example_id"]), self.dataset, self.native_partial)
+        else:
+            targets = self.mask.map(record)["labels"]  # The mask checks the labels itself.
         image = np.asarray(_resize(record["image"], self.image_size), dtype=np.uint8)
         return {"image": image, "targets": targets.astype(np.int8), "valid": np.bool_(True)}
 

@@ -513,8 +513,3 @@ def prepare(
 def open_builder(label_set: str, data_dir: str | os.PathLike[str] | None = None) -> Any:
     """The prepared builder of ``open_images/<label_set>`` (`is_prepared` must hold)."""
     return tfds.builder_from_directory(dataset_dir(label_set, data_dir))
-
-
-def class_names(builder: Any) -> tuple[str, ...]:
-    """The class names stored with a prepared label set."""
-    return tuple(builder.info.metadata["class_names"])

@@ -113,7 +113,8 @@ def get_config(method: str = "plain") -> ml_collections.ConfigDict:
     c.train.early_stop_drop = 0.0  # >0: stop once the selection mAP is this far below its best.
     c.train.ap_mode = "sklearn"  # AP: 'sklearn' (average_precision_score) | 'voc' (reference).
     c.train.max_steps_per_epoch = -1  # >0 truncates epochs (smoke tests); -1 = full epochs.
-    c.train.progress_bar = True  # tqdm progress bar with loss and images/s.
+    c.train.progress_bar = True  # tqdm progress bar with loss and images/s (on a terminal only).
+    c.train.divergence_factor = 1e3  # Stop once the logged loss is this x its first one (0 = off).
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_epochs = 1  # Save TrainState + data iterator every this many epochs.

@@ -9,14 +9,52 @@ orbax writes each checkpoint into a temporary directory and renames it only once
 any moment leaves either the previous checkpoints or a complete new one (an unfinished temporary
 directory is ignored and cleaned up on the next start). Saving is synchronous so that the iterator
 state written is exactly the one that goes with the saved TrainState.
+
+A checkpoint damaged afterwards (a truncated file, a disk error) is survived: `restore_newest`
+tries the periodic checkpoints from the newest down; when an older one restores, each unreadable
+newer one is moved aside to `workdir/damaged/` (never deleted) and the run resumes from the older
+one. When none restores, nothing is moved and a `RunDirError` says what to do.
 """
 
+import contextlib
+import gc
 import os
+import sys
+import time
 from typing import Any
 
 import grain
 import jax
 import orbax.checkpoint as ocp
+
+from mlrpl_jax.errors import RunDirError
+
+DAMAGED_DIR = "damaged"
+
+
+def _brief(error: Exception) -> str:
+    """The first sentence of an error (TensorStore appends its whole spec to its messages)."""
+    text = str(error).split(" See full TensorStore")[0].strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:160] if text else ''}"
+
+
+@contextlib.contextmanager
+def _quiet_abandoned_reads():
+    """Runs a restore; if it fails, the reads it had started are collected here, silently.
+
+    A failed orbax restore leaves the coroutines of its other array reads unfinished; Python
+    reports each one as 'Exception ignored in: <coroutine ...>' (with TensorStore's whole spec)
+    when it is garbage-collected, by default at exit. The failure itself is raised as usual."""
+    try:
+        yield
+    except Exception:
+        hook = sys.unraisablehook
+        sys.unraisablehook = lambda unraisable: None
+        try:
+            gc.collect()
+        finally:
+            sys.unraisablehook = hook
+        raise
 
 
 def _abstract(tree: Any) -> Any:
@@ -29,6 +67,7 @@ class Checkpointer:
 
     def __init__(self, workdir: str, *, max_to_keep: int, keep_best: bool):
         """Args: workdir, the run directory; max_to_keep periodic checkpoints; keep_best."""
+        self.workdir = os.path.abspath(workdir)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False
         )
@@ -89,6 +128,51 @@ class Checkpointer:
         )
         return restored["state"]
 
+    def restore_newest(self, state: Any, data_iter: Any) -> tuple[Any, int] | None:
+        """Restores the newest readable periodic checkpoint into the shapes/shardings of `state`
+        and sets `data_iter` to its position. Returns (state, step), or None without checkpoints.
+
+        Unreadable newer checkpoints are moved to workdir/damaged/ once an older one restored
+        (and a line says so). Raises RunDirError when no checkpoint can be read; nothing is moved
+        then (the cause may be the config rather than the files)."""
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        failures = []
+        for step in steps:
+            try:
+                with _quiet_abandoned_reads():
+                    restored = self.restore(state, data_iter, step)
+            except Exception as e:  # noqa: BLE001 (any failure to read means: try the older one)
+                failures.append((step, e))
+                continue
+            for bad, error in failures:
+                self._move_aside(bad, error)
+            if failures:
+                self.manager.reload()
+            return restored, step
+        if not failures:
+            return None
+        listing = "; ".join(f"step {s}: {_brief(e)}" for s, e in failures)
+        raise RunDirError(
+            f"no checkpoint in {self.manager.directory} can be restored ({listing}). If the files "
+            "are damaged, move that directory aside to train from the start (the best checkpoint "
+            "in best/ and results.json are not touched); if the config differs from the run's "
+            "(e.g. a model shape), pass the run's own config."
+        )
+
+    def _move_aside(self, step: int, error: Exception) -> None:
+        """Moves the periodic checkpoint `step` to workdir/damaged/ and says so."""
+        if jax.process_index() != 0:
+            return
+        target = os.path.join(
+            self.workdir, DAMAGED_DIR, f"checkpoint_{step}_{time.strftime('%Y%m%dT%H%M%S')}"
+        )
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.rename(os.path.join(str(self.manager.directory), str(step)), target)
+        print(
+            f"Checkpoint {step} is unreadable ({_brief(error)}); "
+            f"moved it to {target} and resumed from the previous one."
+        )
+
     def restore_state(self, state: Any, *, which: str = "latest") -> tuple[Any, int]:
         """Restores only the TrainState: `which` = 'latest' (periodic) or 'best'. Returns (state, step)."""
         manager = self.best if which == "best" else self.manager
@@ -96,24 +180,39 @@ class Checkpointer:
         if manager is not None:
             step = manager.best_step() if which == "best" else manager.latest_step()
         if step is None:
-            raise FileNotFoundError(
-                f"No {which} checkpoint in {os.path.dirname(self.manager.directory)}; train first "
+            raise RunDirError(
+                f"no {which} checkpoint in {self.workdir}; train first "
                 "(python -m mlrpl_jax.train --config ... --workdir ...)."
             )
-        restored = manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(state)))
-        )
+        try:
+            with _quiet_abandoned_reads():
+                restored = manager.restore(
+                    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(state)))
+                )
+        except Exception as e:  # noqa: BLE001
+            other = "latest" if which == "best" else "best"
+            raise RunDirError(
+                f"the {which} checkpoint (step {step}) in {manager.directory} cannot be restored "
+                f"({_brief(e)}); its files may be damaged, or the config "
+                f"differs from the run's. Try --checkpoint={other}."
+            ) from None
         return restored["state"], step
 
     def best_map(self) -> float:
         """The best selection mAP saved so far (-inf if none)."""
-        if self.best is None or self.best.best_step() is None:
-            return float("-inf")
-        metrics = self.best.metrics(self.best.best_step())
-        return float(metrics["mAP"]) if metrics else float("-inf")
+        record = self.best_record()
+        return float(record["mAP"]) if record else float("-inf")
 
-    def save_best(self, state: Any, metrics: dict[str, float]) -> bool:
-        """Saves `state` as the best one if its mAP beats the best so far. Returns whether it did."""
+    def best_record(self) -> dict | None:
+        """What `save_best` stored with the best checkpoint ({'mAP', and what the caller added,
+        e.g. 'step', 'epoch', 'source', 'results'}), or None."""
+        if self.best is None or self.best.best_step() is None:
+            return None
+        return self.best.metrics(self.best.best_step()) or None
+
+    def save_best(self, state: Any, metrics: dict[str, Any]) -> bool:
+        """Saves `state` as the best one if `metrics['mAP']` beats the best so far; `metrics` (any
+        JSON-able dict) is stored with it. Returns whether it saved."""
         if self.best is None or not metrics["mAP"] > self.best_map():
             return False
         step = int(jax.device_get(state.step))
@@ -122,7 +221,7 @@ class Checkpointer:
         self.best.save(
             step,
             args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
-            metrics={"mAP": float(metrics["mAP"])},
+            metrics=dict(metrics, mAP=float(metrics["mAP"])),
         )
         self.best.wait_until_finished()
         return True

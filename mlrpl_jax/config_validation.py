@@ -9,6 +9,7 @@ import warnings
 import ml_collections
 
 from mlrpl_jax import methods
+from mlrpl_jax.errors import ConfigError
 from mlrpl_jax.data import partial_labels, sources
 
 SETTINGS = ("pal", "ppl", "spl", "fal")
@@ -17,7 +18,7 @@ BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 
 
 def _fail(key: str, value, why: str) -> None:
-    raise ValueError(f"config.{key}={value!r}: {why}")
+    raise ConfigError(f"config.{key}={value!r}: {why}")
 
 
 def _choice(config: ml_collections.ConfigDict, key: str, allowed) -> None:
@@ -49,7 +50,7 @@ def resolve_none(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-    """Raises ValueError for the first invalid value found."""
+    """Raises `errors.ConfigError` (a ValueError) for the first invalid value found."""
     if config.method not in methods.METHODS:
         _fail("method", config.method, f"unknown method; known: {sorted(methods.METHODS)}.")
     expected = set(methods.get(config.method).default_config().keys())
@@ -123,6 +124,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for key in ("train.log_every_steps", "train.eval_every_epochs", "checkpoint.every_epochs"):
         _positive(config, key)
     _positive(config, "checkpoint.max_to_keep")
+    _positive(config, "train.divergence_factor", allow_zero=True)
     _choice(config, "train.ap_mode", ("sklearn", "voc"))
     _validate_selection(config)
     if config.data.name == "synthetic_scenes":

@@ -1,18 +1,25 @@
-"""Evaluate a trained run: `python -m mlrpl_jax.evaluate --config configs/quickstart.py --workdir runs/qs`.
+"""Evaluates a trained run: `python -m mlrpl_jax.evaluate --config configs/quickstart.py --workdir runs/qs`.
 
-Restores the best checkpoint (or `--checkpoint=latest`) of the workdir, scores the test split, prints the
-metrics table and writes workdir/eval_<which>.json. The pretrained-weight file a run started from is not
-needed (every weight is in the checkpoint).
+Restores the best checkpoint (or `--checkpoint=latest`) of the workdir, scores the test split, prints
+the metrics table and writes workdir/eval_<which>.json. `--config` (with the same overrides) must
+describe the run in the workdir: a config whose results-changing keys differ from the saved
+config.json is refused, listing them. The pretrained-weight file a run started from is not needed
+(every weight is in the checkpoint). User errors print one message and exit with status 2.
 """
+
+from mlrpl_jax import cli
+
+cli.quiet_logs()
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "The run's config file (configs/FILE.py[:METHOD] and overrides).",
+    lock_config=True,
+)  # fmt: skip
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by mlrpl_jax.train.")
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint.")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -21,12 +28,17 @@ flags.mark_flags_as_required(["config", "workdir"])
 def evaluate_workdir(config, workdir: str, which: str = "best") -> dict[str, float]:
     """Restores `which` checkpoint of `workdir`, evaluates it on the test split and returns the
     metrics of its raw weights; with weight EMA (`train.ema_decay` > 0) the EMA weights' metrics
-    are printed and written too (eval_<which>.json 'ema_metrics')."""
+    are printed and written too (eval_<which>.json 'ema_metrics').
+
+    Raises `errors.RunDirError` when `workdir` holds no run, or a run of another config."""
     import jax
 
-    from mlrpl_jax import checkpointing, trainer
+    from mlrpl_jax import checkpointing, config_validation, run_dir, trainer
     from mlrpl_jax.metric_writer import atomic_write_json, format_table
 
+    run_dir.check_is_run(workdir)
+    config_validation.validate(config_validation.resolve_none(config))
+    run_dir.check_same_config(workdir, config)
     # Everything, the pretrained backbone included, comes from the checkpoint: the weight file
     # that started the run is not needed.
     exp = trainer.setup(config, pretrained=False)
@@ -53,15 +65,14 @@ def evaluate_workdir(config, workdir: str, which: str = "best") -> dict[str, flo
 
 
 def main(argv):
-    del argv
-    from absl import logging
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments {argv[1:]}; every setting is a --flag (see --help).")
+    config = cli.config_value(_CONFIG)
+    from mlrpl_jax import launch
 
-    from mlrpl_jax.train import maybe_initialize_distributed
-
-    logging.set_verbosity(logging.WARNING)
-    maybe_initialize_distributed()
-    evaluate_workdir(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value)
+    launch.setup_process()
+    evaluate_workdir(config, _WORKDIR.value, _CHECKPOINT.value)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_absl(main, __doc__)

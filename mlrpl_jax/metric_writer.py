@@ -3,6 +3,12 @@
 Only process 0 writes. Each JSONL line is one record {"step": int, "epoch": float, "<name>": value, ...};
 lines are appended and flushed immediately, so a kill loses at most the line being written (a partial
 last line is repaired on the next start instead of corrupting the file).
+
+Each step is recorded once however often the run is resumed: a run resumed from the checkpoint at
+step S replays the steps after S, so `MetricWriter(workdir, resume_step=S)` first drops the
+records after S (written before the kill that the replay rewrites) and asks TensorBoard to purge
+its events after S. Events (a resume, a recorded config change) go to events.jsonl, not among the
+metrics.
 """
 
 import json
@@ -25,15 +31,45 @@ def atomic_write_json(path: str, obj: Any) -> None:
 class MetricWriter:
     """Appends scalar records to workdir/metrics.jsonl and workdir/tensorboard/."""
 
-    def __init__(self, workdir: str):
+    def __init__(self, workdir: str, resume_step: int | None = None):
+        """Args: workdir; resume_step: the step the run resumes at (None or 0: a new run), after
+        which existing records are dropped."""
         self.active = jax.process_index() == 0
         self.path = os.path.join(workdir, "metrics.jsonl")
+        self.events_path = os.path.join(workdir, "events.jsonl")
         self._tb = None
         if self.active:
             self._repair_tail()
+            self._drop_after(resume_step or 0)
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self._tb = SummaryWriter(
+                os.path.join(workdir, "tensorboard"),
+                purge_step=None if resume_step is None else resume_step + 1,
+            )
+
+    def _drop_after(self, step: int) -> None:
+        """Rewrites metrics.jsonl (atomically) without the records of steps after `step`."""
+        if not os.path.exists(self.path):
+            return
+        with open(self.path) as f:
+            lines = f.readlines()
+        kept = [line for line in lines if json.loads(line)["step"] <= step]
+        if len(kept) == len(lines):
+            return
+        tmp = f"{self.path}.tmp-{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.writelines(kept)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def event(self, step: int, event: str, **details: Any) -> None:
+        """Appends {'step', 'event', ...details} to events.jsonl (a resume, a config change)."""
+        if not self.active:
+            return
+        with open(self.events_path, "a") as f:
+            f.write(json.dumps({"step": int(step), "event": event, **details}) + "\n")
 
     def _repair_tail(self) -> None:
         """Drops a partial last line left by a kill in the middle of a write."""

@@ -8,6 +8,7 @@ import functools
 import json
 import math
 import os
+import sys
 import time
 from typing import Any, NamedTuple
 
@@ -17,8 +18,9 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from mlrpl_jax import checkpointing, config_validation, methods, metrics, optim, sharding
+from mlrpl_jax import checkpointing, config_validation, methods, metrics, optim, run_dir, sharding
 from mlrpl_jax.data import label_semantics, pipeline, sources
+from mlrpl_jax.errors import ConfigError, TrainingDiverged
 from mlrpl_jax.metric_writer import MetricWriter, atomic_write_json, format_table
 from mlrpl_jax.train_state import TrainState, eval_step, split_params, train_step
 
@@ -77,7 +79,7 @@ def setup(config: ml_collections.ConfigDict, *, pretrained: bool = True) -> Expe
     splits = pipeline.make_splits(config.data)
     steps_per_epoch = len(splits.train) // config.train.batch_size
     if steps_per_epoch == 0:
-        raise ValueError(
+        raise ConfigError(
             f"config.train.batch_size={config.train.batch_size} exceeds the {len(splits.train)} "
             f"examples of {config.data.name}[{splits.train.split}]; lower it."
         )
@@ -325,38 +327,85 @@ def _check_finite(history: list[tuple[int, dict[str, float]]], workdir: str, las
     for step, values in history:
         bad = {k: v for k, v in values.items() if not math.isfinite(v)}
         if bad:
-            kept = (
-                f"the last good checkpoint (step {last_ckpt}) in {workdir} is kept"
-                if last_ckpt is not None
-                else f"no checkpoint had been written to {workdir} yet"
-            )
-            raise FloatingPointError(
-                f"Non-finite training values at step {step}: {bad} (all terms: {values}). Training "
-                f"stopped; {kept}. Lower config.optim.learning_rate or check the data, then rerun "
-                "to resume."
+            raise TrainingDiverged(
+                f"non-finite training values at step {step}: {bad} (all terms: {values}). "
+                f"Training stopped; {_kept(workdir, last_ckpt)}"
             )
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+def _kept(workdir: str, last_ckpt: int | None) -> str:
+    """What a stopped run leaves behind, and what to do next."""
+    if last_ckpt is None:
+        where = f"no checkpoint had been written to {workdir} yet"
+    else:
+        where = f"the last good checkpoint (step {last_ckpt}) in {workdir} is kept"
+    return (
+        f"{where}. Lower config.optim.learning_rate or check the data, and train in a new "
+        "--workdir (or resume this one with --allow_config_change, which records the change)."
+    )
+
+
+def _check_divergence(
+    step: int, loss: float, reference: float | None, factor: float, workdir: str, last_ckpt
+) -> None:
+    """Stops the run when the logged mean loss exceeds `factor` x the first logged mean loss of
+    the run (floored at 1e-3, so a run starting near zero is not stopped by noise):
+    `config.train.divergence_factor`, 0 = never."""
+    if factor <= 0 or reference is None:
+        return
+    limit = factor * max(abs(reference), 1e-3)
+    if abs(loss) > limit:
+        raise TrainingDiverged(
+            f"training diverged at step {step}: mean loss {loss:.4g} is more than "
+            f"config.train.divergence_factor={factor:g} times the first logged loss "
+            f"({reference:.4g}). Training stopped; {_kept(workdir, last_ckpt)}"
+        )
+
+
+def _first_loss(path: str) -> float | None:
+    """The first logged mean train loss in metrics.jsonl (the divergence reference), or None."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        for line in f:
+            record = json.loads(line)
+            if "train/loss" in record:
+                return float(record["train/loss"])
+    return None
+
+
+def run(
+    config: ml_collections.ConfigDict, workdir: str, *, allow_config_change: bool = False
+) -> dict[str, float]:
     """Trains (resuming from `workdir` if it holds a checkpoint), evaluates, returns the final test
-    metrics (of the raw weights; results.json also holds the EMA and validation metrics)."""
-    os.makedirs(workdir, exist_ok=True)
+    metrics (of the raw weights; results.json also holds the EMA and validation metrics and the
+    selected checkpoint).
+
+    Nothing is written before the config validates and matches the run already in `workdir`
+    (`run_dir`: another config is refused unless `allow_config_change`, which records the
+    change). Raises `errors.UserError` subclasses for what the user can fix."""
+    config_validation.validate(config_validation.resolve_none(config))
+    if not allow_config_change and os.path.isdir(workdir):
+        run_dir.check_same_config(workdir, config, training=True)  # fail before the (slow) set-up
     exp = setup(config)
     cfg = exp.config
-    if jax.process_index() == 0:
-        atomic_write_json(os.path.join(workdir, "config.json"), cfg.to_dict())
+    os.makedirs(workdir, exist_ok=True)
     local_bs = sharding.local_batch_size(cfg.train.batch_size, exp.mesh)
     train_iter = pipeline.make_train_loader(cfg.data, exp.train_source, local_bs, cfg.seed)
     ckpt = checkpointing.Checkpointer(
         workdir, max_to_keep=cfg.checkpoint.max_to_keep, keep_best=cfg.checkpoint.keep_best
     )
-    writer = MetricWriter(workdir)
     state = exp.state
-    start = ckpt.latest_step()
-    if start is not None:
-        state = ckpt.restore(state, train_iter, start)
+    restored = ckpt.restore_newest(state, train_iter)
+    start = None if restored is None else restored[1]
+    if jax.process_index() == 0:
+        run_dir.start(workdir, cfg, start, allow_change=allow_config_change)
+    writer = MetricWriter(workdir, resume_step=start)
+    if restored is not None:
+        state = restored[0]
         print(f"Resumed from {workdir}/checkpoints/{start}.")
-        writer.write(start, {}, event="resume")
+        writer.event(start, "resume")
+    first_loss = _first_loss(writer.path)
     step = int(jax.device_get(state.step))
     spe, total = exp.steps_per_epoch, exp.total_steps
     results = None
@@ -365,8 +414,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     if (step >= total or stopped) and os.path.exists(results_path):
         print(f"{workdir} already holds a finished run (step {step}); evaluating it again.")
     bar = tqdm(
-        total=total, initial=step, disable=not cfg.train.progress_bar or jax.process_index() != 0,
-        dynamic_ncols=True, desc="train",
+        total=total, initial=step, disable=not _show_progress(cfg), dynamic_ncols=True,
+        desc="train",
     )  # fmt: skip
     pending, tick, tick_step = [], time.perf_counter(), step
     epoch_counts: dict[str, float] = {}  # sums of '<name>/num' and '<name>/den' metrics this epoch
@@ -389,6 +438,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             tick, tick_step = now, step
             sums = {k: float(np.sum([m[k] for _, m in history])) for k in history[0][1]}
             mean = {f"train/{k}": v / len(history) for k, v in sums.items()}
+            if first_loss is None:
+                first_loss = mean["train/loss"]
+            _check_divergence(
+                step, mean["train/loss"], first_loss, cfg.train.divergence_factor, workdir,
+                ckpt.latest_step(),
+            )  # fmt: skip
             mean.update({f"train/{k}": v for k, v in _ratios(sums).items()})
             mean["train/images_per_second"] = ips
             writer.write(step, mean, epoch=step / spe)
@@ -407,18 +462,21 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             results = evaluate_epoch(exp, state)
             writer.write(step, _eval_record(cfg, results), epoch=epoch)
             score, source = selection_score(cfg, results)
-            bar.write(f"epoch {epoch}: test mAP {results['test']['mAP']:.2f}" + (
+            _say(bar, f"epoch {epoch}: test mAP {results['test']['mAP']:.2f}" + (
                 f", selection mAP ({source}) {score:.2f}" if source != "test" else ""
             ))  # fmt: skip
             best = max(ckpt.best_map(), score)
-            ckpt.save_best(state, {"mAP": score, "source": source})
+            ckpt.save_best(
+                state,
+                {"mAP": score, "source": source, "step": step, "epoch": epoch,
+                 "results": _finite(results)},
+            )  # fmt: skip
             drop = cfg.train.early_stop_drop
             if drop > 0 and best - score > drop:
                 stopped = {"epoch": epoch, "step": step, "best_mAP": best, "mAP": score,
                            "rule": f"selection mAP more than {drop:g} below its best"}  # fmt: skip
-                bar.write(
-                    f"Early stop after epoch {epoch}: {source} mAP {score:.2f}, best {best:.2f}."
-                )
+                _say(bar, f"Early stop after epoch {epoch}: {source} mAP {score:.2f}, "
+                          f"best {best:.2f}.")  # fmt: skip
         if epoch % cfg.checkpoint.every_epochs == 0 or step == total or stopped:
             ckpt.save(state, train_iter)
     bar.close()
@@ -437,10 +495,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                 "early_stopped": stopped or None,
                 "selection": {
                     "select_on": cfg.train.select_on,
-                    "best_checkpoint_source": source,
+                    "final_source": source,
                     "rule": "best checkpoint (workdir/best) by mAP on "
                     + ("the test split (paper reproduction)" if cfg.train.select_on == "test"
-                       else f"the validation split ({cfg.data.val_labels} labels)"),
+                       else f"the validation split ({cfg.data.val_labels} labels)")
+                    + (", raw or EMA weights, whichever is higher" if "test/ema" in results
+                       else ""),
+                    "best_checkpoint": _best_summary(ckpt),
                 },
             },
         )  # fmt: skip
@@ -452,6 +513,41 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     writer.close()
     ckpt.close()
     return final
+
+
+def _show_progress(cfg: ml_collections.ConfigDict) -> bool:
+    """The progress bar: asked for, on process 0, and only on a terminal (not in a log file)."""
+    return bool(cfg.train.progress_bar and jax.process_index() == 0 and sys.stderr.isatty())
+
+
+def _say(bar, text: str) -> None:
+    """A line for the user (process 0 only), above the progress bar when there is one."""
+    if jax.process_index() == 0:
+        bar.write(text)
+
+
+def _finite(results: dict) -> dict:
+    """`results` with NaN/inf values as None (stored as JSON beside the best checkpoint)."""
+    return {
+        name: {k: (v if math.isfinite(v) else None) for k, v in values.items()}
+        for name, values in results.items()
+    }
+
+
+def _best_summary(ckpt: checkpointing.Checkpointer) -> dict | None:
+    """The selected (best) checkpoint for results.json: step, epoch, the selection mAP and which
+    weights and split gave it, and every split's metrics at that epoch (raw and EMA)."""
+    record = ckpt.best_record()
+    if record is None:
+        return None
+    return {
+        "path": f"best/{record.get('step')}",
+        "step": record.get("step"),
+        "epoch": record.get("epoch"),
+        "selection_mAP": record["mAP"],
+        "selection_source": record.get("source"),
+        "metrics": record.get("results"),
+    }
 
 
 def _early_stop_record(results_path: str) -> dict | None:

@@ -92,6 +92,7 @@ import numpy as np
 
 from mlrpl_jax.data import partial_labels as pl
 from mlrpl_jax.data import pipeline
+from mlrpl_jax.errors import InputError, MissingFileError
 
 CACHE_ENV = "MLRPL_JAX_CACHE"
 SENTENCE_PREFIX = "sentence-transformers:"
@@ -160,7 +161,7 @@ def load_label_embeddings(path: str | os.PathLike[str], class_names: Sequence[st
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"config.data.label_embeddings={path!r}: no such file (expected a (C, E) .npy or a "
             "GloVe-format text file; set it to None to use the fallback embeddings)."
         )
@@ -168,25 +169,25 @@ def load_label_embeddings(path: str | os.PathLike[str], class_names: Sequence[st
     if path.endswith(".npy"):
         array = np.load(path, allow_pickle=False)
         if array.ndim != 2 or array.shape[0] != num_classes:
-            raise ValueError(
+            raise InputError(
                 f"{path}: expected category embeddings of shape (C, E) with C = {num_classes} "
                 f"(one row per class, in class-index order); got shape {array.shape}."
             )
         if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-            raise ValueError(f"{path}: expected a numeric array, got dtype {array.dtype}.")
+            raise InputError(f"{path}: expected a numeric array, got dtype {array.dtype}.")
         array = array.astype(np.float32)
     else:
         array = _load_glove(path, class_names)
     if not np.isfinite(array).all():
         row = int(np.argwhere(~np.isfinite(array))[0, 0])
-        raise ValueError(f"{path}: non-finite value in the embedding of class {row}.")
+        raise InputError(f"{path}: non-finite value in the embedding of class {row}.")
     return array
 
 
 def _load_glove(path: str, class_names: Sequence[str]) -> np.ndarray:
     """(C, E) float32: per class the mean vector of its words found in a GloVe text file."""
     if _is_placeholder(class_names):
-        raise ValueError(
+        raise InputError(
             f"{path}: the class names are placeholders ({class_names[0]}, ...), which cannot be "
             "looked up in a word-vector file; give config.data.label_embeddings a (C, E) .npy "
             "(for VG-200 the authors' vg_200_vector.npy), or prepare the dataset with its class "
@@ -208,12 +209,12 @@ def _load_glove(path: str, class_names: Sequence[str]) -> np.ndarray:
                     continue  # word2vec text header "<count> <dim>".
                 dim = len(tokens) - 1
                 if dim < 1:
-                    raise ValueError(f"{path}:{lineno}: expected 'word v1 ... vE', got {line!r}.")
+                    raise InputError(f"{path}:{lineno}: expected 'word v1 ... vE', got {line!r}.")
             if head[0].lower() not in needed:
                 continue
             tokens = line.split()
             if len(tokens) < dim + 1:
-                raise ValueError(
+                raise InputError(
                     f"{path}:{lineno}: expected a word and {dim} values, got {len(tokens)} tokens."
                 )
             word = " ".join(tokens[:-dim])
@@ -223,10 +224,10 @@ def _load_glove(path: str, class_names: Sequence[str]) -> np.ndarray:
             try:
                 vector = np.asarray(tokens[-dim:], dtype=np.float32)
             except ValueError as err:
-                raise ValueError(f"{path}:{lineno}: could not parse the vector ({err}).") from err
+                raise InputError(f"{path}:{lineno}: could not parse the vector ({err}).") from err
             (exact if word == key else folded)[key] = vector
     if dim is None:
-        raise ValueError(f"{path}: no word vectors found (empty file?).")
+        raise InputError(f"{path}: no word vectors found (empty file?).")
     found = {**folded, **exact}
     missing_classes, partial = [], []
     rows = []
@@ -239,7 +240,7 @@ def _load_glove(path: str, class_names: Sequence[str]) -> np.ndarray:
             partial.append(f"{name!r} (missing {[w for w in ws if w not in found]})")
         rows.append(np.mean(vectors, axis=0))
     if missing_classes:
-        raise ValueError(
+        raise InputError(
             f"{path}: no vector for any word of {len(missing_classes)} class(es): "
             f"{', '.join(missing_classes)}. Use a word-vector file that has them, or a (C, E) .npy."
         )
@@ -370,10 +371,10 @@ def fallback_label_embeddings(
     """
     num_classes, dim = len(class_names), int(dim)
     if dim < 1:
-        raise ValueError(f"config.data.label_embedding_dim must be >= 1, got {dim}.")
+        raise InputError(f"config.data.label_embedding_dim must be >= 1, got {dim}.")
     if dataset_name == "synthetic_scenes":
         if synthetic_params and int(synthetic_params["num_classes"]) != num_classes:
-            raise ValueError(
+            raise InputError(
                 f"synthetic num_classes={synthetic_params['num_classes']} but {num_classes} "
                 "class names were given."
             )

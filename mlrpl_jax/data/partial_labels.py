@@ -37,6 +37,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from mlrpl_jax.data import reference_order
+from mlrpl_jax.errors import InputError, MissingFileError
 
 SETTINGS = ("pal", "ppl", "spl", "fal")
 MODES = ("hash", "reference")
@@ -88,7 +89,7 @@ def _check_proportion(proportion: float, setting: str) -> float:
             f"proportion must be a number in (0, 1] for setting {setting!r}; got {proportion!r}."
         )
     if not 0.0 < float(proportion) <= 1.0:
-        raise ValueError(
+        raise InputError(
             f"proportion must be in (0, 1] (the fraction of labels kept known) for setting "
             f"{setting!r}; got {proportion!r}."
         )
@@ -100,7 +101,7 @@ def _check_int(value: int, name: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an integer; got {value!r}.")
     if not low <= int(value) < high:
-        raise ValueError(f"{name} must be in [{low}, {high}); got {value!r}.")
+        raise InputError(f"{name} must be in [{low}, {high}); got {value!r}.")
     return int(value)
 
 
@@ -108,9 +109,9 @@ def _positive_mask(full_labels: ArrayLike, example_ids: np.ndarray) -> np.ndarra
     """Validates full labels ({0, 1} or {-1, 1}, shape (n, C)); returns bool (n, C) positives."""
     labels = np.asarray(full_labels)
     if labels.ndim != 2:
-        raise ValueError(f"full_labels must be 2-D (n, C); got shape {labels.shape}.")
+        raise InputError(f"full_labels must be 2-D (n, C); got shape {labels.shape}.")
     if labels.shape[0] != example_ids.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"full_labels has {labels.shape[0]} rows but example_ids has {example_ids.shape[0]} "
             f"entries; they must match (one id per row)."
         )
@@ -118,12 +119,12 @@ def _positive_mask(full_labels: ArrayLike, example_ids: np.ndarray) -> np.ndarra
         return labels.copy()
     is_real = np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)
     if not is_real:
-        raise ValueError(f"full_labels must be numeric or bool; got dtype {labels.dtype}.")
+        raise InputError(f"full_labels must be numeric or bool; got dtype {labels.dtype}.")
     allowed = "full labels must be in {0, 1} or {-1, 1}"
     bad = ~((labels == -1) | (labels == 0) | (labels == 1))
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise ValueError(
+        raise InputError(
             f"full_labels[{row}, {col}] = {labels[row, col].item()!r} (example id "
             f"{example_ids[row]}) is not a valid label; {allowed}."
         )
@@ -131,7 +132,7 @@ def _positive_mask(full_labels: ArrayLike, example_ids: np.ndarray) -> np.ndarra
     if has_minus.any() and (labels == 0).any():
         row, col = np.argwhere(labels == 0)[0]
         m_row, m_col = np.argwhere(has_minus)[0]
-        raise ValueError(
+        raise InputError(
             f"full_labels mixes -1 (e.g. [{m_row}, {m_col}]) and 0 (e.g. [{row}, {col}], example "
             f"id {example_ids[row]}); {allowed}. A matrix with 0 = unknown is already partial."
         )
@@ -142,13 +143,13 @@ def _check_example_ids(example_ids: ArrayLike) -> np.ndarray:
     """Validates example ids: 1-D non-negative integers; returns them as an int64 (n,) array."""
     ids = np.asarray(example_ids)
     if ids.ndim != 1:
-        raise ValueError(f"example_ids must be 1-D (n,); got shape {ids.shape}.")
+        raise InputError(f"example_ids must be 1-D (n,); got shape {ids.shape}.")
     if ids.size and not np.issubdtype(ids.dtype, np.integer):
-        raise ValueError(f"example_ids must be integers; got dtype {ids.dtype}.")
+        raise InputError(f"example_ids must be integers; got dtype {ids.dtype}.")
     ids = ids.astype(np.int64)
     if ids.size and ids.min() < 0:
         idx = int(np.argmax(ids < 0))
-        raise ValueError(f"example_ids must be >= 0; example_ids[{idx}] = {ids[idx]}.")
+        raise InputError(f"example_ids must be >= 0; example_ids[{idx}] = {ids[idx]}.")
     return ids
 
 
@@ -233,16 +234,16 @@ def partial_labels(
         first offending (row, class), its value and its example id).
     """
     if setting not in SETTINGS:
-        raise ValueError(f"setting must be one of {SETTINGS}; got {setting!r}.")
+        raise InputError(f"setting must be one of {SETTINGS}; got {setting!r}.")
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}; got {mode!r}.")
+        raise InputError(f"mode must be one of {MODES}; got {mode!r}.")
     ids = _check_example_ids(example_ids)
     positives = _positive_mask(full_labels, ids)
     n, num_classes = positives.shape
     if setting in ("pal", "ppl"):
         proportion = _check_proportion(proportion, setting)
     if mode == "hash" and num_examples is not None:
-        raise ValueError("num_examples is only used with mode='reference'.")
+        raise InputError("num_examples is only used with mode='reference'.")
     seed_high = 2**32 if mode == "reference" else 2**64
     seed = _check_int(seed, f"seed (mode {mode!r})", 0, seed_high)
 
@@ -251,13 +252,13 @@ def partial_labels(
 
     if mode == "reference":
         if setting != "pal":
-            raise ValueError(
+            raise InputError(
                 f"mode='reference' reproduces the reference code, which only has setting 'pal' "
                 f"(and 'fal'); got setting {setting!r}. Use mode='hash'."
             )
         if num_examples is None:
             if not np.array_equal(ids, np.arange(n)):
-                raise ValueError(
+                raise InputError(
                     "mode='reference' without num_examples needs example_ids == arange(n) (the "
                     "whole split in dataset order); pass num_examples=N to label a subset."
                 )
@@ -265,7 +266,7 @@ def partial_labels(
         num_examples = _check_int(num_examples, "num_examples", 1, 2**63)
         if n and ids.max() >= num_examples:
             idx = int(np.argmax(ids >= num_examples))
-            raise ValueError(
+            raise InputError(
                 f"example_ids[{idx}] = {ids[idx]} is out of range for num_examples="
                 f"{num_examples}; ids must be in [0, num_examples)."
             )
@@ -304,12 +305,12 @@ def check_partial_labels(labels: ArrayLike, *, source: str) -> np.ndarray:
     """
     labels = np.asarray(labels)
     if labels.ndim != 2:
-        raise ValueError(
+        raise InputError(
             f"{source}: partial labels must be a 2-D (N, C) matrix; got shape {labels.shape}."
         )
     is_real = np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)
     if not is_real:
-        raise ValueError(
+        raise InputError(
             f"{source}: partial labels must be numeric with values in {{-1, 0, 1}}; got dtype "
             f"{labels.dtype}."
         )
@@ -319,7 +320,7 @@ def check_partial_labels(labels: ArrayLike, *, source: str) -> np.ndarray:
         value = labels[row, col].item()
         if isinstance(value, float) and value.is_integer():
             value = int(value)  # Text files are parsed as floats; show "2", not "2.0".
-        raise ValueError(
+        raise InputError(
             f"{source}: invalid partial label {value!r} at (row {row}, col "
             f"{col}) (0-based); allowed values are -1 (known negative), 0 (unknown) and 1 (known "
             f"positive)."
@@ -375,12 +376,12 @@ def load_list_file(
             try:
                 classes = [int(v) for v in rest.split()]
             except ValueError as e:
-                raise ValueError(
+                raise InputError(
                     f"{path}:{number}: expected '<image>,<class index> ...', got {line!r}."
                 ) from e
             bad = [c for c in classes if not 0 <= c < num_classes]
             if bad:
-                raise ValueError(
+                raise InputError(
                     f"{path}:{number}: class index {bad[0]} of {name!r} is outside [0, "
                     f"{num_classes}); the file must be of this dataset's {num_classes} classes."
                 )
@@ -426,9 +427,9 @@ def load_cole_files(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     path = os.fspath(path)
     images = cole_images_file(path)
     if images is None:
-        raise ValueError(f"{path} is not a Cole et al. '*{_COLE_LABELS_SUFFIX}' file.")
+        raise InputError(f"{path} is not a Cole et al. '*{_COLE_LABELS_SUFFIX}' file.")
     if not os.path.exists(images):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{path} is a Cole et al. observed-label file; its rows are named by {images}, which "
             "does not exist. Copy the formatted_<phase>_images.npy that their formatting script "
             "wrote next to it."
@@ -436,7 +437,7 @@ def load_cole_files(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     names = [str(n) for n in np.load(images, allow_pickle=False)]
     labels = check_partial_labels(np.load(path, allow_pickle=False), source=path)
     if labels.ndim != 2 or len(labels) != len(names):
-        raise ValueError(
+        raise InputError(
             f"{path}: {labels.shape} labels for the {len(names)} images of {images}; the two "
             "files must come from the same run of Cole et al.'s scripts."
         )
@@ -468,15 +469,17 @@ def load_partial_labels_file(
       (N, C) int8 partial labels in {-1, 0, 1}.
 
     Raises:
-      ValueError: naming the file if it cannot be parsed, has a shape other than (N, C), or holds
-        a value outside {-1, 0, 1} (with its 0-based (row, col)).
+      InputError (a ValueError): naming the file if it cannot be parsed, has a shape other than
+        (N, C), holds a value outside {-1, 0, 1} (with its 0-based (row, col)), or holds no known
+        label at all.
+      MissingFileError (a FileNotFoundError): the file does not exist.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"config.data.partial_labels_file={path} does not exist.")
+        raise MissingFileError(f"config.data.partial_labels_file={path} does not exist.")
     if cole_images_file(path) is not None:
         if image_names is None:
-            raise ValueError(f"{path} is named by image; it needs the examples' image names.")
+            raise InputError(f"{path} is named by image; it needs the examples' image names.")
         labels, names = load_cole_files(path)
         labels = labels[reference_order.reference_rows(
             image_names(), names, source=path, hint=_UNLISTED_HINT)]  # fmt: skip
@@ -484,7 +487,7 @@ def load_partial_labels_file(
         labels = np.load(path, allow_pickle=False)
     elif _is_list_file(path):
         if image_names is None:
-            raise ValueError(f"{path} is an image list file; it needs the examples' image names.")
+            raise InputError(f"{path} is an image list file; it needs the examples' image names.")
         labels = load_list_file(path, image_names(), num_classes)
     else:
         with open(path) as f:
@@ -495,11 +498,17 @@ def load_partial_labels_file(
                 warnings.simplefilter("ignore", UserWarning)
                 labels = np.loadtxt(io.StringIO(text), dtype=np.float64, comments="#", ndmin=2)
         except ValueError as e:
-            raise ValueError(f"{path}: could not parse partial labels ({e}).") from e
+            raise InputError(f"{path}: could not parse partial labels ({e}).") from e
     labels = check_partial_labels(labels, source=path)
     if labels.shape != (num_examples, num_classes):
-        raise ValueError(
+        raise InputError(
             f"{path}: expected partial labels of shape (N, C) = ({num_examples}, {num_classes}); "
             f"got {labels.shape}."
+        )
+    if not labels.any():
+        raise InputError(
+            f"{path}: holds no known label (every entry is 0 = unknown), so every method's loss "
+            "would be 0; the convention is 1 known positive, -1 known negative, 0 unknown (full "
+            "{0, 1} labels y convert as 2 * y - 1)."
         )
     return labels

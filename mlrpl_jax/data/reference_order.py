@@ -25,6 +25,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mlrpl_jax.errors import InputError, MissingFileError
+
 # Datasets whose order is known without a file: 'sorted' file names, or the 'stored' order.
 DEFAULT_ORDERS = {"voc/2007": "sorted", "vg200": "stored", "synthetic_scenes": "stored"}
 
@@ -41,7 +43,7 @@ def read_order_file(path: str | os.PathLike[str]) -> list[str]:
     anything after the first whitespace or comma on a line is ignored; blank lines skipped)."""
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"config.data.reference_order_file={path} does not exist; give the authors' order: "
             "COCO annotations/instances_train2014.json, VOC 2007 ImageSets/Main/trainval.txt or "
             "VG-200 train_list_500.txt."
@@ -51,14 +53,14 @@ def read_order_file(path: str | os.PathLike[str]) -> list[str]:
             try:
                 images = json.load(f)["images"]
             except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise ValueError(
+                raise InputError(
                     f"{path}: not a COCO annotation file (need an 'images' array of objects with "
                     f"'file_name'): {e!r}"
                 ) from e
         try:
             return [str(image["file_name"]) for image in images]
         except (KeyError, TypeError) as e:
-            raise ValueError(f"{path}: an entry of 'images' has no 'file_name': {e!r}") from e
+            raise InputError(f"{path}: an entry of 'images' has no 'file_name': {e!r}") from e
     names = []
     with open(path) as f:
         for line in f:
@@ -66,7 +68,7 @@ def read_order_file(path: str | os.PathLike[str]) -> list[str]:
             if line:
                 names.append(line[0])
     if not names:
-        raise ValueError(f"{path}: the order file lists no image.")
+        raise InputError(f"{path}: the order file lists no image.")
     return names
 
 
@@ -94,12 +96,12 @@ def reference_rows(
     index: dict[str, int] = {}
     for row, key in enumerate(keys):
         if key in index:
-            raise ValueError(f"{source}: image {key!r} is listed twice (rows {index[key]}, {row}).")
+            raise InputError(f"{source}: image {key!r} is listed twice (rows {index[key]}, {row}).")
         index[key] = row
     ours = [stem(n) for n in names]
     missing = [n for n in ours if n not in index]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"{source}: {len(missing)} of our {len(ours)} images are not listed, e.g. "
             f"{missing[:3]}; {hint}."
         )
@@ -119,7 +121,7 @@ def rows_for(
     if default == "sorted":
         order = sorted(names, key=stem)
         return reference_rows(names, order, source=f"{dataset} (ascending file names)"), len(names)
-    raise ValueError(
+    raise InputError(
         f"config.data.mask_mode='reference' on {dataset} needs the authors' image order: set "
         "config.data.reference_order_file to "
         + (

@@ -82,6 +82,7 @@ import numpy as np
 from PIL import Image
 
 from mlrpl_jax.data import reference_order
+from mlrpl_jax.errors import ConfigError, UserError
 
 # Natively partially labelled datasets (`tfds_builders.open_images`; labels int8 {-1, 0, 1}).
 NATIVE_PARTIAL_DATASETS: tuple[str, ...] = ("open_images/boxable", "open_images/trainable")
@@ -132,7 +133,7 @@ LabelFn = Callable[[Mapping[str, Any], int], np.ndarray]
 _INDEX_FORMAT = 1  # Bump when the label index's content or the label rules change.
 
 
-class DatasetNotPreparedError(FileNotFoundError):
+class DatasetNotPreparedError(UserError, FileNotFoundError):
     """A TFDS dataset is not prepared (or not in the ``array_record`` format) in its data_dir."""
 
 
@@ -666,7 +667,7 @@ def _make_open_images(name: str, split: str, data_dir: str | os.PathLike[str] | 
     base = [part.split("[", 1)[0] for part in split.split("+")]
     missing = [b for b in base if b not in builder.info.splits]
     if missing:
-        raise ValueError(
+        raise ConfigError(
             f"{name} has no split {missing[0]!r} in {builder.data_dir}: it has "
             f"{sorted(builder.info.splits)} (a split whose images were all absent from the manual "
             f"directory is not written; counts: {builder.info.metadata['counts']})."
@@ -688,7 +689,7 @@ def _make_synthetic(
 ) -> Source:
     """The ``synthetic_scenes`` source, prepared on first use with the ``synthetic`` parameters."""
     if not synthetic or "num_classes" not in synthetic:
-        raise ValueError(
+        raise ConfigError(
             "synthetic_scenes needs synthetic={'image_size': ..., 'num_classes': ..., "
             f"'num_train': ..., 'num_test': ..., 'seed': ...}}, got {synthetic!r}."
         )
@@ -744,7 +745,7 @@ def make_source(
         return _make_manual(name, split, data_dir)
     if name in NATIVE_PARTIAL_DATASETS:
         return _make_open_images(name, split, data_dir)
-    raise ValueError(f"Unknown dataset {name!r}; supported: {', '.join(SUPPORTED_DATASETS)}.")
+    raise ConfigError(f"Unknown dataset {name!r}; supported: {', '.join(SUPPORTED_DATASETS)}.")
 
 
 class Subset:
@@ -793,7 +794,7 @@ def carve_out(base: Source, fraction: float, seed: int) -> tuple[Subset, Subset]
     n = len(base)
     num_val = round(fraction * n)
     if not 0 < num_val < n:
-        raise ValueError(
+        raise ConfigError(
             f"config.data.val_fraction={fraction} carves {num_val} of the {n} examples of "
             f"{base.name}[{base.split}]; it must leave at least one example on each side."
         )
@@ -827,7 +828,7 @@ def carve_out_as_listed(
     n = len(order)
     num_val = int(np.round(fraction * n))
     if not 0 < num_val < n:
-        raise ValueError(
+        raise ConfigError(
             f"config.data.val_fraction={fraction} carves {num_val} of the {n} images of {source}; "
             "it must leave at least one image on each side."
         )
@@ -837,7 +838,7 @@ def carve_out_as_listed(
         "config.data.drop_unlabeled=True, as Cole et al.'s lists hold only images with a positive",
     )  # fmt: skip
     if len(rows) != n:
-        raise ValueError(
+        raise ConfigError(
             f"{source} lists {n} images, {n - len(rows)} of which are not in {base.name}"
             f"[{base.split}]; the carve-out would not be Cole et al.'s (is it the file of this "
             "split and dataset?)."

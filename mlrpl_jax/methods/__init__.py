@@ -1,5 +1,7 @@
 """The one registry of methods: name -> `Method` (see `methods/base.py`)."""
 
+from mlrpl_jax.errors import ConfigError
+
 from mlrpl_jax.methods import (
     blending,
     clip_pretrain,
@@ -35,7 +37,11 @@ METHODS: dict[str, Method] = {
 
 
 def get(name: str) -> Method:
-    """Returns the method called `name`, or raises a ValueError listing the known ones."""
+    """Returns the method called `name`, or raises a ConfigError (a ValueError) listing the known
+    ones."""
     if name not in METHODS:
-        raise ValueError(f"Unknown method {name!r}; known methods: {sorted(METHODS)}.")
+        raise ConfigError(
+            f"unknown method {name!r}; known methods: {', '.join(sorted(METHODS))} (the method "
+            "of a config file that takes one is chosen as configs/FILE.py:METHOD)."
+        )
     return METHODS[name]

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mlrpl_jax.errors import InputError, MissingFileError
 from mlrpl_jax.models import resnet
 
 SUPPORTED_EXTENSIONS = (".pth", ".pt", ".safetensors", ".npz")
@@ -82,7 +83,7 @@ def _read_torch(path: str) -> dict[str, np.ndarray]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise ValueError(
+        raise InputError(
             f"{path!r} is not a plain state dict (torch.load(weights_only=True) refused it: "
             "it pickles other objects, e.g. a whole nn.Module); save `model.state_dict()` "
             "instead."
@@ -95,10 +96,10 @@ def _read_torch(path: str) -> dict[str, np.ndarray]:
         obj = inner[0]
     if not isinstance(obj, Mapping):
         # The file's content is wrong, not an argument's type.
-        raise ValueError(f"{path!r} holds a {type(obj).__name__}, not a state dict.")  # noqa: TRY004
+        raise InputError(f"{path!r} holds a {type(obj).__name__}, not a state dict.")
     bad = sorted(str(k) for k, v in obj.items() if not torch.is_tensor(v))
     if bad:
-        raise ValueError(f"{path!r} is not a state dict of tensors; non-tensor entries: {bad}")
+        raise InputError(f"{path!r} is not a state dict of tensors; non-tensor entries: {bad}")
     out = {}
     for key, tensor in obj.items():
         tensor = tensor.detach().cpu()
@@ -127,12 +128,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
     if ext not in SUPPORTED_EXTENSIONS:
-        raise ValueError(
+        raise InputError(
             f"Unsupported weights file {path!r}: the extension must be one of "
             f"{', '.join(SUPPORTED_EXTENSIONS)}."
         )
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Backbone weights file not found: {path!r}. {_HOW_TO_GET}")
+        raise MissingFileError(f"Backbone weights file not found: {path!r}. {_HOW_TO_GET}")
     if ext in (".pth", ".pt"):
         state_dict = _read_torch(path)
     elif ext == ".safetensors":
@@ -224,7 +225,7 @@ def torchvision_resnet_to_flax(
             does not use, or shapes differ. The message lists every offending key and a hint.
     """
     if set(variables) != {"params", "batch_stats"}:
-        raise ValueError(
+        raise InputError(
             "variables must be {'params': ..., 'batch_stats': ...} of a ResNet, got keys "
             f"{sorted(variables)}"
         )
@@ -268,7 +269,7 @@ def torchvision_resnet_to_flax(
             if keys:
                 lines.append(f"{title} [{len(keys)}]:")
                 lines.extend(f"  {k}" for k in keys)
-        raise ValueError("\n".join(lines))
+        raise InputError("\n".join(lines))
     return converted
 
 
@@ -305,7 +306,7 @@ def load_backbone_weights(
             if scope not in tree
         ]
         if absent:
-            raise ValueError(
+            raise InputError(
                 f"config.model.backbone_weights={path}: the model has no {scope!r} subtree in "
                 f"{' and '.join(absent)} (top-level names: {sorted(params)})."
             )
@@ -313,7 +314,7 @@ def load_backbone_weights(
     try:
         loaded = torchvision_resnet_to_flax(read_state_dict(path), backbone)
     except ValueError as e:
-        raise ValueError(f"config.model.backbone_weights={path}:\n{e}") from e
+        raise InputError(f"config.model.backbone_weights={path}:\n{e}") from e
     if scope is None:
         return loaded["params"], loaded["batch_stats"]
     return (
@@ -334,7 +335,7 @@ def flax_resnet_to_torchvision(variables: Mapping[str, Any]) -> dict[str, np.nda
         (``read_state_dict`` + ``torchvision_resnet_to_flax`` read it back exactly).
     """
     if set(variables) != {"params", "batch_stats"}:
-        raise ValueError(
+        raise InputError(
             "variables must be {'params': ..., 'batch_stats': ...} of a ResNet, got keys "
             f"{sorted(variables)}"
         )
@@ -352,7 +353,7 @@ def save_npz(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray]) -> N
     crash never leaves a truncated weights file where a complete one is expected."""
     path = os.fspath(path)
     if not path.endswith(".npz"):
-        raise ValueError(f"save_npz writes .npz files, got {path!r}")
+        raise InputError(f"save_npz writes .npz files, got {path!r}")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}.npz"
     try:

@@ -90,9 +90,11 @@ import colorsys
 import contextlib
 import dataclasses
 import functools
+import io
 import logging
 import os
 import re
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
@@ -809,11 +811,22 @@ def prepare(
             for stale in parent.glob(f"incomplete.*_{builder.version}"):
                 _LOG.warning("Removing stale incomplete preparation %s.", stale)
                 stale.rmtree(missing_ok=True)
+            # One line of our own instead of TFDS's "Downloading and preparing dataset Unknown
+            # size" and its progress bars (the data is generated here, nothing is downloaded).
+            print(f"Generating {builder.name}/{builder.builder_config.name} in {builder.data_dir} ...",
+                  end="", flush=True)  # fmt: skip
+            start = time.perf_counter()
             try:
-                builder.download_and_prepare(
-                    download_config=tfds.download.DownloadConfig(try_download_gcs=False)
-                )
+                with (
+                    contextlib.redirect_stdout(io.StringIO()),
+                    contextlib.redirect_stderr(io.StringIO()),
+                ):
+                    builder.download_and_prepare(
+                        download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+                    )
+                print(f" done in {time.perf_counter() - start:.0f} s.", flush=True)
             except Exception:
+                print(" failed.", flush=True)
                 # A preparer that bypassed the lock may have won the final rename.
                 if not _is_prepared(make_builder(data_dir, **params)):
                     raise

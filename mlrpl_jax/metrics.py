@@ -14,17 +14,26 @@ Two AP definitions (`average_precision(mode=...)`):
 
 All values returned by `compute_metrics` are in percent (0-100); the reference returns mAP as a
 fraction. A class without any positive example has an undefined AP (NaN) and is left out of mAP.
+
+Label arguments are checked (`checks.full_labels`, `checks.partial_labels`): targets outside {0, 1}
+(partial targets of `partial_label_metrics` outside {-1, 0, 1}) raise `errors.InputError`, a
+`ValueError`, with a message that states the convention.
 """
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from mlrpl_jax import checks
+
 AP_MODES = ("sklearn", "voc")
 TOP_K = 3  # The reference's `overall_topk(3)`.
 
 
-def _check_inputs(scores: ArrayLike, targets: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """Validates (scores, targets); returns them as float64 (N, C) and bool (N, C)."""
+def _check_inputs(
+    scores: ArrayLike, targets: ArrayLike, where: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validates (scores, targets) of the public function `where`; returns them as float64 (N, C)
+    and bool (N, C)."""
     scores = np.asarray(scores)
     targets = np.asarray(targets)
     if scores.ndim != 2 or targets.ndim != 2:
@@ -46,17 +55,7 @@ def _check_inputs(scores: ArrayLike, targets: ArrayLike) -> tuple[np.ndarray, np
     if np.isnan(scores).any():
         row, col = np.argwhere(np.isnan(scores))[0]
         raise ValueError(f"scores contain NaN (first at row {row}, class {col}).")
-    if targets.dtype != np.bool_:
-        valid = (targets == 0) | (targets == 1)
-        if not valid.all():
-            row, col = np.argwhere(~valid)[0]
-            raise ValueError(
-                f"targets must contain only 0 and 1 (full ground truth); found "
-                f"targets[{row}, {col}] = {targets[row, col].item()!r}. Map -1 to 0 first if "
-                f"the labels are in {{-1, 1}}."
-            )
-        targets = targets == 1
-    return scores, targets
+    return scores, checks.full_labels(targets, where=where)
 
 
 def average_precision(
@@ -76,12 +75,12 @@ def average_precision(
       (C,) float64 AP per class as a fraction in [0, 1]; NaN for a class without any positive.
 
     Raises:
-      ValueError: for an unknown mode, non-2-D, empty or mismatched shapes, NaN scores, or targets
-        outside {0, 1}.
+      ValueError: for an unknown mode, non-2-D, empty or mismatched shapes or NaN scores;
+        errors.InputError (a ValueError) for targets outside {0, 1}.
     """
     if mode not in AP_MODES:
         raise ValueError(f"mode must be one of {AP_MODES}; got {mode!r}.")
-    scores, targets = _check_inputs(scores, targets)
+    scores, targets = _check_inputs(scores, targets, "average_precision")
     return _average_precision(scores, targets, mode)
 
 
@@ -220,12 +219,12 @@ def compute_metrics(
       percent (0-100). mAP is the mean AP over the classes with at least one positive (NaN if none).
 
     Raises:
-      ValueError: for an unknown ap_mode, non-2-D, empty or mismatched shapes, NaN scores, or
-        targets outside {0, 1}.
+      ValueError: for an unknown ap_mode, non-2-D, empty or mismatched shapes or NaN scores;
+        errors.InputError (a ValueError) for targets outside {0, 1}.
     """
     if ap_mode not in AP_MODES:
         raise ValueError(f"ap_mode must be one of {AP_MODES}; got {ap_mode!r}.")
-    scores, targets = _check_inputs(scores, targets)
+    scores, targets = _check_inputs(scores, targets, "compute_metrics")
     ap = _average_precision(scores, targets, ap_mode)
     valid = ~np.isnan(ap)
     metrics = {"mAP": 100.0 * float(ap[valid].mean()) if valid.any() else float("nan")}
@@ -254,16 +253,18 @@ def partial_label_metrics(
 
     Returns:
       {"mAP": percent, "known_fraction": percent of known entries}.
+
+    Raises:
+      ValueError: as `compute_metrics`; errors.InputError (a ValueError) for partial targets
+        outside {-1, 0, 1}.
     """
+    if ap_mode not in AP_MODES:
+        raise ValueError(f"ap_mode must be one of {AP_MODES}; got {ap_mode!r}.")
+    checks.partial_labels(partial_targets, where="partial_label_metrics", name="partial_targets")
     t = np.asarray(partial_targets)
-    if not np.isin(t, (-1, 0, 1)).all():
-        row, col = np.argwhere(~np.isin(t, (-1, 0, 1)))[0]
-        raise ValueError(
-            f"partial targets must lie in {{-1, 0, 1}}; found [{row}, {col}] = {t[row, col]!r}."
-        )
-    scores, _ = _check_inputs(scores, t == 1)
+    scores, positive = _check_inputs(scores, t == 1, "partial_label_metrics")
     scores = np.where(t == 0, -np.inf, scores)
-    ap = average_precision(scores, t == 1, mode=ap_mode)
+    ap = _average_precision(scores, positive, ap_mode)
     valid = ~np.isnan(ap)
     return {
         "mAP": 100.0 * float(ap[valid].mean()) if valid.any() else float("nan"),

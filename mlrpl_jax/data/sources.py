@@ -82,7 +82,7 @@ import numpy as np
 from PIL import Image
 
 from mlrpl_jax.data import reference_order
-from mlrpl_jax.errors import ConfigError, UserError
+from mlrpl_jax.errors import ConfigError, DatasetError, UserError
 
 # Natively partially labelled datasets (`tfds_builders.open_images`; labels int8 {-1, 0, 1}).
 NATIVE_PARTIAL_DATASETS: tuple[str, ...] = ("open_images/boxable", "open_images/trainable")
@@ -302,12 +302,39 @@ class Source:
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         """Returns the decoded record ``index`` (see the class docstring)."""
         index = self._index(index)
-        record = self._data[index]
+        try:
+            record = self._data[index]
+        except RuntimeError as e:
+            if "Corrupted" not in str(e) and "Riegeli" not in str(e):
+                raise
+            raise self._corrupted(index, e) from None
         return {
             "image": _to_rgb(record["image"]),
             "labels": self._labels_fn(record, self.num_classes),
             "example_id": np.int64(index),
         }
+
+    def _corrupted(self, index: int, error: Exception) -> DatasetError:
+        """The error for a record that cannot be read back: dataset, split, files, the fix."""
+        info = getattr(self._data, "dataset_info", None)
+        prepared = None if info is None else os.fspath(info.data_dir)
+        base = self.split.split("[")[0].split("+")[0]
+        files = []
+        if prepared is not None and os.path.isdir(prepared):
+            files = sorted(f for f in os.listdir(prepared) if f"-{base}.array_record" in f)
+        where = f" in {prepared} (files {', '.join(files) or '?'})" if prepared else ""
+        if self.name == "synthetic_scenes":
+            fix = f"delete {prepared}; the next run generates it again"
+        else:
+            fix = (
+                f"delete {prepared} and prepare it again: python scripts/prepare_data.py "
+                f"{self.name}" + (" --manual_dir DIR" if self.name not in TFDS_VERSIONS else "")
+            )
+        return DatasetError(
+            f"dataset {self.name}, split {self.split}: record {index} cannot be read{where}: "
+            f"the prepared files are damaged ({str(error).splitlines()[0][:160]}). To rebuild, "
+            f"{fix}."
+        )
 
     def _index_paths(self) -> list[str]:
         """Candidate label-index files: in `index_dir`, then in the user cache."""

@@ -4,7 +4,9 @@ Notation: x (B, C) logits, p = sigmoid(x), labels y in {-1, 0, 1} (+1 known posi
 negative, 0 unknown). Every loss here returns (loss, metrics) and states its reduction. Focusing
 weights are computed under `jax.lax.stop_gradient` wherever the reference computes them with
 autograd disabled (ASL's `disable_torch_grad_focal_loss=True`, DualCoOp's and TaI-DPT's ASL), and
-with their gradient where the reference keeps it (`stop_focal_gradient=False`).
+with their gradient where the reference keeps it (`stop_focal_gradient=False`). Concrete labels
+are checked on entry (`checks.partial_labels`: errors.InputError outside {-1, 0, 1}); traced
+labels are not.
 
 Reference forms (`shared/reference/baselines_notes.md` §3-4):
 
@@ -26,6 +28,8 @@ Reference forms (`shared/reference/baselines_notes.md` §3-4):
 
 import jax
 import jax.numpy as jnp
+
+from mlrpl_jax import checks
 
 UNKNOWN_MODES = ("ignore", "negative")
 
@@ -76,6 +80,14 @@ def asymmetric_loss(
     Returns:
       (sum over scored entries, {'known_fraction': scored entries / B C}).
     """
+    checks.partial_labels(labels, where="asymmetric_loss")
+    return _asymmetric_loss(
+        logits, labels, gamma_pos, gamma_neg, clip, eps, unknown, stop_focal_gradient
+    )
+
+
+def _asymmetric_loss(logits, labels, gamma_pos, gamma_neg, clip, eps, unknown, stop_focal_gradient):
+    """`asymmetric_loss` without the label check."""
     pos, neg = _masks(labels, unknown)
     p = jax.nn.sigmoid(logits.astype(jnp.float32))
     l_pos, l_neg = _asl_terms(p, gamma_pos, gamma_neg, clip, eps, stop_focal_gradient)
@@ -89,9 +101,8 @@ def focal_loss(
     """Focal loss as the imbalance paper's baselines run it (robust-loss-mlml `--loss Focal`):
     -sum[(1 - p)^g y+ log p + p^g y- log(1 - p)], no alpha balancing, weights without gradient,
     eps 1e-8, unknown entries negative by default; **sum**."""
-    return asymmetric_loss(
-        logits, labels, gamma_pos=gamma, gamma_neg=gamma, clip=0.0, unknown=unknown
-    )
+    checks.partial_labels(labels, where="focal_loss")
+    return _asymmetric_loss(logits, labels, gamma, gamma, 0.0, 1e-8, unknown, True)
 
 
 def softmax_pair_asl(
@@ -110,6 +121,7 @@ def softmax_pair_asl(
       neg_logits, pos_logits: (B, C) the negative and positive prompt logits.
       labels: (B, C) {-1, 0, 1} (DualCoOp's own encoding 1 / 0 / -1 is converted at its boundary).
     """
+    checks.partial_labels(labels, where="softmax_pair_asl")
     p = jax.nn.softmax(jnp.stack([neg_logits, pos_logits], axis=-1).astype(jnp.float32), axis=-1)[
         ..., 1
     ]
@@ -128,7 +140,9 @@ def sigmoid_difference_asl(
     eps: float = 1e-8,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The TaI-DPT / TRM-ML author ASL: p = sigmoid(pos - neg), positives where target > 0.9,
-    negatives where target < -0.9; **-sum / B** (B = batch size)."""
+    negatives where target < -0.9; **-sum / B** (B = batch size). targets: (B, C) partial labels
+    {-1, 0, 1} or soft targets in [-1, 1] (checked when concrete)."""
+    checks.partial_labels(targets, where="sigmoid_difference_asl", name="targets", soft=True)
     p = jax.nn.sigmoid((pos_logits - neg_logits).astype(jnp.float32))
     t = targets.astype(jnp.float32)
     pos, neg = (t > 0.9).astype(jnp.float32), (t < -0.9).astype(jnp.float32)

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mlrpl_jax import checks
 from mlrpl_jax.ops.pseudo_labels import COSINE_EPS, mean_cosine_to_set
 
 
@@ -95,7 +96,11 @@ def instance_contrastive_loss(
     Returns:
       (loss, metrics): scalar loss and float32 counts {'num_pos_pos', 'num_pos_neg', 'num_neg_neg'
       (terms before sub-sampling), 'num_terms' (sum of the weights)}.
+
+    Raises:
+      errors.InputError: concrete labels outside {-1, 0, 1} (traced labels are not checked).
     """
+    checks.partial_labels(labels, where="instance_contrastive_loss")
     i, j = np.triu_indices(features.shape[0], k=1)
     cos = _pair_cosine(features.astype(jnp.float32), i, j)  # (P_B, C)
     ti, tj = labels[i], labels[j]
@@ -151,7 +156,11 @@ def prototype_contrastive_loss(
 
     Returns:
       (loss, metrics): scalar loss and {'mean_prototype_cosine': mean of d over the known positives}.
+
+    Raises:
+      errors.InputError: concrete labels outside {-1, 0, 1} (traced labels are not checked).
     """
+    checks.partial_labels(labels, where="prototype_contrastive_loss")
     d = mean_cosine_to_set(features, prototypes)  # (B, C)
     t = labels.astype(jnp.float32)
     sign = -1.0 if paper_sign else 1.0

@@ -16,39 +16,19 @@ writes the same idea; where the code differs from the paper we follow the code:
 - The value is the mean over all B * P entries (Eq. 5: a sum over images and pairs), with a leading
   minus sign (Eq. 6 omits it).
 - The focusing weight is **not** detached: gradients flow through it, as in the reference.
+
+The pair order (`pair_indices`, `pair_index_matrix`) is defined in `ops/pseudo_labels.py`, which
+also builds the co-occurrence matrix from the pair logits; they are re-exported here. Concrete
+labels are checked on entry (`checks.partial_labels`); traced labels are not.
 """
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from mlrpl_jax import checks
+from mlrpl_jax.ops.pseudo_labels import pair_index_matrix, pair_indices
 
-def pair_indices(num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Class indices of the unordered pairs, in the IST head's order.
-
-    Args:
-      num_classes: C.
-
-    Returns:
-      (i, j): two (P,) int32 numpy arrays, P = C (C - 1) / 2, with i < j, row-major (the order of
-      `jnp.triu_indices(C, k=1)`). Static constants: usable as gather indices inside jit.
-    """
-    i, j = np.triu_indices(num_classes, k=1)
-    return i.astype(np.int32), j.astype(np.int32)
-
-
-def pair_index_matrix(num_classes: int) -> np.ndarray:
-    """(C, C) int32 numpy matrix M with M[i, j] = M[j, i] = p(min(i, j), max(i, j)); diagonal 0.
-
-    The diagonal has no pair; it holds 0 so that the matrix is a valid gather index everywhere (callers
-    overwrite the diagonal).
-    """
-    i, j = pair_indices(num_classes)
-    index = np.zeros((num_classes, num_classes), np.int32)
-    p = np.arange(i.size, dtype=np.int32)
-    index[i, j] = p
-    index[j, i] = p
-    return index
+__all__ = ["intra_asymmetric_loss", "pair_index_matrix", "pair_indices", "pair_targets"]
 
 
 def pair_targets(labels: jax.Array) -> jax.Array:
@@ -62,6 +42,12 @@ def pair_targets(labels: jax.Array) -> jax.Array:
     Returns:
       (B, P) float32 in {0, 1}, pairs in `pair_indices` order.
     """
+    checks.partial_labels(labels, where="pair_targets")
+    return _pair_targets(labels)
+
+
+def _pair_targets(labels: jax.Array) -> jax.Array:
+    """`pair_targets` without the label check."""
     i, j = pair_indices(labels.shape[-1])
     positive = labels > 0
     return (positive[:, i] & positive[:, j]).astype(jnp.float32)
@@ -96,13 +82,14 @@ def intra_asymmetric_loss(
     Returns:
       (loss, metrics): scalar loss and {'positive_pair_fraction': fraction of pairs with target 1}.
     """
+    checks.partial_labels(labels, where="intra_asymmetric_loss")
     num_classes = labels.shape[-1]
     num_pairs = num_classes * (num_classes - 1) // 2
     if pair_logits.shape != (labels.shape[0], num_pairs):
         raise ValueError(
             f"pair_logits {pair_logits.shape} != (B, P) = ({labels.shape[0]}, {num_pairs})"
         )
-    y = pair_targets(labels)
+    y = _pair_targets(labels)
     q = jax.nn.sigmoid(pair_logits.astype(jnp.float32))
     shifted = 1.0 - q + clip
     q_neg = jnp.where(shifted > 1.0, 1.0, shifted)  # clamp(max=1), gradient 1 on the boundary

@@ -28,10 +28,15 @@ Choices the paper leaves open (each a keyword argument here, a config key of the
   model from producing all negative predictions"). 'prose' (default) follows the text; 'formula'
   the equation. p is a step function of the predictions (no gradient).
 * Logs use log-sigmoid forms (no epsilon).
+
+`imbalance_loss` and `imbalance_coefficients` check concrete labels on entry
+(`checks.partial_labels`: errors.InputError outside {-1, 0, 1}); traced labels are not checked.
 """
 
 import jax
 import jax.numpy as jnp
+
+from mlrpl_jax import checks
 
 D_RULES = ("formula", "prose")
 BETA_RULES = ("known", "all")
@@ -43,6 +48,12 @@ def imbalance_coefficients(
 ) -> tuple[jax.Array, jax.Array]:
     """(alpha, beta) of the batch: beta = max(known positives / T, gamma), T the batch's known
     labels (`rule` 'known') or all its entries ('all')."""
+    checks.partial_labels(labels, where="imbalance_coefficients")
+    return _coefficients(labels, gamma, rule)
+
+
+def _coefficients(labels: jax.Array, gamma: float, rule: str) -> tuple[jax.Array, jax.Array]:
+    """`imbalance_coefficients` without the label check."""
     if rule not in BETA_RULES:
         raise ValueError(f"beta rule must be one of {BETA_RULES}, got {rule!r}")
     known = jnp.sum((labels != 0).astype(jnp.float32)) if rule == "known" else labels.size
@@ -95,6 +106,7 @@ def imbalance_loss(
     Returns:
       (loss, metrics) with alpha, beta, the mean p and the picked fraction of unknown entries.
     """
+    checks.partial_labels(labels, where="imbalance_loss")
     x = logits.astype(jnp.float32)
     log_p, log_not_p = jax.nn.log_sigmoid(x), jax.nn.log_sigmoid(-x)
     known = labels != 0
@@ -109,7 +121,7 @@ def imbalance_loss(
         jnp.sum(k * (1 - y) * log_not_p, -1) / n_e + d * jnp.sum(s * (1 - t) * log_not_p, -1) / n_s
     )
     if use_alpha_beta:
-        alpha, beta = imbalance_coefficients(labels, gamma, beta_rule)
+        alpha, beta = _coefficients(labels, gamma, beta_rule)
     else:
         alpha, beta = jnp.float32(1.0), jnp.float32(1.0)
     p = penalty(jax.nn.sigmoid(x), penalty_rule) if use_penalty else jnp.ones(x.shape[0])

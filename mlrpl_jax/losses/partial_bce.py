@@ -8,6 +8,8 @@ the sum is divided by the number of known entries **in the whole batch** (not pe
 import jax
 import jax.numpy as jnp
 
+from mlrpl_jax import checks
+
 
 def partial_bce(
     logits: jax.Array, targets: jax.Array, *, margin: float = 0.0
@@ -26,7 +28,12 @@ def partial_bce(
 
     Returns:
       (loss, metrics): scalar loss and {'known_fraction': fraction of entries that entered the loss}.
+
+    Raises:
+      errors.InputError: concrete targets outside [-1, 1] (`checks.partial_labels`; traced targets
+        are not checked).
     """
+    checks.partial_labels(targets, where="partial_bce", name="targets", soft=True)
     logits = logits.astype(jnp.float32)
     y = targets.astype(jnp.float32)
     pos = (y > margin).astype(jnp.float32)

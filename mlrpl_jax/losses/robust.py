@@ -21,12 +21,17 @@ gamma 2 whose weights keep their gradient; **sum**.
 
 Hill: positives -(1 - p_m)^gamma log p_m with p_m = sigmoid(x - m) (weight with gradient);
 non-positive entries (lambda - p) p^2; **sum**.
+
+Each loss checks concrete labels on entry (`checks.partial_labels`: errors.InputError outside
+{-1, 0, 1}); traced labels (inside jit) are not checked.
 """
 
 import math
 
 import jax
 import jax.numpy as jnp
+
+from mlrpl_jax import checks
 
 
 def _bce_with_logits(x: jax.Array, t: jax.Array) -> jax.Array:
@@ -58,6 +63,7 @@ def large_loss(
       rejected / corrected in this batch (U >= t); masks['above_threshold'], those with U > t
       strictly (LL-Cp's permanent relabelling, as the code's rule).
     """
+    checks.partial_labels(labels, where="large_loss")
     x = logits.astype(jnp.float32)
     y = labels.astype(jnp.float32)
     observed_pos = y > 0
@@ -91,6 +97,7 @@ def splc(
     gamma: float = 2.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """SPLC's loss (module docstring); `active`: epoch >= change_epoch (may be traced)."""
+    checks.partial_labels(labels, where="splc")
     x = logits.astype(jnp.float32)
     pos = (labels > 0).astype(jnp.float32)
     shifted = jnp.where(pos > 0, x - margin, x)
@@ -114,6 +121,7 @@ def hill(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Hill loss (module docstring): margin-shifted focal BCE on positives, (lambda - p) p^2 on
     every other entry; **sum**."""
+    checks.partial_labels(labels, where="hill")
     x = logits.astype(jnp.float32)
     pos = (labels > 0).astype(jnp.float32)
     p_m = jax.nn.sigmoid(x - margin)

@@ -29,10 +29,15 @@ Losses:
   g(p) = alpha p^gamma + beta (alpha -4.45, beta 5.45, gamma 1: g(1) = 1, g(0.1) = 5); the batch
   loss is the mean of l over the images. (The reference code's reduction, a mean over the known
   entries of the batch, is `losses.partial_bce`.)
+
+Every loss checks concrete labels on entry (`checks.partial_labels`: errors.InputError outside
+{-1, 0, 1}); traced labels (inside jit) are not checked.
 """
 
 import jax
 import jax.numpy as jnp
+
+from mlrpl_jax import checks
 
 _COLE_EPS = 1e-5
 
@@ -42,7 +47,9 @@ def neg_log(a: jax.Array) -> jax.Array:
     return -jnp.log(a + _COLE_EPS)
 
 
-def _probs_and_masks(logits, labels):
+def _probs_and_masks(logits, labels, where: str):
+    """(sigmoid(logits), positive mask, negative mask), after checking concrete labels."""
+    checks.partial_labels(labels, where=where)
     p = jax.nn.sigmoid(logits.astype(jnp.float32))
     y = labels.astype(jnp.float32)
     return p, (y > 0).astype(jnp.float32), (y < 0).astype(jnp.float32)
@@ -55,14 +62,14 @@ def _mean_all(matrix: jax.Array) -> jax.Array:
 
 def an(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Assume negative: every non-positive entry is a negative; mean over all B C entries."""
-    p, pos, _ = _probs_and_masks(logits, labels)
+    p, pos, _ = _probs_and_masks(logits, labels, "an")
     m = pos * neg_log(p) + (1.0 - pos) * neg_log(1.0 - p)
     return _mean_all(m), {}
 
 
 def wan(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Weak assume negative: `an` with the non-positive entries weighted 1 / (C - 1)."""
-    p, pos, _ = _probs_and_masks(logits, labels)
+    p, pos, _ = _probs_and_masks(logits, labels, "wan")
     num_classes = logits.shape[-1]
     m = pos * neg_log(p) + (1.0 - pos) * neg_log(1.0 - p) / (num_classes - 1)
     return _mean_all(m), {}
@@ -79,7 +86,7 @@ def an_ls(
     logits: jax.Array, labels: jax.Array, *, coef: float = 0.1
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Assume negative with label smoothing (targets 1 - coef and coef); mean over B C."""
-    p, pos, _ = _probs_and_masks(logits, labels)
+    p, pos, _ = _probs_and_masks(logits, labels, "an_ls")
     return _mean_all(_smoothed(p, pos, 1.0 - pos, coef)), {}
 
 
@@ -87,7 +94,7 @@ def bce_ls(
     logits: jax.Array, labels: jax.Array, *, coef: float = 0.1
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """BCE with label smoothing on the known entries (unknown entries cost 0); sum / (B C)."""
-    p, pos, neg = _probs_and_masks(logits, labels)
+    p, pos, neg = _probs_and_masks(logits, labels, "bce_ls")
     return _mean_all(_smoothed(p, pos, neg, coef)), {
         "known_fraction": jnp.sum(pos + neg) / pos.size
     }
@@ -103,7 +110,7 @@ def epr(
     logits: jax.Array, labels: jax.Array, *, expected_positives: float
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Expected positive regularisation: positives' neg_log(p) / (B C) + R(p)."""
-    p, pos, _ = _probs_and_masks(logits, labels)
+    p, pos, _ = _probs_and_masks(logits, labels, "epr")
     reg = expected_positive_regularizer(p, expected_positives)
     return _mean_all(pos * neg_log(p)) + reg, {"epr_regularizer": reg}
 
@@ -119,7 +126,7 @@ def role(
         is learned in logit space and squashed by a sigmoid, as in Cole et al.).
       expected_positives: k of the regulariser.
     """
-    p, pos, _ = _probs_and_masks(logits, labels)
+    p, pos, _ = _probs_and_masks(logits, labels, "role")
     q = jax.nn.sigmoid(estimates.astype(jnp.float32))
 
     def bce(a, t):
@@ -150,6 +157,7 @@ def normalized_partial_bce(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Durand et al.'s partial BCE: mean over images of g(p_y) / C * sum of the image's known
     entries' BCE (module docstring). An image without known labels contributes 0."""
+    checks.partial_labels(labels, where="normalized_partial_bce")
     x = logits.astype(jnp.float32)
     y = labels.astype(jnp.float32)
     pos, neg = (y > 0).astype(jnp.float32), (y < 0).astype(jnp.float32)

@@ -4,6 +4,8 @@ Labels t are int8 partial labels in {-1, 0, 1} (known negative, unknown, known p
 
 Intra-image transfer (IST; HST paper §3.2 Eq. 3-4; notes §7.3, §9.3): `cooccurrence_matrix` turns the
 IST pair logits into a per-image symmetric matrix S, `intra_scores` averages S over the known positives.
+The IST head's pair order is `pair_indices` / `pair_index_matrix`: p(i, j) = i (C - 1) -
+i (i - 1) / 2 + (j - i - 1) for i < j (`losses.cooccurrence` re-exports both).
 Cross-image transfer (CST; HST paper §3.3 Eq. 7-8): `mean_cosine_to_set` is the mean cosine between a
 category feature and a set of vectors of that category (SST: the FIFO bank of `update_bank`, notes
 §7.2-7.3; HST: the K-means prototypes, notes §9.3).
@@ -18,15 +20,48 @@ max(|.|, eps) (a zero vector gives cosine 0 and still counts in the mean). This 
 whenever |x| |y_n| >= eps and |x|, |y_n| >= eps (or one of them is exactly zero); it differs only for
 nonzero vectors with |x| |y_n| < 1e-9, where torch returns x.y / 1e-9 (a shrunk cosine) and the shortcut
 the true cosine. Tested against the per-pair formula to float32 tolerance.
+
+The rules that take labels check concrete ones on entry (`checks.partial_labels`, and
+`checks.full_labels` for the full ground truth of `pseudo_label_quality`): errors.InputError
+outside {-1, 0, 1} (resp. {0, 1}). Traced labels (inside jit) are not checked, so a jitted step
+compiles to the same program.
 """
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlrpl_jax.losses.cooccurrence import pair_index_matrix
+from mlrpl_jax import checks
 
 COSINE_EPS = 1e-9  # torch.nn.CosineSimilarity(eps=1e-9) in every reference loss and rule
+
+
+def pair_indices(num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class indices of the unordered pairs, in the IST head's order.
+
+    Args:
+      num_classes: C.
+
+    Returns:
+      (i, j): two (P,) int32 numpy arrays, P = C (C - 1) / 2, with i < j, row-major (the order of
+      `jnp.triu_indices(C, k=1)`). Static constants: usable as gather indices inside jit.
+    """
+    i, j = np.triu_indices(num_classes, k=1)
+    return i.astype(np.int32), j.astype(np.int32)
+
+
+def pair_index_matrix(num_classes: int) -> np.ndarray:
+    """(C, C) int32 numpy matrix M with M[i, j] = M[j, i] = p(min(i, j), max(i, j)); diagonal 0.
+
+    The diagonal has no pair; it holds 0 so that the matrix is a valid gather index everywhere
+    (callers overwrite the diagonal).
+    """
+    i, j = pair_indices(num_classes)
+    index = np.zeros((num_classes, num_classes), np.int32)
+    p = np.arange(i.size, dtype=np.int32)
+    index[i, j] = p
+    index[j, i] = p
+    return index
 
 
 def _clamp(x: jax.Array, lo: float, hi: float) -> jax.Array:
@@ -80,6 +115,7 @@ def intra_scores(s: jax.Array, labels: jax.Array) -> jax.Array:
     Returns:
       (B, C) float32 scores in [0, 1]; differentiable w.r.t. S.
     """
+    checks.partial_labels(labels, where="intra_scores")
     positive = (labels == 1).astype(jnp.float32)
     total = jnp.einsum("bij,bj->bi", s.astype(jnp.float32), positive)
     count = jnp.maximum(jnp.sum(positive, axis=-1, keepdims=True), 1.0)
@@ -181,6 +217,7 @@ def complete_labels(labels: jax.Array, indicator01: jax.Array) -> jax.Array:
     Returns:
       (B, C) labels.dtype in {-1, 0, 1}; constant (stop_gradient on the indicator, as in the reference).
     """
+    checks.partial_labels(labels, where="complete_labels")
     pseudo = jax.lax.stop_gradient(indicator01).astype(labels.dtype)
     return labels + (labels == 0).astype(labels.dtype) * pseudo
 
@@ -205,6 +242,7 @@ def update_bank(bank: jax.Array, features: jax.Array, labels: jax.Array) -> jax.
     Returns:
       (C, N, D) updated bank, bank.dtype.
     """
+    checks.partial_labels(labels, where="update_bank")
     batch = features.shape[0]
     num_rows = bank.shape[1]
     v = jax.lax.stop_gradient(features).astype(bank.dtype).transpose(1, 0, 2)  # (C, B, D)
@@ -242,6 +280,9 @@ def pseudo_label_quality(
       'pseudo_positive' (#t = 0 and pseudo = +1), 'pseudo_positive_correct' (... and full = 1),
       'pseudo_negative' (#t = 0 and pseudo = -1), 'pseudo_negative_correct' (... and full = 0).
     """
+    checks.partial_labels(pseudo, where="pseudo_label_quality", name="pseudo")
+    checks.partial_labels(labels, where="pseudo_label_quality")
+    checks.full_labels(full, where="pseudo_label_quality", name="full")
     unknown = labels == 0
     truth = full > 0
     pos = unknown & (pseudo == 1)

@@ -1,8 +1,8 @@
-"""Paper-style reports of finished runs: `python -m mlrpl_jax.report RUN_DIRS... --out DIR`.
+"""Paper-style reports of finished runs: `python -m mlrpl_jax.report RUN_DIRS... [--out DIR]`.
 
-Reads each run directory written by `mlrpl_jax.train` (config.json, results.json, metrics.jsonl;
-directories without results.json are skipped with a note, so a sweep's workdir can be globbed while
-it runs) and
+Reads each run directory written by `mlrpl_jax.train` (config.json, results.json, metrics.jsonl);
+a directory that holds run directories (a sweep's workdir) stands for the runs in it. Runs without
+results.json are skipped with a note, so a sweep's workdir can be reported while it runs. Then it
 
 * prints the papers' table layout as markdown (rows: methods; columns: the known-label proportions;
   then Avg. mAP, Avg. OF1, Avg. CF1, each the mean over the columns of the per-column means), every
@@ -11,11 +11,24 @@ it runs) and
   setting and proportion (`config.data.setting`): 'pal' columns read "10%", the others "PPL 30%",
   "SPL" and "FAL", after the 'pal' ones, so runs of several settings (e.g. one sweep workdir per
   setting) make one table;
-* writes matplotlib figures (PNG) to `--out`: `map_vs_proportion.png` (mean +- std over seeds per
-  method, the 'pal' columns), and, for the runs that log them, `pseudo_labels.png` (pseudo-label
-  precision / recall per epoch, from the `train_epoch/pseudo_*` records) and `learned_scalars.png`
-  (HST's thresholds and SARB/DSRB's alpha/beta over training, from `train/theta_*`,
-  `train/alpha_*`, `train/beta_*`), one line per method and column (the mean over its seeds).
+* writes matplotlib figures (PNG) to `--out`. Each carries a title with the dataset, the label
+  setting(s) and proportion(s), the metric (final-epoch test metric, or the test metric at the best
+  validation epoch with `--select val`), the seeds, and what the error bars or shaded bands are
+  ("mean ± std over seeds [0, 1, 2]"; with one run per line there are none):
+  - `map_vs_proportion.png`: the reported metric against the known proportion, one line per method
+    with ± std error bars, drawn when the runs cover at least two 'pal' proportions (a single
+    proportion would be one dot per method: the table already holds it);
+  - `learning_curves.png`: train loss (each logged step), validation mAP and test mAP (each
+    evaluated epoch) against the epoch, from metrics.jsonl, one line per method and column (the
+    mean over its seeds, shaded ± std), drawn when that makes at most `MAX_LINES` (10) lines: a
+    single run, a few methods or seeds at one proportion. A whole sweep would be unreadable; give
+    `report` some of its run directories to see theirs. The validation panel is left out when no
+    run has a validation split. A value logged twice for one step (a resumed run logs the steps
+    after its last checkpoint again) counts once, the later one;
+  - for the runs that log them, `pseudo_labels.png` (pseudo-label precision / recall per epoch, from
+    the `train_epoch/pseudo_*` records) and `learned_scalars.png` (HST's thresholds and SARB/DSRB's
+    alpha/beta over training, from `train/theta_*`, `train/alpha_*`, `train/beta_*`), lines as in
+    the learning curves.
 
 `--compare-paper coco|vg|voc` adds the published rows of the HST and DSRB papers' main tables
 (`mlrpl_jax.paper_tables`) in the same layout.
@@ -25,6 +38,11 @@ as the papers' tables and `scripts/sweep.py` report; `--select val` reports inst
 metrics of the epoch whose validation mAP was highest (the checkpoint `workdir/best` holds, read
 from the per-epoch evaluations in metrics.jsonl; ties go to the earlier epoch), for runs with a
 validation split.
+
+Mistakes in what is asked (a path that does not exist, no finished run, a damaged config.json,
+results.json or metrics.jsonl, `--select val` for a run without a validation split, a `--metric` no
+run has) print one `error: ...` line naming the file and the fix, and exit with status 2; every run
+is read before `--out` is created, so a failed report writes nothing.
 """
 
 import argparse
@@ -34,10 +52,14 @@ import json
 import math
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from mlrpl_jax import cli
+from mlrpl_jax.errors import ConfigError, InputError, MissingFileError, RunDirError
 
 AVERAGED = ("mAP", "OF1", "CF1")
 SETTING_ORDER = ("pal", "ppl", "spl", "fal")
@@ -75,13 +97,14 @@ def val_selected(records: Sequence[dict[str, Any]], dataset: str) -> dict[str, f
     """Test metrics (%) of the epoch with the highest validation mAP among `records`' evaluations.
 
     Raises:
-        ValueError: if no evaluation record has a validation mAP (no validation split).
+        InputError (a ValueError): if no evaluation record has a validation mAP (no validation
+        split).
     """
     prefix = f"eval/{dataset}/"
     val_key = prefix + "val/mAP"  # trainer._eval_record's name of the validation mAP
     evals = [r for r in records if val_key in r]
     if not evals:
-        raise ValueError(f"no validation mAP ({val_key}) in the metrics of this run")
+        raise InputError(f"no validation mAP ({val_key}) in the metrics of this run")
     best = max(evals, key=lambda r: (r[val_key], -r["step"]))
     return {
         k[len(prefix):]: v for k, v in best.items()
@@ -89,53 +112,152 @@ def val_selected(records: Sequence[dict[str, Any]], dataset: str) -> dict[str, f
     }  # fmt: skip
 
 
+# How to repair a damaged file of a run directory.
+FIX_CONFIG = "restore it, or leave this run directory out of the report"
+FIX_RESULTS = (
+    "delete it and rerun the run's `python -m mlrpl_jax.train` command, which evaluates the last "
+    "checkpoint again and rewrites it, or leave this run directory out of the report"
+)
+
+
+def read_json(path: str, fix: str) -> Any:
+    """The JSON value in `path`; an unreadable or damaged file is an InputError that says `fix`."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except OSError as e:
+        raise InputError(f"cannot read {path} ({e.strerror}); {fix}.") from None
+    except ValueError as e:  # json.JSONDecodeError, UnicodeDecodeError
+        detail = f"{e.msg}, line {e.lineno}" if isinstance(e, json.JSONDecodeError) else str(e)
+        raise InputError(f"{path} is damaged (not JSON: {detail}); {fix}.") from None
+
+
+def read_records(path: str) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl, [] if there is none; a damaged line is an InputError."""
+    if not os.path.exists(path):
+        return []
+    records = []
+    with open(path) as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if not isinstance(record, dict):
+                raise InputError(
+                    f"{path} line {n} is damaged (not a JSON record); delete that line (the other "
+                    "records are enough for the report) and run the report again."
+                )
+            records.append(record)
+    return records
+
+
+def field(tree: Any, key: str, path: str) -> Any:
+    """`tree['a']['b']` for key 'a.b' of the JSON read from `path`; missing, an InputError."""
+    node = tree
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise InputError(
+                f"{path} has no '{key}': it is not a file written by `python -m mlrpl_jax.train`, "
+                f"or a damaged one; {FIX_RESULTS if path.endswith('results.json') else FIX_CONFIG}."
+            )
+        node = node[part]
+    return node
+
+
 def load_run(path: str, select: str = "final") -> Run | None:
     """The `Run` in `path`, or None if it has no results.json (unfinished). `select`: 'final'
-    (last-epoch test metrics) or 'val' (`val_selected`)."""
-    if not os.path.exists(os.path.join(path, "results.json")):
+    (last-epoch test metrics) or 'val' (`val_selected`). A damaged file is an InputError."""
+    results_path = os.path.join(path, "results.json")
+    if not os.path.exists(results_path):
         return None
-    with open(os.path.join(path, "config.json")) as f:
-        config = json.load(f)
-    with open(os.path.join(path, "results.json")) as f:
-        results = json.load(f)
-    records = []
-    metrics_path = os.path.join(path, "metrics.jsonl")
-    if os.path.exists(metrics_path):
-        with open(metrics_path) as f:
-            records = [json.loads(line) for line in f if line.strip()]
+    config_path = os.path.join(path, "config.json")
+    config = read_json(config_path, FIX_CONFIG)
+    results = read_json(results_path, FIX_RESULTS)
+    records = read_records(os.path.join(path, "metrics.jsonl"))
+    dataset = field(config, "data.name", config_path)
+    if select == "final":
+        final = field(results, "metrics", results_path)
+    else:
+        try:
+            final = val_selected(records, dataset)
+        except InputError as e:
+            raise InputError(
+                f"{path}: {e} (it was trained without a validation split); report it without "
+                "--select val, which reports its final test metrics."
+            ) from None
     return Run(
         path=path,
-        method=config["method"],
-        dataset=config["data"]["name"],
+        method=field(config, "method", config_path),
+        dataset=dataset,
         setting=config["data"].get("setting", "pal"),
-        proportion=float(config["data"]["known_proportion"]),
-        seed=int(config["seed"]),
-        final=(
-            results["metrics"]
-            if select == "final"
-            else val_selected(records, config["data"]["name"])
-        ),
+        proportion=float(field(config, "data.known_proportion", config_path)),
+        seed=int(field(config, "seed", config_path)),
+        final=final,
         records=records,
     )
 
 
+def run_dirs(path: str) -> list[str]:
+    """[`path`] if it is a run directory (holds config.json), else the run directories in it.
+
+    Raises:
+        MissingFileError: `path` does not exist. InputError: it is a file.
+    """
+    if not os.path.exists(path):
+        raise MissingFileError(
+            f"{path} does not exist; give run directories written by `python -m mlrpl_jax.train "
+            "--workdir DIR` (or a sweep's workdir holding them)."
+        )
+    if not os.path.isdir(path):
+        raise InputError(
+            f"{path} is a file, not a run directory; give the directory that holds its config.json "
+            "and results.json."
+        )
+    if os.path.exists(os.path.join(path, "config.json")):
+        return [path]
+    children = sorted(os.path.join(path, d) for d in os.listdir(path))
+    return [c for c in children if os.path.exists(os.path.join(c, "config.json"))]
+
+
+def _note(message: str) -> None:
+    print(f"[report] {message}", file=sys.stderr)
+
+
 def load_runs(paths: Sequence[str], select: str = "final") -> list[Run]:
-    """Runs of `paths` (run directories, or directories of run directories), finished only."""
-    runs = []
-    for path in paths:
-        candidates = [path]
-        if not os.path.exists(os.path.join(path, "config.json")) and os.path.isdir(path):
-            candidates = sorted(os.path.join(path, d) for d in os.listdir(path))
-        for candidate in candidates:
-            if not os.path.exists(os.path.join(candidate, "config.json")):
-                continue
-            run = load_run(candidate, select)
+    """The finished runs of `paths` (run directories, or directories of run directories).
+
+    Raises:
+        UserError: a path does not exist, a run's files are damaged, or no run is finished.
+    """
+    found = {path: run_dirs(path) for path in paths}  # every path exists before any run is read
+    runs, unfinished = [], 0
+    for path, dirs in found.items():
+        if not dirs:
+            _note(
+                f"{path} holds no run directory (no config.json in it or in its folders); ignored"
+            )
+        for run_dir in dirs:
+            run = load_run(run_dir, select)
             if run is None:
-                print(
-                    f"[report] skipping {candidate}: no results.json (unfinished)", file=sys.stderr
-                )
+                _note(f"skipping {run_dir}: no results.json (unfinished)")
+                unfinished += 1
             else:
                 runs.append(run)
+    if not runs and not unfinished:
+        raise RunDirError(
+            f"no run directory in {' '.join(paths)}: a run directory holds the config.json that "
+            "`python -m mlrpl_jax.train --workdir DIR` writes; give such directories or a sweep's "
+            "workdir holding them."
+        )
+    if not runs:
+        raise RunDirError(
+            f"no finished run in {' '.join(paths)}: {unfinished} run director"
+            f"{'y' if unfinished == 1 else 'ies'} found, none with results.json (written when "
+            "training ends); wait for the runs to finish, or give finished ones."
+        )
     return runs
 
 
@@ -233,10 +355,77 @@ def to_csv(table: Table) -> str:
     return out.getvalue()
 
 
+def groups(runs: Sequence[Run]) -> dict[tuple[str, Column], list[Run]]:
+    """Runs by (method, column), methods in `ROW_ORDER`, columns as in the table."""
+    table = summarize(runs, ())
+    by: dict[tuple[str, Column], list[Run]] = {
+        (m, c): [] for m in table.methods for c in table.columns
+    }
+    for r in sorted(runs, key=lambda r: r.seed):
+        by[(r.method, column_of(r.setting, r.proportion))].append(r)
+    return {k: v for k, v in by.items() if v}
+
+
 def _series(run: Run, key: str) -> tuple[np.ndarray, np.ndarray]:
-    """(epoch, value) of every record of `run` holding `key`."""
-    pts = [(r["epoch"], r[key]) for r in run.records if key in r and "epoch" in r]
-    return np.asarray([e for e, _ in pts], float), np.asarray([v for _, v in pts], float)
+    """(epoch, value) of the records of `run` holding `key`, by epoch; a value logged again for the
+    same epoch (a resumed run re-logs the steps after its last checkpoint) replaces the earlier."""
+    points = {float(r["epoch"]): float(r[key]) for r in run.records if key in r and "epoch" in r}
+    xs = sorted(points)
+    return np.asarray(xs, float), np.asarray([points[x] for x in xs], float)
+
+
+def seed_curve(runs: Sequence[Run], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(epochs, mean, sample std) over `runs` of `key` at every epoch any of them logged it; `key`
+    may hold '{dataset}' (e.g. 'eval/{dataset}/mAP'). The std is NaN where one run logged it."""
+    by_epoch: dict[float, list[float]] = {}
+    for r in runs:
+        for x, y in zip(*_series(r, key.format(dataset=r.dataset)), strict=True):
+            by_epoch.setdefault(float(x), []).append(float(y))
+    xs = sorted(by_epoch)
+    stats = np.asarray([_mean_std(by_epoch[x]) for x in xs], float).reshape(-1, 2)
+    return np.asarray(xs, float), stats[:, 0], stats[:, 1]
+
+
+def logged_keys(runs: Sequence[Run], prefixes: Sequence[str]) -> list[str]:
+    """The logged keys starting with one of `prefixes` (not the '/num', '/den' counts), sorted."""
+    return sorted({
+        k for r in runs for rec in r.records for k in rec
+        if k.startswith(tuple(prefixes)) and not k.endswith(("/num", "/den"))
+    })  # fmt: skip
+
+
+def scope(runs: Sequence[Run]) -> str:
+    """The datasets and columns of `runs`, e.g. 'synthetic_scenes, PAL 10%, 50%; SPL'."""
+    by_setting: dict[str, list[str]] = {}
+    for setting, p in sorted(
+        {column_of(r.setting, r.proportion) for r in runs},
+        key=lambda c: (SETTING_ORDER.index(c[0]), c[1]),
+    ):
+        by_setting.setdefault(setting, []).append(f"{p * 100:g}%")
+    columns = [
+        s.upper() if s in ("spl", "fal") else f"{s.upper()} {', '.join(ps)}"
+        for s, ps in by_setting.items()
+    ]
+    return f"{', '.join(sorted({r.dataset for r in runs}))}, {'; '.join(columns)}"
+
+
+def spread(runs: Sequence[Run], bars: str) -> str:
+    """What each line of a figure of `runs` is and what its `bars` are."""
+    seeds = sorted({r.seed for r in runs})
+    if max(len(members) for members in groups(runs).values()) == 1:
+        listed = ", ".join(map(str, seeds))
+        return f"one run per line (seed{'s' if len(seeds) > 1 else ''} {listed}), no {bars}"
+    return f"mean ± std over seeds {seeds} ({bars}: ± sample std)"
+
+
+def selected_metric(metric: str, select: str) -> str:
+    """Which test metric a run reports under `select`."""
+    return f"Final test {metric}" if select == "final" else f"Test {metric} at the best val. epoch"
+
+
+def title_lines(*lines: str, width: float) -> str:
+    """A figure title: `lines`, each wrapped to a figure `width` inches wide."""
+    return "\n".join(textwrap.fill(line, int(width * 12)) for line in lines)
 
 
 def pyplot():
@@ -249,70 +438,122 @@ def pyplot():
     return plt
 
 
-def plot_map_vs_proportion(table: Table, path: str, metric: str = "mAP") -> bool:
+def plot_map_vs_proportion(table: Table, path: str, title: str, metric: str = "mAP") -> None:
     """Mean +- std over seeds of `metric` against the known proportion of the 'pal' columns, one
-    line per method. False (no file) if the table has no 'pal' column."""
-    if not table.pal_proportions:
-        return False
+    line per method, under `title`."""
     plt = pyplot()
-
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    fig, ax = plt.subplots(figsize=(6, 4.2), layout="constrained")
     for method in table.methods:
         ps = [p for p in table.pal_proportions if ("pal", p) in table.cells[method]]
         if not ps:
             continue
         mean = [table.cells[method][("pal", p)][metric][0] for p in ps]
-        std = [table.cells[method][("pal", p)][metric][1] for p in ps]
-        std = np.nan_to_num(np.asarray(std, float))
+        std = np.nan_to_num([table.cells[method][("pal", p)][metric][1] for p in ps])
         ax.errorbar([100 * p for p in ps], mean, yerr=std, marker="o", capsize=3, label=method)
     ax.set_xlabel("known labels (%)")
-    ax.set_ylabel(f"test {metric} (%)")
+    ax.set_ylabel(f"{metric} (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig.suptitle(title, fontsize=9)
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    return True
 
 
-def plot_series(runs: Sequence[Run], prefixes: Sequence[str], path: str, ylabel: str) -> bool:
-    """Every logged key starting with one of `prefixes`, over epochs: one line per (method,
-    column), the mean over its seeds at each logged epoch (`train_epoch/...` records per epoch,
-    `train/...` per log step). False (no file) if none is logged."""
+# A panel of `plot_curves`: (logged key, which may hold '{dataset}'; panel title; y label).
+Panel = tuple[str, str, str]
+LEARNING_PANELS: tuple[Panel, ...] = (
+    ("train/loss", "train loss", "loss"),
+    ("eval/{dataset}/val/mAP", "validation mAP", "mAP (%)"),  # trainer._eval_record's names
+    ("eval/{dataset}/mAP", "test mAP", "mAP (%)"),
+)
+MAX_LINES = 10  # learning curves are drawn for at most this many (method, column) lines
+
+
+def curves_width(num_panels: int) -> float:
+    """Width (inches) of a `plot_curves` figure of `num_panels` panels."""
+    return max(3.6 * num_panels, 6.0)
+
+
+def plot_curves(runs: Sequence[Run], panels: Sequence[Panel], path: str, title: str) -> None:
+    """One panel per `Panel`, against the epoch: one line per (method, column), the mean over its
+    seeds with a shaded ± sample std band where it has several, under `title`."""
     plt = pyplot()
-
-    keys = sorted({
-        k for r in runs for rec in r.records for k in rec
-        if k.startswith(tuple(prefixes)) and not k.endswith(("/num", "/den"))
-    })  # fmt: skip
-    if not keys:
-        return False
-    groups: dict[tuple[str, str], list[Run]] = {}
-    for r in runs:
-        groups.setdefault((r.method, column_label(column_of(r.setting, r.proportion))), []).append(
-            r
-        )
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), squeeze=False)
-    for ax, key in zip(axes[0], keys, strict=True):
-        for (method, column), members in groups.items():
-            by_epoch: dict[float, list[float]] = {}
-            for r in members:
-                for x, y in zip(*_series(r, key), strict=True):
-                    by_epoch.setdefault(float(x), []).append(float(y))
-            if by_epoch:
-                xs = sorted(by_epoch)
-                ys = [np.mean(by_epoch[x]) for x in xs]
-                label = f"{method} {column} (n={len(members)})"
-                ax.plot(xs, ys, marker=".", lw=1, label=label)
-        ax.set_title(key.split("/", 1)[1], fontsize=9)
+    by_line = groups(runs)
+    fig, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(curves_width(len(panels)), 3.4),
+        squeeze=False,
+        layout="constrained",
+    )
+    for ax, (key, name, ylabel) in zip(axes[0], panels, strict=True):
+        for i, ((method, column), members) in enumerate(by_line.items()):
+            xs, mean, std = seed_curve(members, key)
+            if not len(xs):
+                continue
+            label = f"{method} {column_label(column)}" + (
+                f" ({len(members)} seeds)" if len(members) > 1 else ""
+            )
+            marker = "o" if len(xs) <= 30 else None
+            ax.plot(xs, mean, color=f"C{i}", marker=marker, ms=3, lw=1.2, label=label)
+            if len(members) > 1:
+                ax.fill_between(xs, mean - std, mean + std, color=f"C{i}", alpha=0.2, lw=0)
+        ax.set_title(name, fontsize=9)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
-    return True
+
+
+def write_figures(
+    runs: Sequence[Run], table: Table, out: str, metric: str = "mAP", select: str = "final"
+) -> dict[str, str]:
+    """Draws into `out` the figures that `runs` support (module docstring) and notes on stderr
+    why the others are not drawn. Returns {file name: title} of those drawn."""
+    drawn = {}
+    pal = [r for r in runs if r.setting == "pal"]
+    if len(table.pal_proportions) >= 2:
+        title = title_lines(
+            f"{selected_metric(metric, select)} vs. known-label proportion",
+            scope(pal), spread(pal, "error bars"), width=6,
+        )  # fmt: skip
+        plot_map_vs_proportion(table, os.path.join(out, "map_vs_proportion.png"), title, metric)
+        drawn["map_vs_proportion.png"] = title
+    else:
+        _note("map_vs_proportion.png not drawn: fewer than two 'pal' proportions (see the table)")
+    lines = len(groups(runs))
+    panels = [p for p in LEARNING_PANELS if len(seed_curve(runs, p[0])[0])]
+    if lines <= MAX_LINES and panels:
+        what = ", ".join(name for _, name, _ in panels)
+        title = title_lines(
+            f"Learning curves: {what} per epoch", scope(runs), spread(runs, "shaded bands"),
+            width=curves_width(len(panels)),
+        )  # fmt: skip
+        plot_curves(runs, panels, os.path.join(out, "learning_curves.png"), title)
+        drawn["learning_curves.png"] = title
+    elif panels:
+        _note(
+            f"learning_curves.png not drawn: {lines} method x column lines (more than {MAX_LINES}); "
+            "report fewer run directories to see theirs"
+        )
+    for name, prefixes, ylabel, what in (
+        ("pseudo_labels.png", ("train_epoch/pseudo_",), "fraction",
+         "Pseudo-label precision and recall per epoch"),
+        ("learned_scalars.png", ("train/theta_", "train/alpha_mean", "train/beta_mean"), "value",
+         "Learned thresholds and blending weights over training"),
+    ):  # fmt: skip
+        keys = logged_keys(runs, prefixes)
+        if keys:
+            panels = [(k, k.split("/", 1)[1], ylabel) for k in keys]
+            title = title_lines(
+                what, scope(runs), spread(runs, "shaded bands"), width=curves_width(len(keys))
+            )
+            plot_curves(runs, panels, os.path.join(out, name), title)
+            drawn[name] = title
+    return drawn
 
 
 def paper_markdown(dataset: str, proportions: Sequence[float]) -> str:
@@ -351,17 +592,26 @@ def report(
     select: str = "final",
 ) -> str:
     """Loads the runs, prints and (with `out`) writes the table, CSV and figures, and (with
-    `compare_paper`) the published rows of that dataset beside them. Returns the markdown."""
+    `compare_paper`) the published rows of that dataset beside them. Returns the markdown.
+
+    Raises:
+        UserError: before anything is written (module docstring).
+    """
+    if out is not None and os.path.exists(out) and not os.path.isdir(out):
+        raise InputError(f"--out {out} is a file; give a directory (it is created if missing).")
     runs = load_runs(paths, select)
-    if not runs:
-        raise SystemExit(f"No finished runs (results.json) under {list(paths)}.")
+    if not any(metric in r.final for r in runs):
+        known = sorted({k for r in runs for k in r.final})
+        raise ConfigError(
+            f"--metric {metric}: no run reports it; the runs have {', '.join(known)}."
+        )
     table = summarize(runs, tuple(dict.fromkeys((metric, *AVERAGED))))
     datasets = sorted({r.dataset for r in runs})
     seeds = sorted({r.seed for r in runs})
     which = "Final test" if select == "final" else "Test (at the best validation epoch)"
     title = (
         f"{which} {metric} (%) on {', '.join(datasets)}, mean +- std over seeds {seeds} "
-        f"({len(runs)} runs)"
+        f"({len(runs)} run{'s' if len(runs) > 1 else ''})"
     )
     text = to_markdown(table, metric, title)
     if compare_paper is not None:
@@ -373,19 +623,15 @@ def report(
             f.write(text + "\n")
         with open(os.path.join(out, "table.csv"), "w") as f:
             f.write(to_csv(table))
-        plot_map_vs_proportion(table, os.path.join(out, "map_vs_proportion.png"), metric)
-        plot_series(
-            runs, ("train_epoch/pseudo_",), os.path.join(out, "pseudo_labels.png"), "fraction"
-        )  # fmt: skip
-        plot_series(
-            runs, ("train/theta_", "train/alpha_mean", "train/beta_mean"),
-            os.path.join(out, "learned_scalars.png"), "value",
-        )  # fmt: skip
+        for name in ("table.md", "table.csv", *write_figures(runs, table, out, metric, select)):
+            _note(f"wrote {os.path.join(out, name)}")
     return text
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m mlrpl_jax.report", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("runs", nargs="+", help="run directories or directories of them")
     parser.add_argument("--out", default=None, help="write table.md, table.csv and PNGs here")
     parser.add_argument("--metric", default="mAP", help="the per-proportion metric")
@@ -398,7 +644,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="final: last-epoch test metrics; val: test metrics at the best validation epoch",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    report(args.runs, args.out, args.metric, args.compare_paper, args.select)
+    with cli.user_errors():
+        report(args.runs, args.out, args.metric, args.compare_paper, args.select)
 
 
 if __name__ == "__main__":

@@ -389,9 +389,9 @@ def run(
         run_dir.check_same_config(workdir, config, training=True)  # fail before the (slow) set-up
     exp = setup(config)
     cfg = exp.config
-    os.makedirs(workdir, exist_ok=True)
     local_bs = sharding.local_batch_size(cfg.train.batch_size, exp.mesh)
     train_iter = pipeline.make_train_loader(cfg.data, exp.train_source, local_bs, cfg.seed)
+    os.makedirs(workdir, exist_ok=True)  # the data, its labels and the model are all built
     ckpt = checkpointing.Checkpointer(
         workdir, max_to_keep=cfg.checkpoint.max_to_keep, keep_best=cfg.checkpoint.keep_best
     )

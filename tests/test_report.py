@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from mlrpl_jax import report
+from mlrpl_jax.errors import RunDirError
 
 FINAL = {  # (method, proportion, seed) -> mAP; OF1 = mAP - 10, CF1 = mAP - 20
     ("plain", 0.1, 0): 50.0, ("plain", 0.1, 1): 52.0, ("plain", 0.5, 0): 70.0,
@@ -18,7 +19,13 @@ FINAL = {  # (method, proportion, seed) -> mAP; OF1 = mAP - 10, CF1 = mAP - 20
 }  # fmt: skip
 
 
-def write_run(root, method, proportion, seed, mAP, finished=True, setting=None):
+SPE = 2  # steps per epoch of the hand-written runs
+
+
+def write_run(root, method, proportion, seed, mAP, finished=True, setting=None, epochs=3, val=True):
+    """A run directory as `mlrpl_jax.train` writes it: config.json, metrics.jsonl (train records
+    per step, `train_epoch/` ratios and evaluations per epoch, as `trainer.run` writes them) and,
+    if `finished`, results.json with final metrics mAP, OF1 = mAP - 10, CF1 = mAP - 20."""
     path = os.path.join(root, f"{method}_{setting or ''}p{proportion:g}_s{seed}")
     os.makedirs(path)
     data = {"name": "synthetic_scenes", "known_proportion": proportion}
@@ -27,19 +34,26 @@ def write_run(root, method, proportion, seed, mAP, finished=True, setting=None):
     config = {"method": method, "seed": seed, "data": data}
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(config, f)
-    records = [
-        {"step": 10 * e, "epoch": e, "train/loss": 1.0 / e, "train/theta_intra": 1.0 - 0.01 * e}
-        for e in (1, 2, 3)
-    ]
-    if method == "sst":
-        records += [{"step": 10 * e, "epoch": e, "train_epoch/pseudo_intra_precision": 0.1 * e}
-                    for e in (1, 2, 3)]  # fmt: skip
+    records = [{"step": 0, "event": "start"}]  # records without metrics are ignored
+    for e in range(1, epochs + 1):
+        for step in range(SPE * (e - 1) + 1, SPE * e + 1):
+            records.append({"step": step, "epoch": step / SPE, "train/loss": 1.0 / step + 0.01 * seed,
+                            "train/theta_intra": 1.0 - 0.01 * step})  # fmt: skip
+        if method == "sst":
+            records.append({"step": SPE * e, "epoch": e,
+                            "train_epoch/pseudo_intra_precision": 0.1 * e})  # fmt: skip
+        test = mAP * e / epochs  # the final evaluation is the final metric
+        evals = {"mAP": test, "OF1": test - 10, "CF1": test - 20, "val/known_fraction": 50.0}
+        if val:
+            evals["val/mAP"] = test + 5
+        records.append({"step": SPE * e, "epoch": e,
+                        **{f"eval/synthetic_scenes/{k}": v for k, v in evals.items()}})  # fmt: skip
     with open(os.path.join(path, "metrics.jsonl"), "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
     if finished:
         metrics = {"mAP": mAP, "OF1": mAP - 10, "CF1": mAP - 20}
         with open(os.path.join(path, "results.json"), "w") as f:
-            json.dump({"metrics": metrics}, f)
+            json.dump({"metrics": metrics, "epoch": float(epochs)}, f)
     return path
 
 
@@ -100,7 +114,9 @@ def test_csv_and_figures_are_written(sweep, tmp_path, capsys):
     assert (
         row[0]["mean"] == "72.0000" and row[0]["n"] == "2" and row[0]["values"] == "70.0000 74.0000"
     )
-    for name in ("map_vs_proportion.png", "pseudo_labels.png", "learned_scalars.png"):
+    for name in (
+        "map_vs_proportion.png", "learning_curves.png", "pseudo_labels.png", "learned_scalars.png"
+    ):  # fmt: skip
         with open(os.path.join(out, name), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
     with open(os.path.join(out, "table.md")) as f:
@@ -109,8 +125,97 @@ def test_csv_and_figures_are_written(sweep, tmp_path, capsys):
 
 def test_no_finished_run_is_a_clear_error(tmp_path):
     write_run(str(tmp_path), "plain", 0.1, 0, 0.0, finished=False)
-    with pytest.raises(SystemExit, match="No finished runs"):
-        report.report([str(tmp_path)], None)
+    with pytest.raises(RunDirError, match="no finished run in .*1 run directory found"):
+        report.report([str(tmp_path)], str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def _saved_titles(monkeypatch) -> dict[str, str]:
+    """{file name: suptitle} of every matplotlib figure saved from now on."""
+    from matplotlib.figure import Figure
+
+    titles, save = {}, Figure.savefig
+
+    def savefig(fig, path, *args, **kwargs):
+        titles[os.path.basename(path)] = fig.get_suptitle()
+        return save(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    return titles
+
+
+def test_every_figure_is_titled_with_data_setting_metric_and_seeds(sweep, tmp_path, monkeypatch):
+    saved = _saved_titles(monkeypatch)
+    runs = report.load_runs([sweep])
+    drawn = report.write_figures(runs, report.summarize(runs), str(tmp_path))
+    assert set(drawn) == {
+        "map_vs_proportion.png", "learning_curves.png", "pseudo_labels.png", "learned_scalars.png"
+    }  # fmt: skip
+    assert saved == drawn  # the returned titles are the figures' own
+    for name, title in drawn.items():
+        flat = " ".join(title.split())
+        assert "synthetic_scenes, PAL 10%, 50%" in flat, name
+        assert "mean ± std over seeds [0, 1]" in flat, name
+    assert drawn["map_vs_proportion.png"].startswith("Final test mAP vs. known-label proportion")
+    assert "(error bars: ± sample std)" in " ".join(drawn["map_vs_proportion.png"].split())
+    curves = drawn["learning_curves.png"]
+    assert curves.startswith("Learning curves: train loss, validation mAP, test mAP per epoch")
+    assert "(shaded bands: ± sample std)" in " ".join(curves.split())
+    # --select val names the validation-selected metric.
+    runs = report.load_runs([sweep], select="val")
+    val = report.write_figures(runs, report.summarize(runs), str(tmp_path), select="val")
+    assert val["map_vs_proportion.png"].startswith("Test mAP at the best val. epoch")
+
+
+def test_a_single_run_draws_its_learning_curves_not_a_single_dot(tmp_path, monkeypatch):
+    """One run (one 'pal' proportion): no map_vs_proportion.png, but its train loss, validation
+    and test mAP per epoch; the validation panel is left out for a run without validation."""
+    saved = _saved_titles(monkeypatch)
+    runs = report.load_runs([write_run(str(tmp_path), "hst", 0.5, 3, 60.0)])
+    out = tmp_path / "out"
+    out.mkdir()
+    drawn = report.write_figures(runs, report.summarize(runs), str(out))
+    assert set(drawn) == {"learning_curves.png", "learned_scalars.png"} and saved == drawn
+    assert sorted(os.listdir(out)) == sorted(drawn)
+    title = " ".join(drawn["learning_curves.png"].split())
+    assert title == (
+        "Learning curves: train loss, validation mAP, test mAP per epoch "
+        "synthetic_scenes, PAL 50% one run per line (seed 3), no shaded bands"
+    )
+    runs = report.load_runs([write_run(str(tmp_path / "noval"), "plain", 0.1, 0, 40.0, val=False)])
+    drawn = report.write_figures(runs, report.summarize(runs), str(out))
+    assert drawn["learning_curves.png"].startswith("Learning curves: train loss, test mAP per")
+
+
+def test_learning_curves_are_left_out_beyond_max_lines(tmp_path):
+    for i in range(report.MAX_LINES + 1):
+        write_run(str(tmp_path), "plain", 0.1 + 0.05 * i, 0, 40.0)
+    runs = report.load_runs([str(tmp_path)])
+    drawn = report.write_figures(runs, report.summarize(runs), str(tmp_path))
+    assert set(drawn) == {"map_vs_proportion.png", "learned_scalars.png"}
+
+
+def test_curves_are_means_over_seeds_of_the_last_value_logged_per_epoch():
+    """A resumed run logs the steps after its last checkpoint again: the later value counts; records
+    without the key (events, other metrics) are ignored."""
+    records = [
+        {"step": 1, "epoch": 0.5, "train/loss": 9.0},
+        {"step": 2, "event": "resume"},
+        {"step": 1, "epoch": 0.5, "train/loss": 1.0},
+        {"step": 2, "epoch": 1.0, "train/loss": 3.0},
+        {"step": 2, "epoch": 1, "eval/d/mAP": 50.0},
+    ]  # fmt: skip
+
+    def run(seed, records):
+        return report.Run("r", "plain", "d", "pal", 0.5, seed, {}, records)
+
+    other = [{"step": 1, "epoch": 0.5, "train/loss": 2.0}]
+    xs, mean, std = report.seed_curve([run(0, records), run(1, other)], "train/loss")
+    np.testing.assert_allclose(xs, [0.5, 1.0])
+    np.testing.assert_allclose(mean, [1.5, 3.0])
+    assert std[0] == pytest.approx(np.std([1.0, 2.0], ddof=1)) and np.isnan(std[1])
+    xs, mean, _ = report.seed_curve([run(0, records)], "eval/{dataset}/mAP")
+    assert list(xs) == [1.0] and list(mean) == [50.0]
 
 
 def test_report_maps_rebuilds_the_run_config_from_config_json(tmp_path):

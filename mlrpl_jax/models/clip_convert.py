@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mlrpl_jax.errors import MissingFileError
 from mlrpl_jax.models import clip, pretrained
 
 IGNORED = ("input_resolution", "context_length", "vocab_size", "attn_mask")
@@ -82,7 +83,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """{PyTorch key: float32 array} of a CLIP checkpoint (module docstring for the formats)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"CLIP checkpoint not found: {path!r}. Download OpenAI's RN50.pt / RN101.pt (the URLs "
             "are in the `clip` package's clip.py, _MODELS) or save an open_clip model's "
             "state_dict(), then convert it once with `python scripts/convert_clip.py IN OUT.npz`."

@@ -29,6 +29,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mlrpl_jax.errors import MissingFileError
+
 VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
 # The special tokens (ids 49406, 49407) as open_clip spells them; OpenAI's original tokenizer calls
 # them "<|startoftext|>" / "<|endoftext|>". The two differ only on texts that contain these
@@ -45,7 +47,7 @@ def default_vocab_path() -> str:
     env = os.environ.get("MLRPL_CLIP_VOCAB")
     if env:
         if not os.path.isfile(env):
-            raise FileNotFoundError(f"$MLRPL_CLIP_VOCAB={env!r} is not a file.")
+            raise MissingFileError(f"$MLRPL_CLIP_VOCAB={env!r} is not a file.")
         return env
     for package in _PACKAGES:
         spec = importlib.util.find_spec(package)
@@ -54,7 +56,7 @@ def default_vocab_path() -> str:
                 path = os.path.join(location, VOCAB_FILE)
                 if os.path.isfile(path):
                     return path
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"CLIP's BPE vocabulary ({VOCAB_FILE}) was not found. Either `pip install "
         "open-clip-torch` (it ships the file; the tokenizer does not import it), or copy the file "
         "from OpenAI's CLIP repository (clip/bpe_simple_vocab_16e6.txt.gz) and pass its path or "
@@ -101,7 +103,7 @@ class Tokenizer:
     def __init__(self, vocab_path: str | os.PathLike | None = None):
         path = os.fspath(vocab_path) if vocab_path is not None else default_vocab_path()
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"CLIP BPE vocabulary not found: {path!r}.")
+            raise MissingFileError(f"CLIP BPE vocabulary not found: {path!r}.")
         with gzip.open(path, "rt", encoding="utf-8") as f:
             lines = f.read().split("\n")
         merges = [tuple(line.split()) for line in lines[1 : NUM_MERGES + 1]]

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from mlrpl_jax.data.tfds_builders import manual
+from mlrpl_jax.errors import MissingFileError
 
 NUM_CLASSES = 312
 DATASET = "cub"
@@ -80,7 +81,7 @@ def read_attribute_names(manual_dir: str) -> tuple[str, ...]:
             if ids != list(range(1, NUM_CLASSES + 1)):
                 raise ValueError(f"{path}: expected attribute ids 1..{NUM_CLASSES} in order.")
             return tuple(r[1] for r in rows)
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"CUB manual directory {manual_dir} has no attributes.txt (looked for "
         f"{', '.join(_NAMES_CANDIDATES)}). Expected layout:\n{LAYOUT}"
     )
@@ -104,7 +105,7 @@ class CubAttributes(manual.ManualBuilder):
     def read_manual_dir(cls, manual_dir: str) -> manual.ManualData:
         missing = manual.missing_files(manual_dir, _REQUIRED)
         if missing:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"CUB manual directory {manual_dir} lacks {', '.join(missing)}. Expected layout:"
                 f"\n{LAYOUT}"
             )
@@ -141,7 +142,7 @@ class CubAttributes(manual.ManualBuilder):
             raise ValueError(f"{split_path}: no split for image ids {no_split[:5]}.")
         absent = [p for _, p in images if not os.path.isfile(os.path.join(root, "images", p))]
         if absent:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{len(absent)} image(s) of {images_path} are missing from {root}/images, e.g. "
                 f"{absent[:5]}."
             )

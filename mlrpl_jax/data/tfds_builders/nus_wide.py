@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from mlrpl_jax.data.tfds_builders import manual
+from mlrpl_jax.errors import MissingFileError
 
 NUM_CLASSES = 81
 DATASET = "nus_wide"
@@ -67,7 +68,7 @@ class NusWide(manual.ManualBuilder):
         ]
         missing = manual.missing_files(manual_dir, required)
         if missing:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"NUS-WIDE manual directory {manual_dir} lacks {', '.join(missing)}. Expected "
                 f"layout:\n{LAYOUT}"
             )
@@ -86,7 +87,7 @@ class NusWide(manual.ManualBuilder):
                 path = os.path.join(manual_dir, "Groundtruth", "TrainTestLabels",
                                     f"Labels_{concept}_{tag}.txt")  # fmt: skip
                 if not os.path.exists(path):
-                    raise FileNotFoundError(f"NUS-WIDE labels file {path} is missing.")
+                    raise MissingFileError(f"NUS-WIDE labels file {path} is missing.")
                 values = _lines(path)
                 if len(values) != len(paths) or not set(values) <= {"0", "1"}:
                     raise ValueError(
@@ -105,7 +106,7 @@ class NusWide(manual.ManualBuilder):
             counts[f"{split}/missing_images"] = len(paths) - len(examples)
             counts[f"{split}/without_labels"] = int(sum(not e.labels.any() for e in examples))
         if not any(splits.values()):
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"None of the listed NUS-WIDE images is under {manual_dir}/Flickr/ (expected e.g. "
                 f"Flickr/{paths[0] if paths else 'actor/0001_2124494179.jpg'})."
             )

@@ -57,6 +57,8 @@ import tensorflow_datasets as tfds
 from etils import epath
 from tensorflow_datasets.core.utils import file_utils
 
+from mlrpl_jax.errors import MissingFileError
+
 DATASET = "open_images_v6"
 VERSION = "1.0.0"
 LABEL_SETS = ("boxable", "trainable")
@@ -182,7 +184,7 @@ def read_label_set(manual_dir: str, label_set: str) -> LabelSet:
     if label_set == "boxable":
         path = _first_file(manual_dir, BOXABLE_FILES)
         if path is None:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"Open Images manual directory {manual_dir} lacks the boxable class list (one of "
                 f"{', '.join(BOXABLE_FILES)}). Expected layout:\n{LAYOUT}"
             )
@@ -191,7 +193,7 @@ def read_label_set(manual_dir: str, label_set: str) -> LabelSet:
         listing = _first_file(manual_dir, TRAINABLE_FILES)
         described = _first_file(manual_dir, DESCRIPTION_FILES)
         if listing is None or described is None:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"Open Images manual directory {manual_dir} lacks the trainable class list (one "
                 f"of {', '.join(TRAINABLE_FILES)}) or the class names (one of "
                 f"{', '.join(DESCRIPTION_FILES)}). Expected layout:\n{LAYOUT}"
@@ -224,7 +226,7 @@ def _label_files(manual_dir: str) -> dict[str, str]:
     found = {split: _first_file(manual_dir, LABEL_FILES[split]) for split in SPLITS}
     missing = [LABEL_FILES[s][0] for s, p in found.items() if p is None]
     if missing:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"Open Images manual directory {manual_dir} lacks {', '.join(missing)}. Expected "
             f"layout:\n{LAYOUT}"
         )
@@ -452,7 +454,7 @@ def prepare(
         default_manual_dir(label_set, data_dir) if manual_dir is None else os.fspath(manual_dir)
     )
     if not os.path.isdir(manual_dir):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"Open Images manual directory {manual_dir} does not exist.\n"
             f"{prepare_instructions(label_set, data_dir)}"
         )
@@ -490,7 +492,7 @@ def prepare(
         split_infos.append(tfds.core.SplitInfo(name=split, shard_lengths=lengths,
                                                num_bytes=num_bytes, filename_template=template))  # fmt: skip
     if not split_infos:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"No listed Open Images image was found under {manual_dir}/<split>/<ImageID>.jpg "
             f"(counts: { {s: st['counts'] for s, st in states.items()} })."
         )

@@ -59,6 +59,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from mlrpl_jax.data.tfds_builders import manual
+from mlrpl_jax.errors import MissingFileError
 
 NUM_CLASSES = 200
 IMAGE_DIR = "VG_100K"
@@ -216,7 +217,7 @@ def read_manual_dir(manual_dir: str | os.PathLike[str]) -> ManualFiles:
     required = (TRAIN_LIST, TEST_LIST, LABELS_JSON, IMAGE_DIR + "/")
     missing = [f for f in required if not os.path.exists(os.path.join(manual_dir, f))]
     if missing:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"VG-200 manual directory {manual_dir} lacks {', '.join(missing)}. Expected layout:\n"
             f"{MANUAL_DIR_LAYOUT}"
         )
@@ -240,7 +241,7 @@ def read_manual_dir(manual_dir: str | os.PathLike[str]) -> ManualFiles:
         ]
         if absent:
             shown = ", ".join(repr(n) for n in absent[:_MAX_LISTED])
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{len(absent)} image(s) listed in {list_path} are missing from {image_dir}: "
                 f"{shown}{' ...' if len(absent) > _MAX_LISTED else ''}."
             )

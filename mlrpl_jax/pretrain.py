@@ -1,4 +1,4 @@
-"""Pretrains the CPU-scale backbone (ImageNet's role at CPU scale) and measures what it learned.
+r"""Pretrains the CPU-scale backbone (ImageNet's role at CPU scale) and measures what it learned.
 
   python -m mlrpl_jax.pretrain --workdir runs/pretrain_synthetic \
       --out weights/synthetic_resnet18_w16.npz
@@ -24,29 +24,49 @@ The figures (pretraining-world test mAP / OF1 / CF1 of the exported weights, pro
 times) are printed and written beside the weights as ``<out>.json``.
 """
 
-import os
+from mlrpl_jax import cli
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+cli.quiet_logs()
 
-import json
-import time
-from typing import Any
+import json  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from mlrpl_jax import errors  # noqa: E402
 
 _FLAGS: dict = {}
+# The config flags' defaults (the files are relative to the repository root).
+CONFIG_DEFAULTS = {
+    "config": "configs/pretrain_synthetic.py",
+    "probe_config": "configs/synthetic_transfer.py:plain",
+}
+
+
+def with_config_defaults(argv: list[str], defaults: dict[str, str]) -> list[str]:
+    """`argv` with `--NAME=DEFAULT` inserted for each config flag NAME it does not set.
+
+    ml_collections loads a default config file, applying the command line's `--NAME.KEY=...`
+    overrides, as soon as the flag is *defined*, outside any error handling; given on the command
+    line, the file is loaded while the command line is *parsed*, where `cli.run_absl` turns a
+    misspelt key or a bad value into a message."""
+    given = {a.split("=", 1)[0].lstrip("-") for a in argv[1:] if a.startswith("-")}
+    return [argv[0], *(f"--{k}={v}" for k, v in defaults.items() if k not in given), *argv[1:]]
 
 
 def _define_flags() -> None:
     """The command line's flags (defined only when run as a program: `mlrpl_jax.train` defines
     flags of the same names, and both modules may be imported in one process)."""
     _FLAGS["config"] = config_flags.DEFINE_config_file(
-        "config", "configs/pretrain_synthetic.py", "Pretraining config.", lock_config=True
+        "config", CONFIG_DEFAULTS["config"], "Pretraining config.", lock_config=True
     )
     _FLAGS["probe_config"] = config_flags.DEFINE_config_file(
         "probe_config",
-        "configs/synthetic_transfer.py:plain",
+        CONFIG_DEFAULTS["probe_config"],
         "Config whose data is the evaluation world of the linear probe.",
         lock_config=True,
     )
@@ -55,7 +75,48 @@ def _define_flags() -> None:
     _FLAGS["probe"] = flags.DEFINE_bool(
         "probe", True, "Run the linear probe on the evaluation world."
     )
-    flags.mark_flags_as_required(["workdir", "out"])
+    _FLAGS["print_config"] = flags.DEFINE_bool(
+        "print_config", False, "Print the resolved configs and exit."
+    )
+
+
+def check_workdir_and_out(workdir: str | None, out: str | None) -> None:
+    """Fails (status 2) unless --workdir is given and --out names a .npz file."""
+    if not workdir:
+        cli.fail("--workdir is required: the pretraining's run directory (created or resumed).")
+    if not out:
+        cli.fail("--out is required: the .npz file to write the weights to (e.g. weights/x.npz).")
+    if not out.endswith(".npz"):
+        cli.fail(f"--out={out!r} must end with .npz (the weights are written as a numpy .npz).")
+    if os.path.isdir(out):
+        cli.fail(f"--out={out!r} is a directory; give the path of the .npz file to write.")
+
+
+def validated(holder):
+    """The config of the config flag `holder`, validated as `mlrpl_jax.train` validates its
+    config; a user error names the flag."""
+    from mlrpl_jax import config_validation
+
+    flag = holder.name
+    path = flags.FLAGS[flag].config_filename.split(":", 1)[0]
+    if not os.path.isfile(path):
+        raise errors.MissingFileError(
+            f"--{flag}: config file {path!r} does not exist (the default configs are relative to "
+            "the repository root: run the command there, or give a path)."
+        )
+    try:
+        config = cli.config_value(holder)
+        config_validation.validate(config_validation.resolve_none(config))
+    except errors.UserError as e:
+        raise errors.ConfigError(f"--{flag}: {e}") from None
+    return config
+
+
+def print_configs(**configs) -> None:
+    """Prints each config flag's resolved config (`--print_config`); None ones are skipped."""
+    for name, config in configs.items():
+        if config is not None:
+            print(f"--{name}:\n{config}")
 
 
 def final_state(config, workdir: str):
@@ -68,7 +129,10 @@ def final_state(config, workdir: str):
     state, step = ckpt.restore_state(exp.state, which="latest")
     ckpt.close()
     if step < exp.total_steps:
-        raise RuntimeError(f"{workdir} holds step {step} of {exp.total_steps}; train first.")
+        raise errors.RunDirError(
+            f"{workdir} holds step {step} of {exp.total_steps}: the run is not finished; train "
+            "first (rerunning the pretraining command resumes it)."
+        )
     return state, step
 
 
@@ -168,16 +232,27 @@ def linear_probe(config, weights: str | None, seed: int = 0) -> float:
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments {argv[1:]}; every setting is a --flag (see --help).")
     from mlrpl_jax.metric_writer import atomic_write_json
 
-    config, workdir, out = (_FLAGS[k].value for k in ("config", "workdir", "out"))
+    # Every input is checked before the (long) training starts.
+    workdir, out = _FLAGS["workdir"].value, _FLAGS["out"].value
+    if not _FLAGS["print_config"].value:
+        check_workdir_and_out(workdir, out)
+    config = validated(_FLAGS["config"])
+    probe_config = validated(_FLAGS["probe_config"]) if _FLAGS["probe"].value else None
+    if _FLAGS["print_config"].value:
+        print_configs(config=config, probe_config=probe_config)
+        return
+    from mlrpl_jax import launch
+
+    launch.setup_process()
     report, final = train_timed(config, workdir)
     report["pretraining_world_test"] = {k: final[k] for k in ("mAP", "OF1", "CF1", "OP", "OR")}
     report["export"] = export_backbone(config, workdir, out)
     print(f"Wrote {out} (backbone of step {report['export']['step']}).")
-    if _FLAGS["probe"].value:
-        probe_config = _FLAGS["probe_config"].value
+    if probe_config is not None:
         start = time.perf_counter()
         report["linear_probe_test_mAP"] = {
             "pretrained": linear_probe(probe_config, out),
@@ -190,5 +265,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    sys.argv = with_config_defaults(sys.argv, CONFIG_DEFAULTS)
     _define_flags()
-    app.run(main)
+    cli.run_absl(main, __doc__)

@@ -1,4 +1,4 @@
-"""Pretrains the small CLIP a CPU can train (OpenAI CLIP's role at CPU scale) and measures it.
+r"""Pretrains the small CLIP a CPU can train (OpenAI CLIP's role at CPU scale) and measures it.
 
   python -m mlrpl_jax.pretrain_clip --workdir runs/pretrain_clip_synthetic \
       --out weights/synthetic_clip_rn.npz
@@ -22,31 +22,42 @@ The figures (zero-shot mAP on the pretraining world's test split from the traine
 evaluation world, wall times) are printed and written beside the weights as ``<out>.json``.
 """
 
-import os
+from mlrpl_jax import cli
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+cli.quiet_logs()
 
-import json
-import time
-from typing import Any
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from mlrpl_jax import errors, pretrain  # noqa: E402
 
 _FLAGS: dict = {}
+# The config flags' defaults (the files are relative to the repository root).
+CONFIG_DEFAULTS = {
+    "config": "configs/pretrain_clip_synthetic.py",
+    "eval_config": "configs/synthetic_transfer.py:plain",
+}
 
 
 def _define_flags() -> None:
+    """The command line's flags (defined only when run as a program, as `mlrpl_jax.pretrain`'s)."""
     _FLAGS["config"] = config_flags.DEFINE_config_file(
-        "config", "configs/pretrain_clip_synthetic.py", "Pretraining config.", lock_config=True
+        "config", CONFIG_DEFAULTS["config"], "Pretraining config.", lock_config=True
     )
     _FLAGS["eval_config"] = config_flags.DEFINE_config_file(
-        "eval_config", "configs/synthetic_transfer.py:plain",
+        "eval_config", CONFIG_DEFAULTS["eval_config"],
         "Config whose data is the evaluation world of the zero-shot test.", lock_config=True,
     )  # fmt: skip
     _FLAGS["workdir"] = flags.DEFINE_string("workdir", None, "Run directory of the pretraining.")
     _FLAGS["out"] = flags.DEFINE_string("out", None, "Where to write the CLIP weights (.npz).")
-    flags.mark_flags_as_required(["workdir", "out"])
+    _FLAGS["print_config"] = flags.DEFINE_bool(
+        "print_config", False, "Print the resolved configs and exit."
+    )
 
 
 def export_clip(config, workdir: str, out: str) -> dict[str, Any]:
@@ -56,9 +67,8 @@ def export_clip(config, workdir: str, out: str) -> dict[str, Any]:
     import numpy as np
 
     from mlrpl_jax.models import clip, clip_convert, pretrained
-    from mlrpl_jax.pretrain import final_state
 
-    state, step = final_state(config, workdir)
+    state, step = pretrain.final_state(config, workdir)
     variables = {"params": state.params["clip"], "batch_stats": state.batch_stats["clip"]}
     variables = jax.device_get(variables)
     state_dict = clip_convert.to_state_dict(variables)
@@ -107,19 +117,36 @@ def zero_shot_map(eval_config, arch, variables, batch_size: int = 100) -> float:
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments {argv[1:]}; every setting is a --flag (see --help).")
+    # Every input is checked before the (long) training starts.
+    workdir, out = _FLAGS["workdir"].value, _FLAGS["out"].value
+    if not _FLAGS["print_config"].value:
+        pretrain.check_workdir_and_out(workdir, out)
+    config = pretrain.validated(_FLAGS["config"])
+    if "clip_arch" not in config.method_config:
+        raise errors.ConfigError(
+            f"--config: method {config.method!r} has no CLIP to export (no "
+            "config.method_config.clip_arch); give a CLIP method's config, such as "
+            "configs/pretrain_clip_synthetic.py (clip_pretrain)."
+        )
+    eval_config = pretrain.validated(_FLAGS["eval_config"])
+    if _FLAGS["print_config"].value:
+        pretrain.print_configs(config=config, eval_config=eval_config)
+        return
     import jax
+
+    from mlrpl_jax import launch
+
+    launch.setup_process()
 
     from mlrpl_jax.metric_writer import atomic_write_json
     from mlrpl_jax.models import clip, clip_convert
-    from mlrpl_jax.pretrain import train_timed
 
-    config, workdir, out = (_FLAGS[k].value for k in ("config", "workdir", "out"))
-    report, final = train_timed(config, workdir)
+    report, final = pretrain.train_timed(config, workdir)
     report["pretraining_world_zero_shot_test"] = {k: final[k] for k in ("mAP", "OF1", "CF1")}
     report["export"] = export_clip(config, workdir, out)
     print(f"Wrote {out} (CLIP of step {report['export']['step']}).")
-    eval_config = _FLAGS["eval_config"].value
     arch = clip.PRESETS[config.method_config.clip_arch]
     start = time.perf_counter()
     _, trained = clip_convert.convert_state_dict(clip_convert.read_checkpoint(out), arch)
@@ -134,5 +161,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    sys.argv = pretrain.with_config_defaults(sys.argv, CONFIG_DEFAULTS)
     _define_flags()
-    app.run(main)
+    cli.run_absl(main, __doc__)

@@ -20,9 +20,11 @@ import argparse
 import os
 import sys
 import time
+import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from mlrpl_jax import cli, errors
 from mlrpl_jax.data import sources
 
 SPLITS = {
@@ -67,6 +69,31 @@ def prepare(name: str, data_dir: str | None, manual_dir: str | None) -> None:
         print(f"{name}: prepared in {builder.data_dir}")
 
 
+def _raised_by_builders(e: BaseException) -> bool:
+    """Whether `e` was raised by our dataset builders' own code (mlrpl_jax/data/tfds_builders),
+    not by a library they call."""
+    frames = traceback.extract_tb(e.__traceback__)
+    here = os.path.join("mlrpl_jax", "data", "tfds_builders")
+    return bool(frames) and here in frames[-1].filename
+
+
+def prepare_checked(name: str, data_dir: str | None, manual_dir: str | None) -> None:
+    """`prepare`, where the builders' plain FileNotFoundError / ValueError about the manual
+    directory's files (raised before anything is written) are user errors."""
+    try:
+        prepare(name, data_dir, manual_dir)
+    except errors.UserError:
+        raise
+    except FileNotFoundError as e:
+        if not _raised_by_builders(e):
+            raise
+        raise errors.MissingFileError(str(e)) from None
+    except ValueError as e:
+        if not _raised_by_builders(e):
+            raise
+        raise errors.InputError(str(e)) from None
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("name", help=f"one of {', '.join(SPLITS)} (or {', '.join(ALIASES)})")
@@ -74,14 +101,32 @@ def main(argv=None) -> None:
     parser.add_argument("--data_dir", help="TFDS data directory (default: TFDS's default)")
     parser.add_argument("--skip_index", action="store_true", help="do not build label indexes")
     args = parser.parse_args(argv)
+    with cli.user_errors():
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Checks the command line, prepares, indexes. Raises `errors.UserError` for the user's
+    mistakes, before anything is written."""
     name = ALIASES.get(args.name, args.name)
     if name not in SPLITS:
-        parser.error(f"unknown dataset {args.name!r}; choose one of {', '.join(SPLITS)}.")
+        raise errors.ConfigError(
+            f"unknown dataset {args.name!r}; choose one of {', '.join(SPLITS)} "
+            f"(aliases: {', '.join(ALIASES)})."
+        )
     if name in MANUAL and args.manual_dir is None:
         print(sources.prepare_instructions(name, args.data_dir))
-        parser.error(f"{name} needs --manual_dir (the layout above).")
+        raise errors.ConfigError(
+            f"{name} needs --manual_dir: the directory of the files you downloaded, laid out as "
+            "printed above."
+        )
+    if args.manual_dir is not None and not os.path.isdir(args.manual_dir):
+        raise errors.MissingFileError(
+            f"--manual_dir {args.manual_dir} is not a directory; `python scripts/prepare_data.py "
+            f"{args.name}` (without --manual_dir) prints the layout it needs."
+        )
     start = time.perf_counter()
-    prepare(name, args.data_dir, args.manual_dir)
+    prepare_checked(name, args.data_dir, args.manual_dir)
     print(f"preparation: {time.perf_counter() - start:.1f} s")
     if args.skip_index:
         return

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np
 
-from mlrpl_jax import report
+from mlrpl_jax import cli, errors, report
 from mlrpl_jax.metric_writer import atomic_write_json
 
 GUARDED = ("plain", "ssgrl", "hst", "dsrb")
@@ -38,7 +38,10 @@ def floors(runs, methods=GUARDED, proportion: float = 0.5) -> dict:
             if r.method == method and r.setting == "pal" and r.proportion == proportion
         )
         if len(found) < 2:
-            raise SystemExit(f"{method} at {proportion:g}: {len(found)} finished seed(s); need 2+")
+            raise errors.RunDirError(
+                f"{method} at {proportion:g}: {len(found)} finished seed(s) in the study; a floor "
+                "needs 2 or more (run the sweep's other seeds first)."
+            )
         values = [v for _, v in found]
         margin = max(1.0, 2.0 * float(np.std(values, ddof=1)))
         out[method] = {
@@ -55,6 +58,12 @@ def main():
     parser.add_argument("--out", default="docs/results/synthetic_transfer_floors.json")
     parser.add_argument("--proportion", type=float, default=0.5)
     args = parser.parse_args()
+    with cli.user_errors():
+        write_floors(args)
+
+
+def write_floors(args: argparse.Namespace) -> None:
+    """Computes the floors of the study and writes them (raises `errors.UserError`s)."""
     runs = report.load_runs([args.study])
     result = {
         "config": "configs/synthetic_transfer.py",

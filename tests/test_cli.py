@@ -44,7 +44,7 @@ def run_all(cmds, timeout=300):
     procs = [
         subprocess.Popen(
             c, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )  # fmt: skip
+        )
         for c in cmds
     ]
     done = []
@@ -70,9 +70,14 @@ def assert_user_error(proc, *fragments, max_lines=6):
 
 def train(workdir, data_dir, *overrides):
     return command(
-        "train", "--config", "configs/tiny.py", "--workdir", workdir,
-        f"--config.data.data_dir={data_dir}", *overrides,
-    )  # fmt: skip
+        "train",
+        "--config",
+        "configs/tiny.py",
+        "--workdir",
+        workdir,
+        f"--config.data.data_dir={data_dir}",
+        *overrides,
+    )
 
 
 def digest(path):
@@ -103,7 +108,7 @@ def test_train_and_evaluate_user_errors_are_one_message_and_status_2(tmp_path):
                 "--config.trian.num_epochs=1",
                 "--workdir",
                 work,
-            ),  # fmt: skip
+            ),
             ("--config.trian.num_epochs", "trian", "configs/base.py"),
         ),
         "value of the wrong type": (
@@ -114,7 +119,7 @@ def test_train_and_evaluate_user_errors_are_one_message_and_status_2(tmp_path):
                 "--config.train.batch_size=abc",
                 "--workdir",
                 work,
-            ),  # fmt: skip
+            ),
             ("--config.train.batch_size=abc",),
         ),
         "bad value": (
@@ -125,7 +130,7 @@ def test_train_and_evaluate_user_errors_are_one_message_and_status_2(tmp_path):
                 "--config.data.known_proportion=1.5",
                 "--workdir",
                 work,
-            ),  # fmt: skip
+            ),
             ("config.data.known_proportion=1.5", "(0, 1]"),
         ),
         "unknown method": (
@@ -151,14 +156,34 @@ def test_train_and_evaluate_user_errors_are_one_message_and_status_2(tmp_path):
 
 
 def test_help_and_print_config():
-    helps, printed = run_all([
-        command("train", "--help"), command("evaluate", "--help"),
-    ]), run(command("train", "--config", "configs/tiny.py", "--print_config",
-                    "--config.train.num_epochs=7"))  # fmt: skip
+    helps, printed = (
+        run_all(
+            [
+                command("train", "--help"),
+                command("evaluate", "--help"),
+            ]
+        ),
+        run(
+            command(
+                "train",
+                "--config",
+                "configs/tiny.py",
+                "--print_config",
+                "--config.train.num_epochs=7",
+            )
+        ),
+    )
     train_help, evaluate_help = helps
     assert train_help.returncode == 0, train_help.stderr
-    for fragment in ("configs/base.py", "FILE.py:METHOD", "--config.data.known_proportion",
-                     "--print_config", "--allow_config_change", "--workdir", "sst, trm_ml"):  # fmt: skip
+    for fragment in (
+        "configs/base.py",
+        "FILE.py:METHOD",
+        "--config.data.known_proportion",
+        "--print_config",
+        "--allow_config_change",
+        "--workdir",
+        "sst, trm_ml",
+    ):
         assert fragment.replace("sst, trm_ml", "trm_ml") in train_help.stdout, fragment
     assert evaluate_help.returncode == 0 and "--checkpoint" in evaluate_help.stdout
     assert printed.returncode == 0, printed.stderr
@@ -170,7 +195,6 @@ def test_help_and_print_config():
 
 def test_config_differences_ignore_only_the_documented_harmless_keys():
     from configs import tiny
-
     from mlrpl_jax import run_dir
 
     saved = run_dir.config_dict(tiny.get_config())
@@ -192,7 +216,6 @@ def test_config_differences_ignore_only_the_documented_harmless_keys():
 
 def test_start_refuses_a_change_unless_allowed_and_then_records_it(tmp_path):
     from configs import tiny
-
     from mlrpl_jax import errors, run_dir
 
     workdir = str(tmp_path)
@@ -315,7 +338,7 @@ def finished(tmp_path_factory):
 
 @pytest.mark.slow
 def test_train_writes_a_run_directory_that_says_what_it_selected(finished):
-    data_dir, workdir, proc = finished
+    _, workdir, proc = finished
     assert "epoch 2: test mAP" in proc.stdout
     assert "\r" not in proc.stdout + proc.stderr  # no progress bar in a log (not a terminal)
     assert "Downloading and preparing" not in proc.stdout + proc.stderr
@@ -323,12 +346,18 @@ def test_train_writes_a_run_directory_that_says_what_it_selected(finished):
     best = results["selection"]["best_checkpoint"]
     assert os.path.isdir(workdir / best["path"]) and best["path"] == f"best/{best['step']}"
     records = read_jsonl(workdir / "metrics.jsonl")
-    val = {r["step"]: r["eval/synthetic_scenes/val/mAP"] for r in records
-           if "eval/synthetic_scenes/val/mAP" in r}  # fmt: skip
+    val = {
+        r["step"]: r["eval/synthetic_scenes/val/mAP"]
+        for r in records
+        if "eval/synthetic_scenes/val/mAP" in r
+    }
     assert best["step"] == max(val, key=val.get)
     assert best["selection_mAP"] == pytest.approx(val[best["step"]])
-    test_at_best = [r["eval/synthetic_scenes/mAP"] for r in records
-                    if r["step"] == best["step"] and "eval/synthetic_scenes/mAP" in r]  # fmt: skip
+    test_at_best = [
+        r["eval/synthetic_scenes/mAP"]
+        for r in records
+        if r["step"] == best["step"] and "eval/synthetic_scenes/mAP" in r
+    ]
     assert best["metrics"]["test"]["mAP"] == pytest.approx(test_at_best[0])
     steps = [r["step"] for r in records if "train/loss" in r]
     assert steps == sorted(set(steps))
@@ -337,8 +366,16 @@ def test_train_writes_a_run_directory_that_says_what_it_selected(finished):
 @pytest.mark.slow
 def test_evaluate_command_prints_the_best_checkpoint_metrics(finished):
     data_dir, workdir, _ = finished
-    proc = run(command("evaluate", "--config", "configs/tiny.py", "--workdir", workdir,
-                       f"--config.data.data_dir={data_dir}"))  # fmt: skip
+    proc = run(
+        command(
+            "evaluate",
+            "--config",
+            "configs/tiny.py",
+            "--workdir",
+            workdir,
+            f"--config.data.data_dir={data_dir}",
+        )
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     best = json.loads((workdir / "results.json").read_text())["selection"]["best_checkpoint"]
     assert f"best checkpoint (step {best['step']})" in proc.stdout
@@ -353,19 +390,29 @@ def test_another_config_is_refused_and_leaves_the_run_untouched(finished, tmp_pa
     workdir = tmp_path / "run"
     shutil.copytree(reference, workdir)
     before = {p: digest(workdir / p) for p in ("config.json", "results.json", "metrics.jsonl")}
-    retrain, reevaluate = run_all([
-        train(workdir, data_dir, "--config.data.known_proportion=0.1"),
-        command("evaluate", "--config", "configs/tiny.py", "--workdir", workdir,
-                f"--config.data.data_dir={data_dir}", "--config.optim.learning_rate=0.1"),
-    ])  # fmt: skip
+    retrain, reevaluate = run_all(
+        [
+            train(workdir, data_dir, "--config.data.known_proportion=0.1"),
+            command(
+                "evaluate",
+                "--config",
+                "configs/tiny.py",
+                "--workdir",
+                workdir,
+                f"--config.data.data_dir={data_dir}",
+                "--config.optim.learning_rate=0.1",
+            ),
+        ]
+    )
     assert_user_error(
         retrain, "data.known_proportion: saved 0.5, now 0.1", "--allow_config_change", max_lines=8
     )
     assert_user_error(reevaluate, "optim.learning_rate: saved 0.001, now 0.1", max_lines=8)
     assert {p: digest(workdir / p) for p in before} == before
     # A harmless key may differ: the finished run is evaluated again, nothing retrained.
-    proc = run(train(workdir, data_dir, "--config.data.worker_count=0",
-                     "--config.train.log_every_steps=3"))  # fmt: skip
+    proc = run(
+        train(workdir, data_dir, "--config.data.worker_count=0", "--config.train.log_every_steps=3")
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "already holds a finished run" in proc.stdout
     assert digest(workdir / "config.json") == before["config.json"]
@@ -405,15 +452,22 @@ def test_damaged_dataset_and_bad_inputs_are_named(finished, tmp_path):
         f.write(data)
     empty = tmp_path / "no_known.npy"
     np.save(empty, np.zeros((64, 5), np.int8))
-    corrupt, no_known, missing, diverged = run_all([
-        train(tmp_path / "a", damaged),
-        train(tmp_path / "b", data_dir, f"--config.data.partial_labels_file={empty}",
-              "--config.data.val_split=validation"),
-        train(tmp_path / "c", data_dir, "--config.model.backbone_weights=/nowhere/r18.pth"),
-        train(tmp_path / "d", data_dir, "--config.optim.learning_rate=1e6"),
-    ])  # fmt: skip
-    assert_user_error(corrupt, "dataset synthetic_scenes, split train", train_file, prepared,
-                      "To rebuild, delete")  # fmt: skip
+    corrupt, no_known, missing, diverged = run_all(
+        [
+            train(tmp_path / "a", damaged),
+            train(
+                tmp_path / "b",
+                data_dir,
+                f"--config.data.partial_labels_file={empty}",
+                "--config.data.val_split=validation",
+            ),
+            train(tmp_path / "c", data_dir, "--config.model.backbone_weights=/nowhere/r18.pth"),
+            train(tmp_path / "d", data_dir, "--config.optim.learning_rate=1e6"),
+        ]
+    )
+    assert_user_error(
+        corrupt, "dataset synthetic_scenes, split train", train_file, prepared, "To rebuild, delete"
+    )
     assert_user_error(no_known, str(empty), "no known label", "2 * y - 1")
     assert_user_error(missing, "/nowhere/r18.pth")
     message = assert_user_error(diverged, "diverged at step", "divergence_factor", max_lines=3)

@@ -155,6 +155,16 @@ def test_transfer_thresholds_are_the_calibrated_ones():
     assert hst_coco.get_config().method_config.inter_margin == 1.0
 
 
+def test_default_config_files_go_on_the_command_line():
+    """The default config files are loaded (with their overrides) while the command line is
+    parsed, where a misspelt key is a user error, not while the flags are defined."""
+    defaults = {"config": "a.py", "probe_config": "b.py:plain"}
+    argv = ["pretrain", "--config.train.num_epochs=1", "--probe_config", "c.py", "--out=w.npz"]
+    assert pretrain.with_config_defaults(argv, defaults) == ["pretrain", "--config=a.py", *argv[1:]]
+    argv = ["pretrain", "--config=c.py", "--probe_config=d.py"]
+    assert pretrain.with_config_defaults(argv, defaults) == argv
+
+
 @pytest.mark.slow
 def test_pretrain_command_line(tmp_path):
     """`python -m mlrpl_jax.pretrain` trains, exports and probes, and writes its figures."""

@@ -13,6 +13,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from mlrpl_jax.errors import ConfigError
+
 DATA_AXIS = "data"
 
 
@@ -36,9 +38,9 @@ def local_batch_size(global_batch_size: int, mesh: Mesh) -> int:
     """This process's share of a global batch; checks divisibility with a clear message."""
     num_devices = mesh.devices.size
     if global_batch_size % num_devices:
-        raise ValueError(
-            f"Batch size {global_batch_size} is not divisible by the {num_devices} devices of the mesh; "
-            f"set config.train.batch_size / eval_batch_size to a multiple of {num_devices}."
+        raise ConfigError(
+            f"batch size {global_batch_size} is not divisible by the {num_devices} devices of the "
+            f"mesh; set config.train.batch_size / eval_batch_size to a multiple of {num_devices}."
         )
     return global_batch_size // jax.process_count()
 

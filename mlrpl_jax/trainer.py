@@ -75,6 +75,8 @@ def setup(config: ml_collections.ConfigDict, *, pretrained: bool = True) -> Expe
     that is restored from a checkpoint anyway, e.g. `mlrpl_jax.evaluate`)."""
     config_validation.validate(config_validation.resolve_none(config))
     mesh = sharding.make_mesh()
+    for batch_size in (config.train.batch_size, config.train.eval_batch_size):
+        sharding.local_batch_size(batch_size, mesh)  # divisible by the devices, or a ConfigError
     method = methods.get(config.method)
     splits = pipeline.make_splits(config.data)
     steps_per_epoch = len(splits.train) // config.train.batch_size

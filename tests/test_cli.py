@@ -137,6 +137,21 @@ def test_train_and_evaluate_user_errors_are_one_message_and_status_2(tmp_path):
             command("train", "--config", "configs/tiny.py:bogus", "--workdir", work),
             ("unknown method 'bogus'", "sst", "FILE.py:METHOD"),
         ),
+        "indivisible batch": (
+            [
+                "env",
+                "XLA_FLAGS=--xla_force_host_platform_device_count=2",
+                *command(
+                    "train",
+                    "--config",
+                    "configs/tiny.py",
+                    "--config.train.batch_size=15",
+                    "--workdir",
+                    work,
+                ),
+            ],
+            ("batch size 15", "2 devices", "config.train.batch_size"),
+        ),
         "no workdir": (
             command("train", "--config", "configs/tiny.py"),
             ("--workdir is required",),

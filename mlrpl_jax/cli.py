@@ -17,6 +17,7 @@ wrap their body in `user_errors()`.
 
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -72,14 +73,14 @@ def _config_error(e: BaseException, argv: list[str]) -> str | None:
             "configs/quickstart.py, or configs/FILE.py:METHOD for a file whose get_config takes a "
             "method)."
         )
-    if isinstance(root, (KeyError, AttributeError)) and any(
-        a.startswith("--config.") for a in argv
-    ):
-        names = [a.split("=")[0] for a in argv if a.startswith("--config.")]
+    overrides = [a.split("=")[0] for a in argv if re.match(r"--\w+\.", a)]
+    if isinstance(root, (KeyError, AttributeError)) and overrides:
         detail = str(root.args[0]) if root.args else str(root)
         detail = detail.strip("'\"").replace("\\n", " ").replace("\n", " ")
+        key = re.split(r"['\"\s]", detail.strip("'\""))[0]
+        named = [a for a in overrides if f".{key}" in a] or overrides
         return (
-            f"unknown config key in {' '.join(names)}: {detail}. Every key is declared in "
+            f"unknown config key in {' '.join(named)}: {detail}. Every key is declared in "
             "configs/base.py or in its method's default_config(); "
             "`--print_config` prints the resolved config."
         )

@@ -26,15 +26,15 @@ from mlrpl_jax import cli
 
 cli.quiet_logs()
 
-import json  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
+import json
+import sys
+import time
+from typing import Any
 
-from absl import flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from absl import flags
+from ml_collections import config_flags
 
-from mlrpl_jax import errors, pretrain  # noqa: E402
+from mlrpl_jax import errors, pretrain
 
 _FLAGS: dict = {}
 # The config flags' defaults (the files are relative to the repository root).

@@ -129,8 +129,7 @@ def run_one(args, method: str, proportion: float, seed: int) -> dict:
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
         if proc.returncode == cli.EXIT_USER_ERROR:
             raise RunFailed(
-                f"[sweep] {method} p={proportion:g} seed={seed}: "
-                f"{user_error_message(proc.stderr)}",
+                f"[sweep] {method} p={proportion:g} seed={seed}: {user_error_message(proc.stderr)}",
                 user_error=True,
             )
         if proc.returncode != 0:

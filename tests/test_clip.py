@@ -295,5 +295,7 @@ def test_convert_script_writes_a_torch_free_npz(tmp_path, capsys):
         variables["params"]["token_embedding"]["embedding"],
         torch_model.token_embedding.weight.detach().float().numpy(),
     )
-    with pytest.raises(SystemExit, match="must be a .npz"):
+    with pytest.raises(SystemExit) as exit_info:
         script.main([str(tmp_path / "tiny.pth"), str(tmp_path / "tiny.safetensors")])
+    assert exit_info.value.code == 2
+    assert "must be a .npz" in capsys.readouterr().err

@@ -433,6 +433,8 @@ def test_script_rejects_weights_of_another_depth(tmp_path, convert_script, capsy
     np.savez(tmp_path / "resnet18.npz", **_fake_state_dict("resnet18"))
     out = tmp_path / "out.npz"
     argv = ["--input", str(tmp_path / "resnet18.npz"), "--arch", "resnet34", "--output", str(out)]
-    assert convert_script.main(argv) == 1
+    with pytest.raises(SystemExit) as exit_info:
+        convert_script.main(argv)
+    assert exit_info.value.code == 2
     assert "Missing keys" in capsys.readouterr().err
     assert not out.exists()

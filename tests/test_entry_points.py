@@ -1,0 +1,299 @@
+"""Every command runs as the README and the docstrings type it, from the repository root.
+
+Each entry point is run in a subprocess (`python -m mlrpl_jax.X ...`, `python scripts/X.py ...`):
+on tiny inputs it succeeds and prints what it did; on a user's mistake it prints one
+`error: ...` message on stderr (no traceback), exits with status 2 and writes nothing. The cheap
+error paths (no jax needed) come first; the full runs are `slow`. (The full runs of
+`mlrpl_jax.pretrain` and `scripts/sweep.py` are tests/test_pretrain.py::test_pretrain_command_line
+and tests/test_sweep.py.)
+"""
+
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Commands whose --help answers before jax is imported, and those that import it first.
+QUICK_HELP = (
+    ("scripts/benchmark_clip.py",), ("scripts/benchmark_data.py",),
+    ("scripts/benchmark_example_table.py",), ("scripts/convert_clip.py",),
+    ("scripts/prepare_data.py",), ("scripts/sweep.py",),
+    ("-m", "mlrpl_jax.pretrain"), ("-m", "mlrpl_jax.pretrain_clip"),
+)  # fmt: skip
+SLOW_HELP = (
+    ("scripts/benchmark_heads.py",), ("scripts/benchmark_kmeans.py",),
+    ("scripts/benchmark_train.py",), ("scripts/calibrate_transfer.py",),
+    ("scripts/transfer_floors.py",), ("scripts/convert_torchvision_resnet.py",),
+)  # fmt: skip
+
+
+def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python ARGS...` in the repository root, as a user types it."""
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        check=False,
+    )  # fmt: skip
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, *needles: str, absent=()) -> None:
+    """Status 2, one `error: ...` message naming `needles` on stderr, no traceback, and none of
+    the paths `absent` written."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
+    assert proc.stderr.startswith("error: "), proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    for needle in needles:
+        assert needle in proc.stderr, (needle, proc.stderr)
+    for path in absent:
+        assert not os.path.exists(path), f"{path} was written before the inputs were checked"
+
+
+# --- scripts/prepare_data.py ---------------------------------------------------------------------
+
+
+def fake_nus(root: str, bad_label_file: bool = False) -> None:
+    """A NUS-WIDE manual directory (the README's layout): 3 train and 2 test images."""
+    rng = np.random.default_rng(0)
+    os.makedirs(os.path.join(root, "ImageList"))
+    os.makedirs(os.path.join(root, "Groundtruth", "TrainTestLabels"))
+    concepts = [f"concept{c}" for c in range(81)]
+    with open(os.path.join(root, "Concepts81.txt"), "w") as f:
+        f.writelines(f"{c}\n" for c in concepts)
+    for tag, n in (("Train", 3), ("Test", 2)):
+        paths = [f"folder\\{tag}{i}.jpg" for i in range(n)]
+        with open(os.path.join(root, "ImageList", f"{tag}Imagelist.txt"), "w") as f:
+            f.writelines(f"{p}\n" for p in paths)
+        labels = (rng.random((n, 81)) < 0.2).astype(np.uint8)
+        labels[:, 0] = 1
+        for c, concept in enumerate(concepts):
+            name = os.path.join(
+                root, "Groundtruth", "TrainTestLabels", f"Labels_{concept}_{tag}.txt"
+            )
+            with open(name, "w") as f:
+                f.writelines(f"{v}\n" for v in labels[:, c])
+        for p in paths:
+            from PIL import Image
+
+            os.makedirs(os.path.join(root, "Flickr", "folder"), exist_ok=True)
+            pixels = rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(os.path.join(root, "Flickr", *p.split("\\")), "JPEG")
+    if bad_label_file:
+        with open(os.path.join(root, "Groundtruth", "TrainTestLabels", "Labels_concept7_Test.txt"),
+                  "w") as f:  # fmt: skip
+            f.write("0\n2\n")
+
+
+def test_prepare_data_unknown_dataset(tmp_path):
+    data_dir = str(tmp_path / "tfds")
+    proc = run("scripts/prepare_data.py", "imagenet", "--data_dir", data_dir)
+    assert_user_error(proc, "unknown dataset 'imagenet'", "voc/2007", absent=[data_dir])
+
+
+def test_prepare_data_manual_dataset_without_manual_dir_prints_the_layout(tmp_path):
+    data_dir = str(tmp_path / "tfds")
+    proc = run("scripts/prepare_data.py", "nus", "--data_dir", data_dir)
+    assert_user_error(proc, "nus_wide needs --manual_dir", absent=[data_dir])
+    assert "Concepts81.txt" in proc.stdout  # the layout, on stdout
+
+
+def test_prepare_data_manual_dir_that_does_not_exist(tmp_path):
+    data_dir = str(tmp_path / "tfds")
+    proc = run("scripts/prepare_data.py", "cub", "--manual_dir", str(tmp_path / "raw"),
+               "--data_dir", data_dir)  # fmt: skip
+    assert_user_error(proc, f"--manual_dir {tmp_path / 'raw'} is not a directory",
+                      absent=[data_dir])  # fmt: skip
+
+
+def test_prepare_data_manual_dir_missing_files_or_with_a_bad_file(tmp_path):
+    data_dir = str(tmp_path / "tfds")
+    os.makedirs(tmp_path / "empty")
+    proc = run("scripts/prepare_data.py", "nus_wide", "--manual_dir", str(tmp_path / "empty"),
+               "--data_dir", data_dir)  # fmt: skip
+    assert_user_error(proc, "lacks Concepts81.txt", "Expected layout", absent=[data_dir])
+    fake_nus(str(tmp_path / "raw"), bad_label_file=True)
+    proc = run("scripts/prepare_data.py", "nus_wide", "--manual_dir", str(tmp_path / "raw"),
+               "--data_dir", data_dir)  # fmt: skip
+    assert_user_error(proc, "Labels_concept7_Test.txt", absent=[data_dir])
+
+
+def test_prepare_data_prepares_and_indexes_a_manual_dataset(tmp_path):
+    fake_nus(str(tmp_path / "raw"))
+    proc = run("scripts/prepare_data.py", "nus", "--manual_dir", str(tmp_path / "raw"),
+               "--data_dir", str(tmp_path / "tfds"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "nus_wide: prepared in" in proc.stdout
+    assert "nus_wide[train]: 3 images x 81 classes" in proc.stdout
+    assert "nus_wide[test]: 2 images x 81 classes" in proc.stdout
+
+
+# --- scripts/sweep.py ----------------------------------------------------------------------------
+
+
+def test_sweep_config_file_that_does_not_exist(tmp_path):
+    workdir = str(tmp_path / "sweep")
+    proc = run("scripts/sweep.py", "--config", "configs/no_such_config.py", "--methods", "plain",
+               "--proportions", "0.5", "--workdir", workdir)  # fmt: skip
+    assert_user_error(proc, "configs/no_such_config.py: no such config file", absent=[workdir])
+
+
+def test_sweep_unknown_method(tmp_path):
+    workdir = str(tmp_path / "sweep")
+    proc = run("scripts/sweep.py", "--config", "configs/tiny.py", "--methods", "plian",
+               "--proportions", "0.5", "--workdir", workdir)  # fmt: skip
+    assert_user_error(proc, "configs/tiny.py:plian: unknown method 'plian'", absent=[workdir])
+
+
+def test_sweep_tabulates_finished_runs(tmp_path):
+    """A sweep whose runs are finished (results.json) tabulates them without training."""
+    workdir = tmp_path / "sweep"
+    for seed, value in ((0, 40.0), (1, 50.0)):
+        run_dir = workdir / f"plain_p0.5_s{seed}"
+        os.makedirs(run_dir)
+        (run_dir / "results.json").write_text(json.dumps({"metrics": {"mAP": value}}))
+    proc = run("scripts/sweep.py", "--config", "configs/tiny.py", "--methods", "plain",
+               "--proportions", "0.5", "--seeds", "0", "1", "--workdir", str(workdir))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| plain | 45.00 +- 7.07 (40.0, 50.0) |" in proc.stdout
+    assert "done in" not in proc.stdout  # nothing trained
+    with open(workdir / "summary.json") as f:
+        assert json.load(f)["table"] == {"plain": {"0.5": [40.0, 50.0]}}
+
+
+# --- scripts/convert_clip.py, scripts/convert_torchvision_resnet.py ------------------------------
+
+
+def test_convert_clip_missing_input_or_wrong_output(tmp_path):
+    out = str(tmp_path / "clip.npz")
+    proc = run("scripts/convert_clip.py", str(tmp_path / "RN101.pt"), out)
+    assert_user_error(proc, f"{tmp_path / 'RN101.pt'}: no such file", absent=[out])
+    (tmp_path / "RN101.pt").write_bytes(b"")
+    proc = run("scripts/convert_clip.py", str(tmp_path / "RN101.pt"), str(tmp_path / "clip.pth"))
+    assert_user_error(proc, "must be a .npz file", absent=[tmp_path / "clip.pth"])
+
+
+def test_convert_clip_input_that_is_not_a_checkpoint(tmp_path):
+    (tmp_path / "RN101.npz").write_text("not a checkpoint\n")  # (.npz: no torch import)
+    out = str(tmp_path / "clip.npz")
+    proc = run("scripts/convert_clip.py", str(tmp_path / "RN101.npz"), out)
+    assert_user_error(proc, "RN101.npz is not a readable checkpoint", absent=[out])
+
+
+def test_convert_torchvision_resnet_missing_input(tmp_path):
+    out = str(tmp_path / "resnet18.npz")
+    proc = run("scripts/convert_torchvision_resnet.py", "--input", str(tmp_path / "r.pth"),
+               "--arch", "resnet18", "--output", out)  # fmt: skip
+    assert_user_error(proc, f"--input {tmp_path / 'r.pth'}: no such file", absent=[out])
+
+
+@pytest.mark.slow
+def test_convert_torchvision_resnet_converts_a_torchvision_state_dict(tmp_path):
+    torch = pytest.importorskip("torch")
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18()
+    torch.save(net.state_dict(), tmp_path / "resnet18.pth")
+    out = tmp_path / "resnet18.npz"
+    proc = run("scripts/convert_torchvision_resnet.py", "--input", str(tmp_path / "resnet18.pth"),
+               "--arch", "resnet18", "--output", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"wrote {out}: 100 tensors (resnet18 backbone" in proc.stdout
+    with np.load(out) as npz:
+        assert "fc.weight" not in npz.files and len(npz.files) == 100
+        np.testing.assert_array_equal(npz["conv1.weight"], net.conv1.weight.detach().numpy())
+    # Weights of another depth, a file that is no checkpoint: a message each, nothing written.
+    other = tmp_path / "other.npz"
+    proc = run("scripts/convert_torchvision_resnet.py", "--input", str(tmp_path / "resnet18.pth"),
+               "--arch", "resnet34", "--output", str(other))  # fmt: skip
+    assert_user_error(proc, "does not convert to resnet34", "Missing keys", absent=[other])
+    (tmp_path / "text.pth").write_text("not a checkpoint\n")
+    proc = run("scripts/convert_torchvision_resnet.py", "--input", str(tmp_path / "text.pth"),
+               "--arch", "resnet18", "--output", str(other))  # fmt: skip
+    assert_user_error(proc, "text.pth", absent=[other])
+
+
+@pytest.mark.slow
+def test_convert_clip_converts_an_open_clip_state_dict(tmp_path):
+    torch = pytest.importorskip("torch")
+    open_clip_model = pytest.importorskip("open_clip.model")
+    torch.manual_seed(0)
+    model = open_clip_model.CLIP(
+        embed_dim=64,
+        vision_cfg=open_clip_model.CLIPVisionCfg(layers=(1, 1, 1, 1), width=16, image_size=64),
+        text_cfg=open_clip_model.CLIPTextCfg(context_length=16, vocab_size=100, width=64,
+                                             heads=1, layers=1),
+        quick_gelu=True,
+    )  # fmt: skip
+    torch.save(model.half().state_dict(), tmp_path / "tiny.pth")
+    out = tmp_path / "tiny.npz"
+    proc = run("scripts/convert_clip.py", str(tmp_path / "tiny.pth"), str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"{tmp_path / 'tiny.pth'} -> {out}: " in proc.stdout and "parameters" in proc.stdout
+    with np.load(out) as npz:
+        assert npz["visual.conv1.weight"].dtype == np.float32
+
+
+# --- python -m mlrpl_jax.pretrain / pretrain_clip ------------------------------------------------
+
+
+def test_pretrain_bad_config_key_or_output(tmp_path):
+    workdir, out = str(tmp_path / "pre"), str(tmp_path / "w" / "backbone.npz")
+    proc = run("-m", "mlrpl_jax.pretrain", "--workdir", workdir, "--out", out,
+               "--config.train.num_epoch=3")  # fmt: skip
+    assert_user_error(proc, "unknown config key in --config.train.num_epoch", absent=[workdir, out])
+    proc = run("-m", "mlrpl_jax.pretrain", "--workdir", workdir, "--out", out + ".pth")
+    assert_user_error(proc, "must end with .npz", absent=[workdir])
+
+
+def test_pretrain_clip_config_without_a_clip(tmp_path):
+    workdir, out = str(tmp_path / "pre"), str(tmp_path / "clip.npz")
+    proc = run("-m", "mlrpl_jax.pretrain_clip", "--workdir", workdir, "--out", out,
+               "--config", "configs/tiny.py")  # fmt: skip
+    assert_user_error(proc, "--config: method 'plain' has no CLIP", absent=[workdir, out])
+
+
+@pytest.mark.slow
+def test_pretrain_clip_trains_exports_and_scores_zero_shot(tmp_path):
+    # The small CLIP's attention pool needs 96-px images (3x3 after the /32 trunk).
+    overrides = [f"--config.data.data_dir={tmp_path / 'data'}", "--config.train.num_epochs=1",
+                 "--config.data.synthetic.image_size=96", f"--config.data.size_factor={96 / 448}"]  # fmt: skip
+    workdir, out = str(tmp_path / "pre"), str(tmp_path / "clip.npz")
+    proc = run("-m", "mlrpl_jax.pretrain_clip", "--config", "configs/tiny.py:clip_pretrain",
+               *overrides, "--config.method_config.clip_arch=synthetic_rn",
+               "--eval_config", "configs/tiny.py",
+               *[o.replace("--config", "--eval_config") for o in overrides],
+               "--workdir", workdir, "--out", out)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"Wrote {out} (CLIP of step 4)." in proc.stdout
+    with open(out + ".json") as f:
+        report = json.load(f)
+    assert 0 < report["evaluation_world_zero_shot_test_mAP"]["pretrained"] <= 100
+
+
+# --- --help ----------------------------------------------------------------------------------------
+
+
+def assert_helps(commands) -> None:
+    """`--help` of each command (run at once): its usage and flags, status 0."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(commands)) as pool:
+        procs = list(pool.map(lambda c: run(*c, "--help", timeout=120), commands))
+    for command, proc in zip(commands, procs, strict=True):
+        assert proc.returncode == 0, (command, proc.stderr[-3000:])
+        assert "Traceback" not in proc.stderr, (command, proc.stderr[-3000:])
+        if command[0] == "-m":  # absl: the module docstring, then the flags
+            assert f"python -m {command[1]} --workdir" in proc.stdout, proc.stdout
+            assert "Flags:" in proc.stdout and "--out:" in proc.stdout, proc.stdout
+        else:
+            assert proc.stdout.startswith(f"usage: {os.path.basename(command[0])}"), proc.stdout
+
+
+def test_help_of_the_commands_that_answer_before_importing_jax():
+    assert_helps(QUICK_HELP)
+
+
+@pytest.mark.slow
+def test_help_of_the_scripts_that_import_jax_first():
+    assert_helps(SLOW_HELP)

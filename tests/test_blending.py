@@ -42,9 +42,9 @@ def loss_and_aux(m, model, config, variables, state, batch, epoch, params=None):
 
 @pytest.mark.parametrize(
     "method",
-    [  # dsrb in the fast loop; sarb and hst_fb share its code path (~15 s each)
+    [  # ~15 s each on 2 cores: in the whole suite, not the fast loop
         pytest.param("sarb", marks=pytest.mark.slow),
-        "dsrb",
+        pytest.param("dsrb", marks=pytest.mark.slow),
         pytest.param("hst_fb", marks=pytest.mark.slow),
     ],
 )

@@ -121,6 +121,7 @@ def test_prompt_template_and_ids():
         dualcoop.prompt_ids(config, ("red plain disc",))
 
 
+@pytest.mark.slow  # > 9 s on 2 cores; the fast loop stays under 5 minutes
 def test_gradients_reach_the_contexts_and_scales_only():
     config, model, variables, images = build("author")
     labels = jnp.asarray([[1, -1, 0, 1, -1], [0, 1, -1, -1, 1]], jnp.int8)

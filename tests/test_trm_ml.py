@@ -179,6 +179,7 @@ def test_region_features_and_matching_follow_eq_4_and_5():
     assert not np.allclose(pe[0], pe[1]) and not np.allclose(pe[0], pe[4])
 
 
+@pytest.mark.slow  # > 9 s on 2 cores; the fast loop stays under 5 minutes
 def test_stage_two_freezes_text_prototypes_and_turns_pseudo_labels_on():
     config = config_for(**{"method_config.stage2_epoch": 1, "train.batch_size": 16})
     info = data_info(NUM_CLASSES)
@@ -232,6 +233,7 @@ def test_trm_ml_trains_on_the_synthetic_scenes(tmp_path, overrides):
     assert 0.0 < final["mAP"] <= 100.0
 
 
+@pytest.mark.slow  # > 9 s on 2 cores; the fast loop stays under 5 minutes
 def test_bank_prototypes_and_thresholds_survive_a_checkpoint_round_trip(tmp_path):
     import grain
 

@@ -60,16 +60,15 @@ def _config_error(e: BaseException, argv: list[str]) -> str | None:
     if isinstance(root, UserError):
         return str(root)
     text = str(e)
+    missing = None
     if "Failed loading config file" in text and "No such file or directory" in text:
-        path = text.split("No such file or directory:")[-1].strip().splitlines()[0].strip("'\" ")
+        missing = text.split("No such file or directory:")[-1].strip().splitlines()[0]
+        missing = missing.strip("'\" ")
+    elif isinstance(root, FileNotFoundError) and root.filename:
+        missing = root.filename
+    if missing is not None:
         return (
-            f"config file {path!r} does not exist (--config takes a path such as "
-            "configs/quickstart.py, or configs/FILE.py:METHOD for a file whose get_config takes a "
-            "method)."
-        )
-    if isinstance(root, FileNotFoundError) and root.filename:
-        return (
-            f"config file {root.filename!r} does not exist (--config takes a path such as "
+            f"config file {missing!r} does not exist (--config takes a path such as "
             "configs/quickstart.py, or configs/FILE.py:METHOD for a file whose get_config takes a "
             "method)."
         )

@@ -43,6 +43,10 @@ Mistakes in what is asked (a path that does not exist, no finished run, a damage
 results.json or metrics.jsonl, `--select val` for a run without a validation split, a `--metric` no
 run has) print one `error: ...` line naming the file and the fix, and exit with status 2; every run
 is read before `--out` is created, so a failed report writes nothing.
+
+Runs of one method whose configs differ in a key that changes results (an ablation such as
+`--config.method_config.use_d=False`, another reading of an equation) are separate rows, named by
+the differing keys: "imbalance (use_d=False)" (`label_variants`).
 """
 
 import argparse
@@ -58,7 +62,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from mlrpl_jax import cli
+from mlrpl_jax import cli, run_dir
 from mlrpl_jax.errors import ConfigError, InputError, MissingFileError, RunDirError
 
 AVERAGED = ("mAP", "OF1", "CF1")
@@ -91,6 +95,7 @@ class Run(NamedTuple):
     seed: int
     final: dict[str, float]  # final test metrics (%)
     records: list[dict[str, Any]]  # metrics.jsonl
+    config: dict[str, Any] | None = None  # config.json, flattened ('a.b': value)
 
 
 def val_selected(records: Sequence[dict[str, Any]], dataset: str) -> dict[str, float]:
@@ -197,6 +202,7 @@ def load_run(path: str, select: str = "final") -> Run | None:
         seed=int(field(config, "seed", config_path)),
         final=final,
         records=records,
+        config=run_dir.flatten(config),
     )
 
 
@@ -239,10 +245,10 @@ def load_runs(paths: Sequence[str], select: str = "final") -> list[Run]:
             _note(
                 f"{path} holds no run directory (no config.json in it or in its folders); ignored"
             )
-        for run_dir in dirs:
-            run = load_run(run_dir, select)
+        for directory in dirs:
+            run = load_run(directory, select)
             if run is None:
-                _note(f"skipping {run_dir}: no results.json (unfinished)")
+                _note(f"skipping {directory}: no results.json (unfinished)")
                 unfinished += 1
             else:
                 runs.append(run)
@@ -258,7 +264,37 @@ def load_runs(paths: Sequence[str], select: str = "final") -> list[Run]:
             f"{'y' if unfinished == 1 else 'ies'} found, none with results.json (written when "
             "training ends); wait for the runs to finish, or give finished ones."
         )
-    return runs
+    return label_variants(runs)
+
+
+# Keys in which runs of one method may differ and still be one row: what a table's columns and
+# seeds vary, and what does not change results (`run_dir.HARMLESS_KEYS`).
+_NOT_A_VARIANT = {"seed", "data.label_seed", "data.known_proportion", "data.setting"}
+
+
+def label_variants(runs: list[Run]) -> list[Run]:
+    """Runs of one method whose configs differ in a key that changes results (e.g. an ablation's
+    `method_config.use_d=False`, another reading) become separate rows: the method name gets
+    those keys' values, 'imbalance (use_d=False)', with `method_config.` left out. Runs that differ
+    only in seeds, proportions, settings or `run_dir.HARMLESS_KEYS` keep the plain method name."""
+    ignored = _NOT_A_VARIANT | run_dir.HARMLESS_KEYS
+    varying = {}
+    for method in dict.fromkeys(r.method for r in runs):
+        configs = [r.config or {} for r in runs if r.method == method]
+        varying[method] = sorted(
+            k
+            for k in set().union(*configs)
+            if k not in ignored and len({json.dumps(c.get(k)) for c in configs}) > 1
+        )
+    out = []
+    for r in runs:
+        keys = varying[r.method]
+        if keys:
+            c = r.config or {}
+            values = ", ".join(f"{k.removeprefix('method_config.')}={c.get(k)}" for k in keys)
+            r = r._replace(method=f"{r.method} ({values})")
+        out.append(r)
+    return out
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -303,7 +339,12 @@ def summarize(runs: Sequence[Run], metrics: Sequence[str] = AVERAGED) -> Table:
     """Groups runs by (method, column) and takes mean and std over seeds (rows in `ROW_ORDER`,
     unknown methods after them in run order; columns by setting, then proportion)."""
     found = list(dict.fromkeys(r.method for r in runs))
-    methods = [m for m in ROW_ORDER if m in found] + [m for m in found if m not in ROW_ORDER]
+
+    def rank(m: str) -> int:  # a variant, 'imbalance (use_d=False)', sits with its method
+        base = m.split(" (")[0]
+        return ROW_ORDER.index(base) if base in ROW_ORDER else len(ROW_ORDER)
+
+    methods = sorted(found, key=rank)  # stable: run order within a rank
     columns = sorted(
         {column_of(r.setting, r.proportion) for r in runs},
         key=lambda c: (SETTING_ORDER.index(c[0]), c[1]),

@@ -256,3 +256,25 @@ def test_val_selection_reports_test_metrics_of_the_best_validation_epoch(tmp_pat
     report.main([str(tmp_path), "--select", "val"])
     out = capsys.readouterr().out
     assert "Test (at the best validation epoch) mAP" in out and "| plain | 55.0 |" in out
+
+
+def test_runs_of_one_method_with_different_settings_are_separate_rows(tmp_path):
+    """An ablation or another reading of a method (a results-changing config key that differs
+    between its runs) is its own row, named by the differing key; seeds, proportions and harmless
+    keys (worker counts) do not split a row."""
+    for variant, use_d in (("a", True), ("b", False)):
+        for seed in (0, 1):
+            path = write_run(str(tmp_path / variant), "imbalance", 0.5, seed, 60.0 + 10 * use_d)
+            with open(os.path.join(path, "config.json")) as f:
+                config = json.load(f)
+            config["method_config"] = {"use_d": use_d, "q": 0.1}
+            config["data"]["worker_count"] = seed  # harmless: not a variant
+            with open(os.path.join(path, "config.json"), "w") as f:
+                json.dump(config, f)
+    write_run(str(tmp_path / "a"), "plain", 0.5, 0, 50.0)
+    runs = report.load_runs([str(tmp_path / "a"), str(tmp_path / "b")])
+    table = report.summarize(runs, ("mAP",))
+    assert table.methods == ["plain", "imbalance (use_d=True)", "imbalance (use_d=False)"]
+    column = ("pal", 0.5)
+    assert table.cells["imbalance (use_d=True)"][column]["mAP"][0] == pytest.approx(70.0)
+    assert table.cells["imbalance (use_d=False)"][column]["mAP"][0] == pytest.approx(60.0)

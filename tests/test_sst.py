@@ -17,11 +17,13 @@ from mlrpl_jax.ops import pseudo_labels as pl
 
 def test_threshold_schedule_decays_after_epoch_five_to_the_floor():
     mc = methods.get("sst").default_config()
-    got = [float(sst.thresholds(mc, jnp.int32(e))[0]) for e in range(16)]
-    expected = [0.95] * 6 + [0.925, 0.9, 0.875, 0.85, 0.825, 0.8, 0.775] + [0.75] * 3
-    np.testing.assert_allclose(got, expected, atol=1e-6)
+    mc.inter_threshold = 0.85  # each slot its own value (the paper's are both 0.95)
+    got = np.array([[float(t) for t in sst.thresholds(mc, jnp.int32(e))] for e in range(16)])
+    intra = [0.95] * 6 + [0.925, 0.9, 0.875, 0.85, 0.825, 0.8, 0.775] + [0.75] * 3
+    inter = [0.85] * 6 + [0.825, 0.8, 0.775] + [0.75] * 7
+    np.testing.assert_allclose(got, np.stack([intra, inter], 1), atol=1e-6)
     mc.threshold_schedule = "fixed"
-    assert float(sst.thresholds(mc, jnp.int32(12))[1]) == pytest.approx(0.95)
+    assert [float(t) for t in sst.thresholds(mc, jnp.int32(12))] == pytest.approx([0.95, 0.85])
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,9 @@ def tiny():
     mc = config.method_config
     mc.ist_hidden_dim, mc.ist_pair_dim, mc.bank_size = 8, 12, 4
     mc.threshold_rule = "paper"
-    mc.intra_threshold = mc.inter_threshold = 0.3  # low enough for pseudo labels to appear
+    # Low enough for pseudo labels to appear, and different, so that a swap of the two slots
+    # changes which unknown entries each branch completes (the floor is below both).
+    mc.intra_threshold, mc.inter_threshold, mc.threshold_floor = 0.45, 0.2, 0.05
     info = fake_data_info(NUM_CLASSES)
     model = sst.make_model(config, info)
     batch = fake_batch(batch_size=8)
@@ -57,7 +61,9 @@ def test_loss_is_the_documented_sum_of_terms(tiny, epoch, fraction):
     t = batch["labels"]
     v, pair = out["category_features"], out["pair_logits"]
     bank = pl.update_bank(state["bank"], v, t)
-    theta_i, theta_x = sst.thresholds(mc, jnp.int32(epoch))
+    steps = max(epoch - mc.generate_label_epoch, 0)  # SST's decay, written out (notes §7.4)
+    theta_i = max(0.05, 0.45 - mc.threshold_decay * steps)
+    theta_x = max(0.05, 0.2 - mc.threshold_decay * steps)
     y_intra = pl.complete_labels(
         t, pl.indicator(pl.intra_scores(pl.cooccurrence_matrix(pair, NUM_CLASSES), t), theta_i)
     )

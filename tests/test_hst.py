@@ -133,3 +133,40 @@ def test_instance_level_cst_scores_against_the_bank(tiny):
     np.testing.assert_allclose(out.metrics["inter_bce"], expected, rtol=1e-5)
     assert float(out.metrics["prototype_contrastive"]) == 0.0
     np.testing.assert_allclose(out.method_state["bank"], bank, rtol=1e-6)
+
+
+def test_each_margin_reaches_its_own_branch(tiny):
+    """theta_intra thresholds the intra-image co-occurrence scores and theta_inter the cosine to
+    the prototypes: with a different value in each slot, the soft scores, their DTL terms and the
+    pseudo-label BCE terms are recomputed here branch by branch (a swap of the slots fails)."""
+    from mlrpl_jax import losses
+    from mlrpl_jax.ops import pseudo_labels as pl
+
+    config = tiny[0].copy_and_resolve_references()
+    mc = config.method_config
+    mc.learn_margins, mc.intra_margin, mc.inter_margin = False, 0.15, 0.6
+    _, _, variables, state, batch = tiny
+    info = fake_data_info(NUM_CLASSES)
+    model = hst.make_model(config, info)
+    batch = dict(batch, image=normalize(batch["image"]))
+    clock = base.Clock(jnp.int32(0), jnp.int32(6), jnp.float32(0.5))
+    params = {k: v for k, v in variables["params"].items() if k != "method"}
+    _, out = hst.loss_fn(
+        model, config, params, variables["batch_stats"], state, batch,
+        jax.random.PRNGKey(2), clock,
+    )  # fmt: skip
+    (logits, aux), _ = base.apply_train(model, params, variables["batch_stats"], batch["image"])
+    t = batch["labels"]
+    intra = np.asarray(pl.intra_scores(pl.cooccurrence_matrix(aux["pair_logits"], NUM_CLASSES), t))
+    inter = np.asarray(pl.mean_cosine_to_set(aux["category_features"], state["prototypes"]))
+    soft_intra, soft_inter = np.clip(intra - 0.15, 0, 1), np.clip(inter - 0.6, 0, 1)
+    assert not np.allclose(np.clip(intra - 0.6, 0, 1), soft_intra)  # the slots are told apart
+    t_np = np.asarray(t)
+    for name, soft in (("intra", soft_intra), ("inter", soft_inter)):
+        completed = np.where((t_np == 0) & (soft > 0), 1, t_np).astype(np.int8)
+        expected_bce, _ = losses.partial_bce(logits, jnp.asarray(completed))
+        expected_dtl, _ = losses.partial_bce(jnp.asarray(soft, jnp.float32), t)
+        np.testing.assert_allclose(out.metrics[f"{name}_bce"], expected_bce, rtol=1e-5)
+        np.testing.assert_allclose(out.metrics[f"{name}_dtl"], expected_dtl, rtol=1e-5)
+    assert float(out.metrics["theta_intra"]) == pytest.approx(0.15)
+    assert float(out.metrics["theta_inter"]) == pytest.approx(0.6)

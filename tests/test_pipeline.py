@@ -262,3 +262,25 @@ def test_cole_et_al_files_give_their_labels_and_their_carve_out(tmp_path):
     data.partial_labels_file = str(tmp_path / "labels.npy")
     with pytest.raises(ValueError, match="only Cole et al.'s"):
         config_validation.validate(config)
+
+
+def test_validation_masks_are_independent_of_the_train_masks(data):
+    """The validation split's partial labels use their own seed, derived from data.label_seed, so
+    the known entries of validation example i are not those of train example i (a mask drawn with
+    the train seed would repeat them entry for entry), and they follow the label seed."""
+    config, train, _ = data
+    full = train.labels_matrix()
+    ids = np.arange(len(train))
+
+    def known(validation, label_seed):
+        data_config = config.data.copy_and_resolve_references()
+        data_config.label_seed = label_seed
+        mask = pipeline.make_mask_transform(data_config, train, validation=validation)
+        return mask.partial(full, ids) != 0
+
+    train_known, val_known = known(False, 0), known(True, 0)
+    assert 0.4 < train_known.mean() < 0.6 and 0.4 < val_known.mean() < 0.6  # both 50 % known
+    agreement = (train_known == val_known).mean()
+    assert 0.35 < agreement < 0.65, agreement  # independent draws agree on ~50 % of entries
+    np.testing.assert_array_equal(known(True, 0), val_known)  # deterministic
+    assert (known(True, 1) != val_known).any()  # and a function of the label seed

@@ -13,6 +13,11 @@ known labels only (the method's default unknown='ignore'). Other label settings:
 --config.data.setting=ppl|spl|fal (and data.known_proportion).
 EPR and ROLE need the expected number of positives per image: the config sets Cole et al.'s value
 where they give one (COCO 2.9, VOC 1.5); for VG-200 none is published and the run asks for it.
+Partial BCE (the default): the papers' "Partial BCE [13]" row names Durand et al.'s normalised
+loss, but which reduction produced it is not published; the default is the HCP-MLR-PL code's
+`BCELoss` (mean over the batch's known entries, `reduction='batch'`, the code the papers' authors
+release), Durand et al.'s g(p_y) normalisation one flag away:
+--config.method_config.reduction=durand
 """
 
 from configs import base, recipes

@@ -8,6 +8,17 @@ The argument after ':' picks the variant: 'official' (sunxm2357/DualCoOp: its re
 `recipes.dualcoop_official_scale`) or 'author' (the TRM-ML author's DualCoOp framework, TRM-ML's
 baseline: `recipes.trm_ml_scale`). Published rows: `mlrpl_jax.paper_tables.rows('voc')` (DualCoOp,
 DualCoOp*). Test-set selection as the papers report (a paper reproduction).
+
+'official', what is and is not published (`recipes.dualcoop_official_scale` has the details):
+  loss_w     only COCO at 50 % known labels is published (README: 0.03); every other proportion
+             and VOC use loss_w = 0.03 x 0.5 / p, the published weight per known entry of
+             the summed loss, which the README's "larger loss_w for smaller pp" asks for
+             (0.15 at 10 %, 0.0167 at 90 %; it follows --config.data.known_proportion).
+             The published value at every proportion: --config.method_config.loss_w=0.03
+  prompts    class-specific (the README's generic command passes --csc); its COCO-50 % example
+             and its advice for very few labels are class-agnostic:
+             --config.method_config.class_specific=False
+  images     every trainval / test image (5,011 / 4,952), as the official loader reads VOC 2007
 """
 
 from configs import base, recipes

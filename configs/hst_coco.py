@@ -22,6 +22,11 @@ Ablations (HST paper Tables 4, 5, 7), as flags on any hst_* config:
   fixed thresholds (Table 7 grid)   --config.method_config.learn_margins=False
                                     --config.method_config.intra_margin=0.8
                                     --config.method_config.inter_margin=0.8
+
+Deviation: K-means prototypes are fitted on at most 2048 known-positive features per class, a
+uniform sample (`prototype_max_per_class`, `methods.hst`); the reference clusters all of them
+(COCO "person": ~22k at 50 % known). To cluster more:
+--config.method_config.prototype_max_per_class=N (C x N x D floats of memory).
 """
 
 from configs import base, recipes

@@ -10,7 +10,9 @@ selects on a seeded carve-out of the train split instead.
 Paper reference (HST paper Table 8, MS-COCO only): average mAP over 10%..90% known labels 78.7
 (HST 77.9, SARB 77.9). The paper gives no further details and no code; see `methods/hst.py`.
 Blending flags as in configs/dsrb_coco.py (use_iprb, use_pprb, learn_coefficients), HST's as in
-configs/hst_coco.py.
+configs/hst_coco.py. The blending coefficients are per class, as DSRB's vectors (eq. 8, 12; the HST
+paper gives no detail): --config.method_config.per_class_coefficients=False for the single scalars
+of the released SARB/DSRB code.
 """
 
 from configs import base, recipes

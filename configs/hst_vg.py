@@ -9,7 +9,7 @@ selects on a seeded carve-out of the train split instead.
 
 Paper reference (HST paper Table 1, HST row; VOC all-point mAP %) at 10%, 20%, ..., 90% known
 labels: 40.6 41.6 43.3 44.6 45.2 45.8 46.8 47.2 47.8 (average 44.8).
-Ablation flags: see configs/hst_coco.py. Category embeddings: see configs/ssgrl_vg.py.
+Ablation flags and the K-means cap: see configs/hst_coco.py. Category embeddings: see configs/ssgrl_vg.py.
 """
 
 from configs import base, recipes

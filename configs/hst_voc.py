@@ -9,7 +9,7 @@ selects on a seeded carve-out of the train split instead.
 
 Paper reference (HST paper Table 1, HST row; VOC all-point mAP %) at 10%, 20%, ..., 90% known
 labels: 84.3 89.1 90.5 91.6 92.1 92.4 92.5 92.8 92.8 (average 90.9).
-Ablation flags: see configs/hst_coco.py. Category embeddings: see configs/ssgrl_voc.py.
+Ablation flags and the K-means cap: see configs/hst_coco.py. Category embeddings: see configs/ssgrl_voc.py.
 """
 
 from configs import base, recipes

@@ -30,6 +30,10 @@ def paper_scale(config: ml_collections.ConfigDict, dataset: str) -> ml_collectio
     highest *test* mAP, as the reference selects (`train.select_on='test'`, no validation split);
     the final-epoch metrics are in results.json beside it. For an honest selection set
     --config.train.select_on=val --config.data.val_fraction=0.1 (a seeded carve-out of train).
+    Known labels: the default hash draw (`data.mask_mode='hash'`) has the distribution of the
+    authors' generator (`np.random.seed(0); random((N, C)) < p` in their image order), not its
+    realisation, which matters most at 10 %; --config.data.mask_mode=reference (with
+    data.reference_order_file for COCO) reproduces their masks bit-exactly.
     """
     config.data.name, config.data.train_split, config.data.test_split = DATASETS[dataset]
     config.data.known_proportion = 0.5
@@ -189,6 +193,10 @@ def imbalance_scale(config: ml_collections.ConfigDict, dataset: str) -> ml_colle
     baselines "using the authors' source code and training methods", i.e. Cole et al.'s protocol,
     which these follow [I]: Adam lr 1e-5 without weight decay, batch 8, 10 epochs, constant lr,
     model selection on an 80/20 carve-out of the train split (seed 1200) scored on full labels.
+    The `imbalance` method itself decays its lr: the paper says its training scheme "continuously
+    modif[ies] the learning rate as training progresses" (§I) without saying how, so a cosine
+    decay from 1e-5 to 0 over the 10 epochs [I] (continuous, no extra constant; `optim.schedule
+    = 'constant'` restores Cole et al.'s); the baselines keep their authors' constant lr.
     The partial labels: setting 'pal' with 60 % known by default (PAL_0.6); `data.setting` 'ppl' /
     'spl' / 'fal' and `data.known_proportion` give the paper's other columns. The baselines as
     paper 002 runs them: ASL with unknown entries as negatives; EPR and ROLE with Cole et al.'s
@@ -225,6 +233,8 @@ def imbalance_scale(config: ml_collections.ConfigDict, dataset: str) -> ml_colle
     if dataset == "openimages":
         config.data.setting = "fal"  # every verified label; the unverified stay unknown
         config.data.val_split, config.data.val_fraction = "validation", 0.0
+    if config.method == "imbalance":
+        config.optim.schedule = "cosine"  # [I] the paper's "continuously modify the lr" (§I)
     if config.method == "asl":
         config.method_config.unknown = "negative"  # as paper 002 runs its ASL baseline
     if config.method in ("epr", "role"):
@@ -248,7 +258,8 @@ def largeloss_setup(config: ml_collections.ConfigDict, dataset: str) -> ml_colle
     `head_lr_mult`), no weight decay, batch 16 (LargeLoss's default; Cole et al. search 8 and 16), 10 epochs, constant lr;
     the best checkpoint by validation mAP on full labels, and training stops early once it is 3
     points below its best (LargeLoss's rule). The test split is the official validation set with
-    full labels.
+    full labels. ROLE and AN-LS run Cole et al.'s linear-init mode (`cole_linear_init`: 25 epochs
+    of the head on the frozen backbone, then these 10 epochs of fine-tuning, no early stop).
     """
     config = imbalance_scale(config, dataset)
     config.data.setting = "spl"
@@ -256,6 +267,54 @@ def largeloss_setup(config: ml_collections.ConfigDict, dataset: str) -> ml_colle
     config.data.drop_unlabeled = True  # Cole et al.'s formatted lists hold no such image
     config.train.batch_size = 16
     config.train.early_stop_drop = 3.0
+    return cole_linear_init(config)
+
+
+# Cole et al.'s train_mode 'linear_init' (elijahcole/single-positive-multi-label train.py, lookup
+# 'linear_init_params'): the linear phase's lr per loss, the same on all four of their datasets
+# (its batch size, ROLE 16 (CUB 8) and AN-LS 8 (NUS-WIDE 16), has no place in a one-run config).
+COLE_LINEAR_INIT_LR = {"role": 1e-3, "an_ls": 1e-4}
+COLE_LINEAR_INIT_EPOCHS = 25  # their linear phase's num_epochs
+
+
+def cole_linear_init(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Cole et al.'s linear-init mode for ROLE and AN-LS (other methods: unchanged): their code's
+    lookup table exists only for these two losses, so their published rows (TRM-ML Table 2's
+    LSAN / ROLE, paper 002's ROLE) come from it. A first phase of 25 epochs trains the linear head
+    (and ROLE's label table) on the frozen backbone in inference mode at the loss's lr (ROLE 1e-3,
+    AN-LS 1e-4: the optimiser's constant warm-up), then the current `train.num_epochs` fine-tune
+    the whole network at `optim.learning_rate` (any decaying schedule laid out over them); no
+    early stop (Cole et al. have none). `methods.loss_baselines` documents how one run does both
+    phases and the deviations (one batch size for both phases: the run's; augmented images instead
+    of pre-extracted features; fine-tuning starts from the last linear epoch, not the best; the
+    best checkpoint is chosen over both phases). One flag gives their 'end_to_end' mode:
+    --config.method_config.linear_init_epochs=0 (the epochs and the warm-up follow it)."""
+    if config.method not in COLE_LINEAR_INIT_LR:
+        return config
+    fine_tune = config.train.num_epochs
+    config.method_config.linear_init_epochs = COLE_LINEAR_INIT_EPOCHS
+    phase = config.method_config.get_ref("linear_init_epochs")
+    config.train.num_epochs = phase + fine_tune
+    config.optim.warmup_epochs = phase.to_float()
+    config.optim.warmup_lr = COLE_LINEAR_INIT_LR[config.method]
+    config.optim.schedule_epochs = fine_tune  # a cosine / one-cycle spans the fine-tuning
+    config.train.early_stop_drop = 0.0
+    return config
+
+
+def paper002_split(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Paper 002's data (§V-A, Table II) on top of `imbalance_scale`: the official train split
+    without a carve-out and only images with a positive label (COCO 82,081 train / 40,137 test,
+    NUS-WIDE 126,034 / 84,226; CUB loses none). The paper names no model-selection rule, so with no
+    validation split the best checkpoint is chosen on the test set as in the other paper
+    reproductions (`train.select_on='test'`), and results.json also holds the last epoch's
+    metrics. Open Images keeps its official validation split and all its images (paper 002 trains
+    on its labels as they are)."""
+    if config.data.val_split is not None:  # Open Images
+        return config
+    config.data.drop_unlabeled = True
+    config.data.val_fraction = 0.0
+    config.train.select_on = "test"
     return config
 
 
@@ -361,12 +420,19 @@ def _clip_data(config: ml_collections.ConfigDict, dataset: str) -> None:
 
 
 def _trm_ml_optim(config: ml_collections.ConfigDict, weight_decay: float) -> None:
-    """TRM-ML's optimiser: AdamW (decoupled decay), one-cycle to 5e-4 with 20 % rising."""
+    """TRM-ML's optimiser: AdamW (decoupled decay), one-cycle to 5e-4 with 20 % rising, laid out
+    over the epochs run (so it anneals to peak / 2.5e5 at the end, paper 003 §4.1); decay on every
+    trainable leaf, as the author framework's `build_optimizer` hands AdamW all of them
+    (yu-gi-oh-leilei/DualCoop optim/optimizer.py; --config.optim.decay_on=matrices for ASL's rule).
+    Both are reset here because a protocol applied before (`splc_setup`: 80-epoch layout, decay on
+    >= 2-D leaves) would otherwise leak through."""
     config.optim.name = "adamw"
     config.optim.learning_rate = 5e-4
     config.optim.weight_decay = weight_decay
     config.optim.schedule = "onecycle"
     config.optim.onecycle_pct = 0.2
+    config.optim.schedule_epochs = 0  # the one-cycle spans train.num_epochs
+    config.optim.decay_on = "all"
 
 
 def trm_ml_scale(config: ml_collections.ConfigDict, dataset: str) -> ml_collections.ConfigDict:
@@ -374,13 +440,26 @@ def trm_ml_scale(config: ml_collections.ConfigDict, dataset: str) -> ml_collecti
     paper omits [C], trm_ml_notes.md §10) on 'coco', 'voc' or 'vg', also for the DualCoOp author
     variant (TRM-ML's baseline): frozen CLIP RN101 (`weights/clip_rn101.npz`, converted with
     scripts/convert_clip.py), 448 px, AdamW (0.9, 0.999) with decoupled weight decay 5e-3 (COCO) /
-    5e-4 (the others), one-cycle to 5e-4 (20 % rising), batch 128, 40 epochs, weight EMA 0.9998,
-    known labels drawn as SARB's generator (setting 'pal', 50 % unless set), the best of raw / EMA
-    mAP on the test set as the author's framework selects (a paper reproduction)."""
+    5e-4 (the others), one-cycle to 5e-4 (20 % rising) annealed over the 40 epochs run, batch 128,
+    weight EMA 0.9998, the best of raw / EMA mAP on the test set as the author's framework selects
+    (a paper reproduction).
+
+    Known labels (setting 'pal', 50 % unless set): SARB's protocol keeps each entry with
+    probability p, as the default `data.mask_mode='hash'` does per example id: the same
+    distribution as SARB's generator (`np.random.seed(0); random((N, C)) < p` over the split in
+    the authors' order), not its realisation. --config.data.mask_mode=reference (with
+    data.reference_order_file for COCO) reproduces SARB's masks bit-exactly.
+    COCO images: the paper counts 82,081 train / 40,137 test images, those with a label, so
+    `data.drop_unlabeled` is on for COCO; the author framework's loader (`partial_cocodataset.py`)
+    iterates all 82,783 / 40,504: --config.data.drop_unlabeled=False. VOC 2007 (5,011 / 4,952)
+    and VG-200 keep every image, as the paper counts them.
+    Augmentation: Cutout + RandAugment (`_clip_data`); TaI-DPT's AutoAugment policy list, which
+    the paper follows, is not implemented (a documented deviation)."""
     _clip_data(config, dataset)
     config.data.setting = "pal"
     config.data.known_proportion = 0.5
     config.data.val_fraction = 0.0
+    config.data.drop_unlabeled = dataset == "coco"  # the paper's 82,081 / 40,137 COCO images
     mc = config.method_config
     mc.clip_arch = "RN101"
     mc.clip_weights = CLIP_WEIGHTS["RN101"]
@@ -396,6 +475,11 @@ def trm_ml_scale(config: ml_collections.ConfigDict, dataset: str) -> ml_collecti
     return config
 
 
+# DualCoOp's official loss_w times the known proportion p: the README's 0.03 at p = 0.5 (COCO),
+# the only published value, held constant per known entry (loss_w = DUALCOOP_LOSS_W_RULE / p).
+DUALCOOP_LOSS_W_RULE = 0.03 * 0.5
+
+
 def dualcoop_official_scale(
     config: ml_collections.ConfigDict, dataset: str
 ) -> ml_collections.ConfigDict:
@@ -403,13 +487,31 @@ def dualcoop_official_scale(
     frozen CLIP RN101, mean token + resized positional embedding, fixed scales, softmax-pair ASL;
     SGD momentum 0.9, weight decay 5e-4, lr 0.002 (COCO) / 0.001 (VOC), cosine over 50 epochs after
     one constant warm-up epoch at 1e-5 (stepped per step here, per epoch there), batch 32, 448 px,
-    Cutout + RandAugment, test-set selection as the official code reports. `loss_w` stays 1: the
-    official scripts set it per run (e.g. 0.03 for COCO at 50 %), --config.method_config.loss_w."""
+    Cutout + RandAugment, test-set selection as the official code reports.
+
+    `loss_w` (the official loop's weight of the *summed* loss, trained with SGD, so the step scales
+    with it): the one published value is 0.03 for COCO at 50 % known labels (README example); the
+    README adds only that `loss_w` balances the loss scale across proportions ("larger `loss_w` for
+    smaller `pp`"). No other value (other proportions, VOC) is published. The summed loss grows
+    with the number of known entries, i.e. with p, so every other proportion uses
+    `DUALCOOP_LOSS_W_RULE`: loss_w = 0.03 x 0.5 / p (0.15 at 10 %, 0.0167 at 90 %), the published
+    run's weight per known entry [I]; VOC uses the same rule (its lr is already the README's
+    per-dataset value). The weight follows --config.data.known_proportion lazily;
+    --config.method_config.loss_w=0.03 fixes the published value at every proportion.
+    Prompts: class-specific at every proportion, as the README's generic command (`--csc`);
+    its COCO-50 % example omits `--csc` and it advises class-agnostic prompts when p is very small:
+    --config.method_config.class_specific=False.
+    Images: the official loader keeps only annotated COCO images (82,081 / 40,137;
+    `dataloaders/coco_detection.py`), so `data.drop_unlabeled` is on for COCO; VOC keeps all.
+    Partial labels: the official mask is an unseeded `torch.rand < p`, so no draw reproduces it;
+    ours is the seeded hash draw of the same distribution."""
     _clip_data(config, dataset)
     config.data.setting = "pal"
     config.data.known_proportion = 0.5
     config.data.val_fraction = 0.0
+    config.data.drop_unlabeled = dataset == "coco"  # the official loader's annotated images
     mc = config.method_config
+    mc.loss_w = DUALCOOP_LOSS_W_RULE / config.data.get_ref("known_proportion")
     mc.variant = "official"
     mc.clip_arch = "RN101"
     mc.clip_weights = CLIP_WEIGHTS["RN101"]
@@ -434,13 +536,17 @@ def trm_ml_single_positive(
     data split, label list or draw, model selection and AP as `largeloss_setup` / `splc_setup`)
     with frozen CLIP RN50 (`weights/clip_rn50.npz`) and TRM-ML's optimisation
     (`trm_ml_scale`'s AdamW one-cycle, batch 128, 40 epochs, EMA) [I: the paper states only the
-    backbone for these runs]. On 'coco', 'voc2012', 'nus' and 'cub'."""
+    backbone for these runs]. The one-cycle anneals over the 40 epochs run in both setups, as
+    paper 003 §4.1 describes; the SPLC setup's own 80-epoch layout (of which 31 are run) and its
+    decay on >= 2-D leaves belong to its ResNet recipe and do not carry over. Images without a
+    positive label stay out, as the protocol has it. On 'coco', 'voc2012', 'nus' and 'cub'."""
     if setup not in ("largeloss", "splc"):
         raise ValueError(f"setup must be 'largeloss' or 'splc', got {setup!r}.")
     protocol = largeloss_setup if setup == "largeloss" else splc_setup
     config = protocol(config, dataset)
     kept = {k: config.data[k] for k in ("setting", "label_seed", "val_fraction", "val_seed",
-                                        "val_labels", "partial_labels_file") if k in config.data}  # fmt: skip
+                                        "val_labels", "partial_labels_file", "drop_unlabeled")
+            if k in config.data}  # fmt: skip
     selection = config.train.select_on, config.train.early_stop_drop, config.train.ap_mode
     config = trm_ml_scale(config, dataset)
     for key, value in kept.items():
@@ -466,9 +572,15 @@ def synthetic_clip(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     if "variant" in mc:
         mc.variant = "author"
     if "stage2_epoch" in mc:
+        from mlrpl_jax.data import pipeline
+        from mlrpl_jax.methods import trm_ml
+
         mc.stage2_epoch = 2
+        mc.pseudo_weight = 1.0
         mc.ffn_dim = mc.mlp_dim = 512
         mc.bank_length = 32
+        grid = pipeline.image_size(config.data) // 32  # CLIP ResNet's layer4 stride
+        mc.top_k = trm_ml.top_k_for_tokens(grid * grid)
     _trm_ml_optim(config, weight_decay=5e-4)
     config.train.num_epochs = 8
     config.train.batch_size = 32

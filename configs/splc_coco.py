@@ -8,6 +8,9 @@ terms (e.g. asl with unknown entries as negatives, an). SPLC's README uses tau 0
 75 % of the labels left (--config.method_config.tau=0.65 with that label file).
 
 Paper reference (TRM-ML Table 2, SPLC setup): `mlrpl_jax.paper_tables.table('trm_ml_table2')`.
+Schedule (`recipes.splc_setup`): the one-cycle is laid out over 80 epochs of which 31 are run,
+as the SPLC code (Zhang et al.'s train.py, after ASL's) does, so the lr ends at 87 % of its peak;
+--config.optim.schedule_epochs=0 anneals it over the 31 epochs instead.
 """
 
 from configs import base, recipes

@@ -9,6 +9,9 @@ The setup's list file (`nus_train_singlelabel.txt`, 119,103 images of its re-cra
 image name; every image of your train split must be listed (images without a positive are left
 out by data.drop_unlabeled; a re-crawl with images the list lacks needs the list of that re-crawl).
 Without a list file the single positives are drawn uniformly.
+Schedule (`recipes.splc_setup`): the one-cycle is laid out over 80 epochs of which 31 are run,
+as the SPLC code (Zhang et al.'s train.py, after ASL's) does, so the lr ends at 87 % of its peak;
+--config.optim.schedule_epochs=0 anneals it over the 31 epochs instead.
 """
 
 from configs import base, recipes

@@ -7,6 +7,9 @@ training recipe, selection on the test set as the setup does.
 VOC 2012 train (5,717) / val (5,823) as the test set. The single positive labels are drawn
 uniformly (setting 'spl') unless a list file such as SCPNet's `voc_train_singlelabel.txt` is given
 (`partial_labels.load_partial_labels_file`: "image,index index ..." lines, matched by image name).
+Schedule (`recipes.splc_setup`): the one-cycle is laid out over 80 epochs of which 31 are run,
+as the SPLC code (Zhang et al.'s train.py, after ASL's) does, so the lr ends at 87 % of its peak;
+--config.optim.schedule_epochs=0 anneals it over the 31 epochs instead.
 """
 
 from configs import base, recipes

@@ -9,9 +9,12 @@ selects on a seeded carve-out of the train split instead.
 
 Paper reference (HST paper Table 1, SSGRL row; VOC all-point mAP %) at 10%, 20%, ..., 90% known
 labels: 34.6 37.3 39.2 40.1 40.4 41.0 41.3 41.6 42.1 (average 39.7).
-Category embeddings: pass the reference's 300-d GloVe vectors with --config.data.label_embeddings
-(a .npy (C, 300) or a GloVe .txt); without them a documented fallback is used
-(`mlrpl_jax.data.label_semantics`), which need not reproduce the paper.
+Category embeddings: pass the reference's 300-d GloVe vectors (the authors' `vg_200_vector.npy`) with
+--config.data.label_embeddings (a .npy (C, 300) or a GloVe .txt); without them (the default, and
+the command above) a deterministic random orthonormal fallback is used
+(`mlrpl_jax.data.label_semantics`): fc2 can still learn free per-class queries, but the semantic
+prior is lost and the run need not reproduce the paper. This applies to every SSGRL-family config
+(ssgrl, sst, hst, hst_fb, sarb, dsrb).
 """
 
 from configs import base, recipes

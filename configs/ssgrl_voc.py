@@ -9,9 +9,12 @@ selects on a seeded carve-out of the train split instead.
 
 Paper reference (HST paper Table 1, SSGRL row; VOC all-point mAP %) at 10%, 20%, ..., 90% known
 labels: 77.7 87.6 89.9 90.7 91.4 91.8 92.0 92.2 92.2 (average 89.5).
-Category embeddings: pass the reference's 300-d GloVe vectors with --config.data.label_embeddings
-(a .npy (C, 300) or a GloVe .txt); without them a documented fallback is used
-(`mlrpl_jax.data.label_semantics`), which need not reproduce the paper.
+Category embeddings: pass the reference's 300-d GloVe vectors (the authors' `voc07_vector.npy`) with
+--config.data.label_embeddings (a .npy (C, 300) or a GloVe .txt); without them (the default, and
+the command above) a deterministic random orthonormal fallback is used
+(`mlrpl_jax.data.label_semantics`): fc2 can still learn free per-class queries, but the semantic
+prior is lost and the run need not reproduce the paper. This applies to every SSGRL-family config
+(ssgrl, sst, hst, hst_fb, sarb, dsrb).
 """
 
 from configs import base, recipes

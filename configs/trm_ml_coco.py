@@ -8,6 +8,13 @@ Paper Table 1 reports 10 % .. 90 % known labels (`mlrpl_jax.paper_tables.rows('c
 rows); the ablations of Tables 3 and 6 are the `use_*` switches of `methods.trm_ml`, e.g.
 --config.method_config.use_mmcl=False. Test-set selection as the paper's framework reports (a
 paper reproduction).
+
+Where the paper and the author's framework differ or are silent (`recipes.trm_ml_scale`): the
+one-cycle anneals over the 40 epochs run; known labels are our hash draw of SARB's distribution
+(SARB's exact masks: --config.data.mask_mode=reference with data.reference_order_file); only the
+82,081 / 40,137 images with a label, as the paper counts them (the framework's loader reads all
+82,783 / 40,504: --config.data.drop_unlabeled=False); Cutout + RandAugment instead of TaI-DPT's
+AutoAugment list (not implemented).
 """
 
 from configs import base, recipes

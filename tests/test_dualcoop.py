@@ -172,6 +172,29 @@ def test_losses_of_the_variants_and_loss_w():
     np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
+@pytest.mark.parametrize("known", [0.5, 0.1, 0.9])
+def test_official_recipe_weighs_the_summed_loss_by_the_known_proportion(known):
+    """`recipes.dualcoop_official_scale`: the published loss_w 0.03 at p = 0.5 and 0.03 x 0.5 / p
+    at any other p, i.e. the same weight per known entry of the summed loss: on the whole grid of
+    entries, the weighted loss of a batch whose known entries are a fraction p of a fully known
+    batch's, all with the same per-entry loss, does not depend on p."""
+    from configs import base, recipes
+
+    config = config_for("/nonexistent", **{"method_config.variant": "official"})
+    recipe = recipes.dualcoop_official_scale(base.get_config("dualcoop"), "coco")
+    recipe.data.known_proportion = known  # as --config.data.known_proportion does
+    config.method_config.loss_w = recipe.method_config.loss_w
+    np.testing.assert_allclose(config.method_config.loss_w, 0.015 / known, rtol=1e-12)
+    # Every entry a known negative with the same logits: each contributes the same term.
+    aux = {"neg_logits": jnp.zeros((2, 100)), "pos_logits": jnp.full((2, 100), -1.0)}
+    labels = np.zeros((2, 100), np.int8)
+    labels[:, : round(100 * known)] = -1
+    got, _ = dualcoop.asl_loss(config, aux, jnp.asarray(labels))
+    per_entry, _ = losses.softmax_pair_asl(aux["neg_logits"][:1, :1], aux["pos_logits"][:1, :1],
+                                           jnp.full((1, 1), -1, jnp.int8), eps=1e-6)  # fmt: skip
+    np.testing.assert_allclose(got, 0.03 * 0.5 * 200 * per_entry, rtol=1e-5)
+
+
 def test_frozen_towers_have_no_optimiser_state():
     config = config_for("/nonexistent")
     info = data_info(5)

@@ -88,6 +88,70 @@ def test_ll_cp_paper_rule_stores_permanent_corrections_from_epoch_one():
     assert fns.state.method_state == {}
 
 
+def _flat(tree):
+    return {jax.tree_util.keystr(k): np.asarray(v)
+            for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_linear_init_trains_the_head_on_the_frozen_backbone_then_fine_tunes():
+    """Cole et al.'s linear_init in one run: epoch 0 (the linear phase) moves the head (and ROLE's
+    table) at the warm-up lr and leaves the backbone's weights and BatchNorm statistics untouched;
+    epoch 1 fine-tunes everything, the backbone's Adam starting afresh (its first step is
+    lr * sign(g), which an Adam advanced through the zero-gradient phase would not give). ROLE
+    (AN-LS shares the code path; its table-free case is the head alone)."""
+    config = tiny_config(method="role")
+    config.method_config.expected_positives = 2.0
+    config.method_config.linear_init_epochs = 1
+    config.optim.warmup_epochs = 1.0
+    config.optim.warmup_lr = 1e-3  # the linear phase's lr; the fine-tuning lr is 1e-2
+    config.optim.weight_decay = 0.0
+    config.train.num_epochs = 2
+    config_validation.validate(config)
+    fns, mesh, _ = _fns(config, steps_per_epoch=1, total=2)
+    assert fns.state.params["backbone"]
+    p0, s0 = _flat(fns.state.params), _flat(fns.state.batch_stats)
+    state, _ = fns.step_fn(fns.state, sharding.host_to_global(fake_batch(seed=0), mesh))
+    p1, s1 = _flat(state.params), _flat(state.batch_stats)
+    for key, value in p0.items():
+        if "'backbone'" in key:
+            np.testing.assert_array_equal(p1[key], value, err_msg=key)
+    for key, value in s0.items():
+        np.testing.assert_array_equal(s1[key], value, err_msg=key)
+    head = [k for k in p0 if "'head'" in k]
+    assert head
+    for key in head:  # Adam's first step: lr * sign(g), at the linear phase's lr
+        np.testing.assert_allclose(np.abs(p1[key] - p0[key]), 1e-3, rtol=1e-2, err_msg=key)
+    # ROLE's label table trains in the linear phase too, at x10.
+    step = np.abs(p1["['method']['label_logits']"] - p0["['method']['label_logits']"])
+    np.testing.assert_allclose(step[:16][step[:16] > 0], 1e-2, rtol=1e-2)
+    state, _ = fns.step_fn(state, sharding.host_to_global(fake_batch(seed=1), mesh))
+    p2, s2 = _flat(state.params), _flat(state.batch_stats)
+    kernel = "['backbone']['conv1']['kernel']"
+    step = np.abs(p2[kernel] - p1[kernel])
+    assert (step > 0).mean() > 0.9
+    np.testing.assert_allclose(step[step > 0], 1e-2, rtol=1e-2)
+    assert any(not np.array_equal(s2[k], s1[k]) for k in s1)  # BatchNorm in training mode
+
+
+def test_linear_init_phase_must_be_the_warm_up(tmp_path):
+    config = tiny_run_config(tmp_path, "an_ls", **{"method_config.linear_init_epochs": 1})
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        config_validation.validate(config)
+    config.optim.warmup_epochs, config.optim.warmup_lr = 1.0, 1e-4
+    config_validation.validate(config)
+    config.method_config.linear_init_epochs = 2  # = num_epochs: nothing left to fine-tune
+    config.optim.warmup_epochs = 2.0
+    with pytest.raises(ValueError, match="no fine-tuning epoch"):
+        config_validation.validate(config)
+
+
+def test_largeloss_delta_rel_per_scheme():
+    """The LargeLoss author's follow-up code: LL-R 0.5 %, LL-Ct 0.2 %, LL-Cp 0.1 % per epoch."""
+    rates = {n: methods.get(n).default_config().delta_rel for n in ("ll_r", "ll_ct", "ll_cp")}
+    assert rates == {"ll_r": 0.005, "ll_ct": 0.002, "ll_cp": 0.001}
+
+
 def test_epr_and_role_require_the_expected_number_of_positives(tmp_path):
     config = tiny_run_config(tmp_path, "epr")
     with pytest.raises(ValueError, match="expected_positives"):
@@ -112,6 +176,12 @@ def test_baselines_learn_on_the_synthetic_scenes(tmp_path, name):
         overrides.update({"method_config.first_round": 1, "method_config.round_every": 1,
                           "method_config.threshold": 0.6})  # fmt: skip
     config = tiny_run_config(tmp_path / "data", name, **overrides)
+    if name == "role":  # Cole et al.'s linear-init mode as the recipes set it, one linear epoch
+        from configs import recipes
+
+        config = recipes.cole_linear_init(config)
+        config.method_config.linear_init_epochs = 1
+        assert config.train.num_epochs == 4
     final = trainer.run(config, str(tmp_path / "run"))
     assert 0.0 < final["mAP"] <= 100.0
 

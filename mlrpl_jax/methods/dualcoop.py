@@ -6,8 +6,9 @@ parameter group (no gradient, no optimiser state). Two variants (`variant`):
 
 * 'official' (sunxm2357/DualCoOp): mean token + resized positional embedding in the dense
   tokens, fixed scales 20 / 5, the softmax-pair ASL over [neg, pos] with unknown entries removed,
-  summed (`losses.softmax_pair_asl`, eps 1e-6), times `loss_w` (the official train loop's weight,
-  e.g. 0.03 for COCO at 50 % known labels; default 1);
+  summed (`losses.softmax_pair_asl`, eps 1e-6), times `loss_w` (the official train loop's weight;
+  published only for COCO at 50 % known labels, 0.03; `configs/recipes.dualcoop_official_scale`
+  sets 0.03 x 0.5 / p for every proportion p; default 1);
 * 'author' (the TRM-ML author's DualCoOp framework, on which TRM-ML is built): value-path tokens,
   learned scales, the ASL of sigmoid(pos - neg) with -sum / B (`losses.sigmoid_difference_asl`,
   eps 1e-8).
@@ -41,14 +42,14 @@ def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.variant = "author"  # 'author' | 'official'
     c.loss = ml_collections.FieldReference(None, field_type=str)  # None: the variant's loss
-    c.loss_w = 1.0
-    c.gamma_pos = 1.0
-    c.gamma_neg = 2.0
-    c.asl_clip = 0.05
-    c.n_ctx = 16
-    c.class_specific = True
-    c.clip_arch = "RN101"
-    c.clip_weights = ml_collections.FieldReference(None, field_type=str)
+    c.loss_w = 1.0  # weight of the ASL (official: 0.03 at COCO 50 %, the recipe's 0.015 / p)
+    c.gamma_pos = 1.0  # ASL focusing exponent of positives
+    c.gamma_neg = 2.0  # ASL focusing exponent of negatives
+    c.asl_clip = 0.05  # ASL probability margin of negatives
+    c.n_ctx = 16  # learned context tokens per prompt (positive and negative each)
+    c.class_specific = True  # one context per class (--csc) | shared by all classes
+    c.clip_arch = "RN101"  # models.clip.PRESETS key
+    c.clip_weights = ml_collections.FieldReference(None, field_type=str)  # CLIP checkpoint
     c.vocab_path = ml_collections.FieldReference(None, field_type=str)  # None: found
     c.remat_text = "dots"  # clip.REMAT_MODES; "dots": 2/3 of the memory of "none", same speed
     return c

@@ -30,6 +30,26 @@ the gradient):
   splc, hill    SPLC (corrections from `change_epoch`) and Hill, sum.
 
 `head_lr_mult` multiplies the linear head's learning rate (LargeLoss's code: 10).
+
+LargeLoss's clean-rate decrease `delta_rel` defaults per scheme to the LargeLoss first author's
+follow-up code (`youngwk/BridgeGapExplanationPAMC:config.py`, `_LOOKUP['delta_rel']`, in % per
+epoch, divided by 100 there): LL-R 0.5 %, LL-Ct 0.2 %, LL-Cp 0.1 %. LargeLoss's own README gives
+only the range {0.1, ..., 0.5} %, no value per scheme.
+
+Cole et al.'s `train_mode='linear_init'` (ROLE and AN-LS: `linear_init_epochs` > 0;
+`elijahcole/single-positive-multi-label:train.py`, the `linear_init_params` lookup): a first phase
+of `linear_init_epochs` (25) epochs trains only the linear head (and ROLE's label table) on the
+frozen backbone, then the whole network is fine-tuned. Here one run does both: during the first
+phase the backbone runs in inference mode (BatchNorm running statistics, nothing updated) with its
+parameters behind a stop-gradient, and its optimiser group is delayed
+(`ParamGroup(('backbone',), delayed=True)`: no update and no Adam step before its first non-zero
+gradient, the first step of the fine-tuning phase); the first phase's learning rate is the
+optimiser's constant warm-up (`optim.warmup_lr` for `optim.warmup_epochs` = `linear_init_epochs`,
+which `validate` checks; `configs/recipes.cole_linear_init` sets them). Deviations from Cole et
+al.'s two runs: one batch size for both phases (theirs: a per-loss, per-dataset batch for the
+linear phase), the linear phase sees the augmented images rather than pre-extracted features of
+the plain ones, the head's Adam moments carry over into fine-tuning (theirs: a new optimiser), and
+fine-tuning starts from the last linear-phase epoch rather than its best on validation.
 """
 
 import math
@@ -46,6 +66,14 @@ from mlrpl_jax.ops import example_table
 
 TABLE = "label_logits"  # ROLE's learned table at params['method']
 CORRECTIONS = "corrections"  # LL-Cp's table at method_state
+BACKBONE = ("backbone",)  # the model's backbone scope (GlobalPoolClassifier)
+
+# LargeLoss's clean-rate decrease per epoch, per scheme (BridgeGapExplanationPAMC config.py:22-26,
+# percent / 100): LL-R 0.5 %, LL-Ct 0.2 %, LL-Cp 0.1 %.
+DELTA_REL = {"ll_r": 0.005, "ll_ct": 0.002, "ll_cp": 0.001}
+
+# The losses Cole et al.'s code runs in train_mode 'linear_init' (its lookup table's entries).
+LINEAR_INIT_LOSSES = ("role", "an_ls")
 
 
 def _logit(p: float) -> float:
@@ -74,12 +102,16 @@ def default_config(loss: str):
             c.expected_positives = ml_collections.FieldReference(None, field_type=float)
             if loss == "role":
                 c.table_lr_mult = 10.0  # Cole et al.'s lr_mult of the label estimator
+        if loss in LINEAR_INIT_LOSSES:
+            # Cole et al.'s linear_init: epochs of head-only training on the frozen backbone
+            # before fine-tuning (their 25); 0 = their 'end_to_end' mode.
+            c.linear_init_epochs = 0
         elif loss == "splc":
             c.tau, c.margin, c.gamma, c.change_epoch = 0.6, 1.0, 2.0, 1
         elif loss == "hill":
             c.lamb, c.margin, c.gamma = 1.5, 1.0, 2.0
         elif loss.startswith("ll_"):
-            c.delta_rel = 0.002  # clean-rate decrease per epoch (README's 0.2 %, /100)
+            c.delta_rel = DELTA_REL[loss]  # clean-rate decrease per epoch (0.5 / 0.2 / 0.1 %)
             if loss == "ll_cp":
                 c.ll_cp_rule = "paper"  # 'paper' | 'released_code' (= LL-Ct, nothing stored)
         return c
@@ -105,6 +137,29 @@ def validate(config: base.Config) -> None:
         )
     if mc.loss.startswith("ll_") and not 0.0 <= mc.delta_rel <= 1.0:
         raise ValueError(f"config.method_config.delta_rel={mc.delta_rel}: must be in [0, 1].")
+    if mc.loss in LINEAR_INIT_LOSSES:
+        _validate_linear_init(config)
+
+
+def _validate_linear_init(config: base.Config) -> None:
+    """The linear-init phase fits in the run and its learning rate is the optimiser's warm-up."""
+    n, optim = config.method_config.linear_init_epochs, config.optim
+    if n < 0:
+        raise ValueError(f"config.method_config.linear_init_epochs={n}: must be >= 0.")
+    if n == 0:
+        return
+    if config.train.num_epochs <= n:
+        raise ValueError(
+            f"config.method_config.linear_init_epochs={n} leaves no fine-tuning epoch in "
+            f"config.train.num_epochs={config.train.num_epochs}; it must be larger."
+        )
+    if optim.warmup_epochs != n or not optim.warmup_lr > 0:
+        raise ValueError(
+            f"config.method_config.linear_init_epochs={n}: the linear phase trains at the "
+            f"optimiser's constant warm-up, so config.optim.warmup_epochs (now "
+            f"{optim.warmup_epochs}) must equal it and config.optim.warmup_lr (now "
+            f"{optim.warmup_lr}) be > 0 (configs/recipes.cole_linear_init sets both)."
+        )
 
 
 def make_model(config: base.Config, data_info: base.DataInfo) -> GlobalPoolClassifier:
@@ -148,7 +203,14 @@ def param_groups(config: base.Config) -> tuple[base.ParamGroup, ...]:
             base.ParamGroup((base.METHOD_PARAMS, TABLE), lr_mult=mc.table_lr_mult,
                             weight_decay="none"),
         )  # fmt: skip
+    if _linear_init_epochs(config):  # the backbone's optimiser starts with fine-tuning
+        groups += (base.ParamGroup(BACKBONE, delayed=True),)
     return groups
+
+
+def _linear_init_epochs(config: base.Config) -> int:
+    mc = config.method_config
+    return mc.linear_init_epochs if mc.loss in LINEAR_INIT_LOSSES else 0
 
 
 def state_sharding(config: base.Config) -> tuple:
@@ -165,11 +227,32 @@ def _budget(num_entries: int, epoch: jax.Array, delta_rel: float) -> jax.Array:
     return jnp.ceil(num_entries * fraction - 1e-6).astype(jnp.int32)
 
 
+def _logits(model, config, params, batch_stats, images, clock):
+    """(logits (B, C), new batch_stats). In Cole et al.'s linear-init phase (epoch <
+    `linear_init_epochs`) the backbone is a fixed feature extractor: inference mode, parameters
+    behind a stop-gradient (their gradient is exactly 0), statistics unchanged."""
+
+    def end_to_end():
+        (logits, _), stats = base.apply_train(model, params, batch_stats, images)
+        return logits, stats
+
+    epochs = _linear_init_epochs(config)
+    if not epochs:
+        return end_to_end()
+
+    def linear_head():
+        fixed = {**params, BACKBONE[0]: jax.lax.stop_gradient(params[BACKBONE[0]])}
+        logits, _ = base.apply_eval(model, fixed, batch_stats, images)
+        return logits, batch_stats
+
+    return jax.lax.cond(clock.epoch < epochs, linear_head, end_to_end)
+
+
 def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock):
     """The baseline's loss of the linear head's logits. See `base.Method.loss_fn`."""
     del rng
     mc = config.method_config
-    (logits, _), batch_stats = base.apply_train(model, params, batch_stats, batch["image"])
+    logits, batch_stats = _logits(model, config, params, batch_stats, batch["image"], clock)
     labels = batch["labels"]
     name = mc.loss
     if name == "partial_bce":

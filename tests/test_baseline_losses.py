@@ -208,6 +208,9 @@ def test_large_loss_budget_follows_clean_rate():
     assert losses.large_loss_budget(1000, 0, 0.002) == 0
     assert losses.large_loss_budget(1000, 1, 0.002) == 2
     assert losses.large_loss_budget(16 * 80, 3, 0.002) == math.ceil(16 * 80 * 0.006)
+    assert losses.large_loss_budget(100, 300, 0.005) == 100  # clean rate floored at 0
+    traced = jax.jit(lambda e: losses.large_loss_budget(1000, e, 0.002))  # as training calls it
+    assert [int(traced(jnp.int32(e))) for e in range(3)] == [0, 2, 4]
 
 
 def test_splc_and_hill_match_the_formulas(case):

@@ -62,6 +62,23 @@ def test_role_table_is_initialised_from_the_observed_labels_sharded_and_trained_
     np.testing.assert_allclose(step[step > 0], 10 * config.optim.learning_rate, rtol=1e-3)
 
 
+@pytest.mark.parametrize("name", ["ll_r", "ll_ct"])
+def test_large_loss_rejects_k_entries_per_epoch_from_epoch_one(name):
+    """The training step's budget: epoch e (0-based, one step per epoch here) rejects / corrects
+    k = ceil(B C e delta_rel) unobserved entries of the batch, none in epoch 0 (LargeLoss: the
+    clean rate starts to fall after the first epoch)."""
+    config = tiny_config(method=name)
+    config.method_config.delta_rel = 0.05
+    fns, mesh, _ = _fns(config)
+    state, batch = fns.state, fake_batch(seed=0)
+    n = batch["labels"].size  # B C entries of the global batch
+    hits = []
+    for _ in range(3):  # epochs 0, 1, 2
+        state, metrics = fns.step_fn(state, sharding.host_to_global(batch, mesh))
+        hits.append(int(metrics["large_loss_hits"]))
+    assert hits == [0, math.ceil(n * 0.05), math.ceil(n * 0.10)]
+
+
 def test_ll_cp_paper_rule_stores_permanent_corrections_from_epoch_one():
     config = tiny_config(method="ll_cp")
     config.method_config.delta_rel = 0.05

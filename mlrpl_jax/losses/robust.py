@@ -26,8 +26,6 @@ Each loss checks concrete labels on entry (`checks.partial_labels`: errors.Input
 {-1, 0, 1}); traced labels (inside jit) are not checked.
 """
 
-import math
-
 import jax
 import jax.numpy as jnp
 
@@ -39,11 +37,15 @@ def _bce_with_logits(x: jax.Array, t: jax.Array) -> jax.Array:
     return -(t * jax.nn.log_sigmoid(x) + (1.0 - t) * jax.nn.log_sigmoid(-x))
 
 
-def large_loss_budget(num_entries: int, epoch: int, delta_rel: float) -> int:
-    """k = ceil(B C (1 - clean_rate)), clean_rate = 1 - epoch * delta_rel (LL-R, LL-Ct). Epoch 0
-    (0-based) has clean_rate 1, k = 0 (no modification)."""
-    clean_rate = 1.0 - epoch * delta_rel
-    return math.ceil(num_entries * (1.0 - clean_rate) - 1e-9)
+def large_loss_budget(num_entries: int, epoch: jax.Array | int, delta_rel: float) -> jax.Array:
+    """k = ceil(B C (1 - clean_rate)), clean_rate = max(1 - epoch delta_rel, 0) (LL-R, LL-Ct): the
+    number of unobserved entries of a batch of B C entries rejected or corrected in `epoch`.
+
+    Epoch 0 (0-based) has clean_rate 1, k = 0 (no modification); the rate of modified entries
+    then grows by delta_rel per epoch. `epoch` may be traced (the rule training uses, inside the
+    jitted step). Returns an int32 scalar."""
+    fraction = jnp.minimum(jnp.asarray(epoch, jnp.float32) * delta_rel, 1.0)
+    return jnp.ceil(num_entries * fraction - 1e-6).astype(jnp.int32)
 
 
 def large_loss(

@@ -221,12 +221,6 @@ def state_sharding(config: base.Config) -> tuple:
     )
 
 
-def _budget(num_entries: int, epoch: jax.Array, delta_rel: float) -> jax.Array:
-    """k = ceil(B C (1 - clean_rate)) with clean_rate = max(1 - epoch delta_rel, 0), traced."""
-    fraction = jnp.minimum(epoch.astype(jnp.float32) * delta_rel, 1.0)
-    return jnp.ceil(num_entries * fraction - 1e-6).astype(jnp.int32)
-
-
 def _logits(model, config, params, batch_stats, images, clock):
     """(logits (B, C), new batch_stats). In Cole et al.'s linear-init phase (epoch <
     `linear_init_epochs`) the backbone is a fixed feature extractor: inference mode, parameters
@@ -296,7 +290,7 @@ def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock)
             labels = jnp.where(stored, jnp.int8(1), labels)
             k = jnp.where(clock.epoch >= 1, math.ceil(n * mc.delta_rel - 1e-6), 0)
         else:
-            k = _budget(n, clock.epoch, mc.delta_rel)
+            k = losses.large_loss_budget(n, clock.epoch, mc.delta_rel)
         loss, metrics, masks = losses.large_loss(logits, labels, k, correct=name != "ll_r")
         if permanent:
             now = (stored | masks["above_threshold"]).astype(jnp.float32)

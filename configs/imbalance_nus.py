@@ -5,7 +5,9 @@
       --config.data.known_proportion=0.3
 
 Paper reference (002, ResNet-50, mAP %): `mlrpl_jax.paper_tables.table('imbalance_table3')` (FAL)
-to `'imbalance_table6'` (SPL), column 'nus'. Other settings: --config.data.setting=ppl|spl|fal.
+to `'imbalance_table6'` (SPL), column 'nus'. Other settings: --config.data.setting=fal, or ppl|spl
+with --config.method_config.beta_rule=all (the default 'known' gives alpha = 0 there and is
+refused).
 The same setting runs the paper's baselines: configs/imbalance_nus.py:an (wan, role, focal, asl,
 bce_ls; for role and epr the config sets Cole et al.'s expected number of positives).
 

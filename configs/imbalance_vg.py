@@ -2,10 +2,12 @@
 paper does not use (no published number); the same settings as configs/imbalance_coco.py.
 
   python -m mlrpl_jax.train --config configs/imbalance_vg.py --workdir runs/imbalance_vg \
-      --config.data.setting=ppl --config.data.known_proportion=0.3
+      --config.data.setting=ppl --config.data.known_proportion=0.3 \
+      --config.method_config.beta_rule=all
 
-Settings: pal (default, 60 % known), ppl, spl, fal (--config.data.setting=...). The baselines in
-the same protocol: configs/imbalance_vg.py:an (wan, focal, asl, bce_ls, ...).
+Settings: pal (default, 60 % known), ppl, spl, fal (--config.data.setting=...); ppl and spl with
+--config.method_config.beta_rule=all (the default 'known' gives alpha = 0 there and is refused).
+The baselines in the same protocol: configs/imbalance_vg.py:an (wan, focal, asl, bce_ls, ...).
 
 Data as paper 002 counts it (§V-A, Table II; `recipes.paper002_split`): the official train
 split, no carve-out, only images with a positive label (data.drop_unlabeled); the paper names no

@@ -60,7 +60,8 @@ def test_loss_is_equation_12(rule):
 
 def test_beta_rule_all_counts_every_entry():
     """beta_rule 'all': T = the batch's B x C entries, so a batch whose known labels are all
-    positive (PPL, SPL) keeps alpha near 1 instead of 0."""
+    positive (PPL, SPL) keeps alpha near 1 instead of 0. (The loss function still computes
+    'known' there; the method refuses that config: tests/test_imbalance_readings.py.)"""
     rng = np.random.default_rng(1)
     x = rng.normal(0, 2, (4, 10)).astype(np.float32)
     y = np.zeros((4, 10), np.int8)

@@ -9,16 +9,33 @@ dynamic training scheme, all of them without it) and predictions y^ = sigmoid(x)
 
 and the batch loss is the mean of L_img over the images (a sum with an empty set is 0).
 
-Choices the paper leaves open (each a keyword argument here, a config key of the method):
+Choices the paper leaves open or contradicts (each a keyword argument here, a config key of the
+method; `methods/imbalance.py` says which is the method's default and why):
 
+* **Where alpha and beta weigh** (`alpha_beta_on`). For one picked unknown entry with stored
+  target t and prediction s, the eq. 12 term -alpha t log s - beta (1-t) log(1-s) splits exactly
+  into
+
+      (alpha+beta)/2 * BCE(s; t)  +  (alpha-beta)/2 * [ -t log s + (1-t) log(1-s) ]
+
+  a self-distillation term plus a term that pushes s up whenever alpha > beta. Its minimiser has
+  odds(s*) = (alpha/beta) odds(t), and eq. 5 stores s as the next target, so under the typeset
+  reading every visit multiplies an unknown entry's odds by up to alpha/beta; at a
+  self-consistent table (t = s) the gradient on an unknown logit is -(alpha-beta) s(1-s) p d /
+  (|S| B), never 0 (`shared/reference/imbalance_readings.md` §1). The readings:
+  'printed' (eq. 12 as typeset: alpha on the t log s terms, beta on the (1-t) log(1-s) terms of
+  both parts); 'symmetric' (the antisymmetric term dropped: alpha = beta = (alpha+beta)/2 on the
+  pseudo part, the existing part as typeset); 'existing' (alpha/beta on the existing part only,
+  the pseudo part unweighted). Under 'symmetric' and 'existing' the pseudo part is a plain BCE
+  towards the stored targets: its gradient vanishes at t = s, so alpha/beta do not feed back into
+  the targets. With alpha = beta = 1 (`use_alpha_beta=False`) the three readings coincide.
 * alpha = 1 - beta, beta = max(P / T, gamma), gamma = 0.05 (eq. 8); P and T are not defined:
-  P = known positives of the batch and T (`beta_rule`) its known labels ('known', the default,
-  the batch's observed positive rate) or all its B x C entries ('all'). Under 'known' a batch
-  whose known labels are all positive (PPL, SPL) gets beta = 1, alpha = 0: nothing pulls any
-  score up, and the synthetic benchmark's PPL/SPL runs collapse (docs/results/imbalance.md);
-  'all' keeps beta near the positive rate of the label space. Either way the (rare) positive
-  terms get the larger weight
-  alpha. beta = gamma when the batch has no known label.
+  P = known positives of the batch and T (`beta_rule`) its known labels ('known', the batch's
+  observed positive rate) or all its B x C entries ('all'). Under 'known' a batch whose known
+  labels are all positive (PPL, SPL) gets beta = 1, alpha = 0: nothing pulls any score up, under
+  every `alpha_beta_on` reading (the method refuses that combination); under 'all' beta is the
+  batch's known positives per entry (the positive rate times the known proportion at PAL and
+  PPL, 1/C at SPL), floored at gamma. beta = gamma when the batch has no known label.
 * d (eq. 9): the printed formula d = exp((e_c + m) / e_T) ('formula', e_c the 0-based epoch, e_T
   the number of epochs, m = 3) is always > 1, while the text says the two parts are weighted
   equally at epoch e_T - m and the existing part more before it; 'prose' is
@@ -41,6 +58,7 @@ from mlrpl_jax import checks
 D_RULES = ("formula", "prose")
 BETA_RULES = ("known", "all")
 PENALTY_RULES = ("prose", "formula")
+ALPHA_BETA_ON = ("printed", "symmetric", "existing")
 
 
 def imbalance_coefficients(
@@ -92,6 +110,7 @@ def imbalance_loss(
     penalty_rule: str = "prose",
     use_alpha_beta: bool = True,
     use_penalty: bool = True,
+    alpha_beta_on: str = "printed",
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Eq. 12 (module docstring), mean over images.
 
@@ -102,10 +121,15 @@ def imbalance_loss(
       d: the dynamic coefficient (`dynamic_coefficient`; 1 to remove it).
       gamma, beta_rule: beta's floor and its T (module docstring).
       use_alpha_beta / use_penalty: ablations (alpha = beta = 1; p = 1), paper Table VII.
+      alpha_beta_on: where alpha and beta weigh: 'printed' (eq. 12 as typeset, the default of
+        this function), 'symmetric' or 'existing' (module docstring).
 
     Returns:
-      (loss, metrics) with alpha, beta, the mean p and the picked fraction of unknown entries.
+      (loss, metrics) with alpha, beta, the weight of each pseudo term (`pseudo_pos_weight`,
+      `pseudo_neg_weight`), the mean p and the picked fraction of unknown entries.
     """
+    if alpha_beta_on not in ALPHA_BETA_ON:
+        raise ValueError(f"alpha_beta_on must be one of {ALPHA_BETA_ON}, got {alpha_beta_on!r}")
     checks.partial_labels(labels, where="imbalance_loss")
     x = logits.astype(jnp.float32)
     log_p, log_not_p = jax.nn.log_sigmoid(x), jax.nn.log_sigmoid(-x)
@@ -116,19 +140,28 @@ def imbalance_loss(
     k = known.astype(jnp.float32)
     n_e = jnp.maximum(jnp.sum(k, axis=-1), 1.0)
     n_s = jnp.maximum(jnp.sum(s, axis=-1), 1.0)
-    pos = jnp.sum(k * y * log_p, -1) / n_e + d * jnp.sum(s * t * log_p, -1) / n_s
-    neg = (
-        jnp.sum(k * (1 - y) * log_not_p, -1) / n_e + d * jnp.sum(s * (1 - t) * log_not_p, -1) / n_s
-    )
+    known_pos = jnp.sum(k * y * log_p, -1) / n_e
+    known_neg = jnp.sum(k * (1 - y) * log_not_p, -1) / n_e
+    pseudo_pos = d * jnp.sum(s * t * log_p, -1) / n_s
+    pseudo_neg = d * jnp.sum(s * (1 - t) * log_not_p, -1) / n_s
     if use_alpha_beta:
         alpha, beta = _coefficients(labels, gamma, beta_rule)
     else:
         alpha, beta = jnp.float32(1.0), jnp.float32(1.0)
+    if alpha_beta_on == "printed":  # alpha, beta on both parts (eq. 12 as typeset)
+        w_pos, w_neg = alpha, beta
+    elif alpha_beta_on == "symmetric":  # the antisymmetric (alpha-beta)/2 term dropped
+        w_pos = w_neg = (alpha + beta) / 2.0
+    else:  # 'existing': the pseudo part unweighted
+        w_pos = w_neg = jnp.float32(1.0)
     p = penalty(jax.nn.sigmoid(x), penalty_rule) if use_penalty else jnp.ones(x.shape[0])
-    per_image = -p * (alpha * pos + beta * neg)
+    weighted = alpha * known_pos + beta * known_neg + w_pos * pseudo_pos + w_neg * pseudo_neg
+    per_image = -p * weighted
     unknown = jnp.sum((~known).astype(jnp.float32))
     metrics = {
         "alpha": alpha, "beta": beta, "penalty_mean": jnp.mean(p),
+        "pseudo_pos_weight": jnp.asarray(w_pos, jnp.float32),
+        "pseudo_neg_weight": jnp.asarray(w_neg, jnp.float32),
         "picked_fraction": jnp.sum(s) / jnp.maximum(unknown, 1.0),
     }  # fmt: skip
     return jnp.mean(per_image), metrics

@@ -15,14 +15,17 @@ TRM-ML author's value-path dense tokens f in R^{T x E}, T = h w, not normalised)
 * **Matching** (eq. 1, 5) with the dual prompts as the author's framework combines them:
   logit_c(v) = s cos(v, g^+_c) - s cos(v, g^-_c), s = exp(t) learned (init 3.91); the query-level
   logits use v = f^q_c, the region-level ones v = f^r_c. Inference: the region-level logits.
-* The projection MLP of the multimodal contrastive loss (§3.5, E -> E -> E, ReLU).
+* The projection MLP of the multimodal contrastive loss (§3.5, E -> E -> E, ReLU), fed the
+  L2-normalised region features ('projected' below), the scale of the unit-norm bank tokens it
+  also projects [I].
 
 ``use_carl=False`` is the ablation baseline (paper Table 3: "modified DualCoOp"): the DualCoOp
 author variant's spatial-softmax aggregation (`prompting.DualCoOp`), no decoder.
 
 ``__call__`` returns (logits (B, C), aux) with aux: 'pos_logits', 'neg_logits' (region level, the
 parts of the ASL), 'q_pos_logits', 'q_neg_logits', 'logits_q' (query level), 'region_features'
-f^r (B, C, E), 'energies' e (B, C, T), 'tokens' f (B, T, E), 'text_pos' g^+ (C, E).
+f^r (B, C, E), 'energies' e (B, C, T), 'tokens' f (B, T, E), 'text_pos' g^+ (C, E), 'projected'
+(B, C, E) the contrastive projection of f^r / |f^r|.
 """
 
 from typing import Any
@@ -149,7 +152,7 @@ class TRMML(nn.Module):
             aux.update(pos_logits=pos, neg_logits=neg, energies=jnp.log(weights))
             aux["region_features"] = jnp.einsum("bct,bte->bce", weights, f)
             # keep the projection's parameters in the tree (unused by this ablation's losses)
-            aux["projected"] = self.project(aux["region_features"])
+            aux["projected"] = self.project(prompting.l2_normalize(aux["region_features"]))
             return pos - neg, aux
         pos_emb = jnp.asarray(sine_positional_embedding(h, w, f.shape[-1]))
         decoded, energies = self.decoder(self.queries, f, pos_emb, train)
@@ -160,6 +163,6 @@ class TRMML(nn.Module):
         aux.update(
             pos_logits=pos, neg_logits=neg, q_pos_logits=q_pos, q_neg_logits=q_neg,
             logits_q=q_pos - q_neg, region_features=f_r, energies=energies,
-            projected=self.project(f_r),
+            projected=self.project(prompting.l2_normalize(f_r)),
         )  # fmt: skip
         return pos - neg, aux

@@ -165,6 +165,7 @@ def test_infonce_by_hand():
     np.testing.assert_allclose(got, np.mean(per_anchor), rtol=1e-5)
 
 
+@pytest.mark.slow  # ~13 s on 2 cores
 def test_region_features_and_matching_follow_eq_4_and_5():
     config = config_for()
     model = trm_ml.make_model(config, data_info())

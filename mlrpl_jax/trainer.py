@@ -487,6 +487,7 @@ def run(
     final = results["test"]
     if jax.process_index() == 0:
         score, source = selection_score(cfg, results)
+        best_summary = _best_summary(ckpt)
         atomic_write_json(
             results_path,
             {
@@ -497,13 +498,15 @@ def run(
                 "early_stopped": stopped or None,
                 "selection": {
                     "select_on": cfg.train.select_on,
-                    "final_source": source,
+                    # Which weights (raw or EMA) on which split selected the best checkpoint.
+                    "best_checkpoint_source": (best_summary or {}).get("selection_source")
+                    or source,
                     "rule": "best checkpoint (workdir/best) by mAP on "
                     + ("the test split (paper reproduction)" if cfg.train.select_on == "test"
                        else f"the validation split ({cfg.data.val_labels} labels)")
                     + (", raw or EMA weights, whichever is higher" if "test/ema" in results
                        else ""),
-                    "best_checkpoint": _best_summary(ckpt),
+                    "best_checkpoint": best_summary,
                 },
             },
         )  # fmt: skip

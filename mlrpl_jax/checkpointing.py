@@ -10,17 +10,20 @@ any moment leaves either the previous checkpoints or a complete new one (an unfi
 directory is ignored and cleaned up on the next start). Saving is synchronous so that the iterator
 state written is exactly the one that goes with the saved TrainState.
 
-A checkpoint damaged afterwards (a truncated file, a disk error) is survived: `restore_newest`
-tries the periodic checkpoints from the newest down; when an older one restores, each unreadable
+Every finished checkpoint gets a manifest (`mlrpl_manifest.json`: each file's size and CRC-32), so
+damage done afterwards (a truncated file, a disk error) is found before orbax reads the files. It is
+survived: `restore_newest` tries the periodic checkpoints from the newest down; when an older one restores, each unreadable
 newer one is moved aside to `workdir/damaged/` (never deleted) and the run resumes from the older
 one. When none restores, nothing is moved and a `RunDirError` says what to do.
 """
 
 import contextlib
 import gc
+import json
 import os
 import sys
 import time
+import zlib
 from typing import Any
 
 import grain
@@ -38,22 +41,89 @@ def _brief(error: Exception) -> str:
     return f"{type(error).__name__}: {text[0][:160] if text else ''}"
 
 
+MANIFEST = "mlrpl_manifest.json"
+
+
+def _files(directory: str) -> list[str]:
+    return sorted(
+        os.path.relpath(os.path.join(d, f), directory)
+        for d, _, names in os.walk(directory)
+        for f in names
+        if f != MANIFEST
+    )
+
+
+def _crc(path: str) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def write_manifest(directory: str) -> None:
+    """Records the size and CRC-32 of every file of a finished checkpoint in `directory`, so a
+    later truncation or corruption is found before orbax is asked to read it (a failed orbax
+    read leaves unfinished reads behind that print tracebacks until the process exits)."""
+    entries = {f: [os.path.getsize(os.path.join(directory, f)), _crc(os.path.join(directory, f))]
+               for f in _files(directory)}  # fmt: skip
+    tmp = os.path.join(directory, MANIFEST + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(entries, f)
+    os.replace(tmp, os.path.join(directory, MANIFEST))
+
+
+def check_manifest(directory: str) -> str | None:
+    """What is wrong with the checkpoint in `directory` against its manifest (a missing,
+    truncated or changed file), or None when it matches or has no manifest."""
+    path = os.path.join(directory, MANIFEST)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            entries = json.load(f)
+    except ValueError:
+        return f"its manifest {path} is damaged"
+    for name, (size, crc) in entries.items():
+        file = os.path.join(directory, name)
+        if not os.path.exists(file):
+            return f"{name} is missing"
+        if os.path.getsize(file) != size:
+            return f"{name} has {os.path.getsize(file)} bytes, {size} when written"
+        if _crc(file) != crc:
+            return f"{name} changed since it was written (CRC-32)"
+    return None
+
+
+def _drop_orbax_read_reports(previous):
+    """An unraisable-exception hook that drops the reports of orbax's abandoned read coroutines
+    (see `_quiet_abandoned_reads`) and passes every other report to `previous`."""
+
+    def hook(unraisable):
+        code = getattr(unraisable.object, "cr_code", None)
+        if code is not None and "orbax" in code.co_filename:
+            return
+        previous(unraisable)
+
+    hook.drops_orbax_reads = True
+    return hook
+
+
 @contextlib.contextmanager
 def _quiet_abandoned_reads():
-    """Runs a restore; if it fails, the reads it had started are collected here, silently.
+    """Runs a restore; if it fails, the reads it had started are not reported.
 
     A failed orbax restore leaves the coroutines of its other array reads unfinished; Python
     reports each one as 'Exception ignored in: <coroutine ...>' (with TensorStore's whole spec)
-    when it is garbage-collected, by default at exit. The failure itself is raised as usual."""
+    when it is garbage-collected, some at once and some at exit. After a failure, the process's
+    unraisable-exception hook drops those reports (only coroutines of orbax's own code); the
+    failure itself is raised as usual."""
     try:
         yield
     except Exception:
-        hook = sys.unraisablehook
-        sys.unraisablehook = lambda unraisable: None
-        try:
-            gc.collect()
-        finally:
-            sys.unraisablehook = hook
+        if not getattr(sys.unraisablehook, "drops_orbax_reads", False):
+            sys.unraisablehook = _drop_orbax_read_reports(sys.unraisablehook)
+        gc.collect()
         raise
 
 
@@ -112,6 +182,11 @@ class Checkpointer:
             ),
         )
         self.manager.wait_until_finished()
+        if jax.process_index() == 0:
+            write_manifest(self._step_dir(step))
+
+    def _step_dir(self, step: int) -> str:
+        return os.path.join(str(self.manager.directory), str(step))
 
     def restore(self, state: Any, data_iter: Any, step: int | None = None) -> Any:
         """Restores the checkpoint at `step` (default newest) into the shapes/shardings of `state`.
@@ -138,6 +213,10 @@ class Checkpointer:
         steps = sorted(self.manager.all_steps(), reverse=True)
         failures = []
         for step in steps:
+            damage = check_manifest(self._step_dir(step))
+            if damage is not None:  # known damaged without asking orbax to read it
+                failures.append((step, RunDirError(damage)))
+                continue
             try:
                 with _quiet_abandoned_reads():
                     restored = self.restore(state, data_iter, step)
@@ -184,6 +263,13 @@ class Checkpointer:
                 f"no {which} checkpoint in {self.workdir}; train first "
                 "(python -m mlrpl_jax.train --config ... --workdir ...)."
             )
+        damage = check_manifest(os.path.join(str(manager.directory), str(step)))
+        if damage is not None:
+            other = "latest" if which == "best" else "best"
+            raise RunDirError(
+                f"the {which} checkpoint (step {step}) in {manager.directory} is damaged "
+                f"({damage}). Try --checkpoint={other}."
+            )
         try:
             with _quiet_abandoned_reads():
                 restored = manager.restore(
@@ -224,6 +310,8 @@ class Checkpointer:
             metrics=dict(metrics, mAP=float(metrics["mAP"])),
         )
         self.best.wait_until_finished()
+        if jax.process_index() == 0:
+            write_manifest(os.path.join(str(self.best.directory), str(step)))
         return True
 
     def close(self) -> None:

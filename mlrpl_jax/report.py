@@ -50,6 +50,7 @@ the differing keys: "imbalance (use_d=False)" (`label_variants`).
 """
 
 import argparse
+import collections
 import csv
 import io
 import json
@@ -269,14 +270,19 @@ def load_runs(paths: Sequence[str], select: str = "final") -> list[Run]:
 
 # Keys in which runs of one method may differ and still be one row: what a table's columns and
 # seeds vary, and what does not change results (`run_dir.HARMLESS_KEYS`).
-_NOT_A_VARIANT = {"seed", "data.label_seed", "data.known_proportion", "data.setting"}
+# (`data.val_labels` decides only which checkpoint is kept in best/, not the final metrics; PPL/SPL
+# runs select on full validation labels where PAL runs use the partial ones.)
+_NOT_A_VARIANT = {
+    "seed", "data.label_seed", "data.known_proportion", "data.setting", "data.val_labels",
+}  # fmt: skip
 
 
 def label_variants(runs: list[Run]) -> list[Run]:
     """Runs of one method whose configs differ in a key that changes results (e.g. an ablation's
-    `method_config.use_d=False`, another reading) become separate rows: the method name gets
-    those keys' values, 'imbalance (use_d=False)', with `method_config.` left out. Runs that differ
-    only in seeds, proportions, settings or `run_dir.HARMLESS_KEYS` keep the plain method name."""
+    `method_config.use_d=False`, another reading) become separate rows: the method name gets the
+    keys where a run departs from the method's most common value, 'imbalance (use_d=False)', with
+    `method_config.` left out. Runs that differ only in seeds, proportions, settings, validation
+    labels or `run_dir.HARMLESS_KEYS` keep the plain method name."""
     ignored = _NOT_A_VARIANT | run_dir.HARMLESS_KEYS
     varying = {}
     for method in dict.fromkeys(r.method for r in runs):
@@ -286,12 +292,20 @@ def label_variants(runs: list[Run]) -> list[Run]:
             for k in set().union(*configs)
             if k not in ignored and len({json.dumps(c.get(k)) for c in configs}) > 1
         )
+    # A variant is named by the keys where it departs from its method's most common value (the
+    # runs at the defaults keep the plain name when they are the majority of each key).
+    common = {}
+    for method, keys in varying.items():
+        configs = [r.config or {} for r in runs if r.method == method]
+        for k in keys:
+            counts = collections.Counter(json.dumps(c.get(k)) for c in configs)
+            common[method, k] = counts.most_common(1)[0][0]
     out = []
     for r in runs:
-        keys = varying[r.method]
-        if keys:
-            c = r.config or {}
-            values = ", ".join(f"{k.removeprefix('method_config.')}={c.get(k)}" for k in keys)
+        c = r.config or {}
+        own = [k for k in varying[r.method] if json.dumps(c.get(k)) != common[r.method, k]]
+        if own:
+            values = ", ".join(f"{k.removeprefix('method_config.')}={c.get(k)}" for k in own)
             r = r._replace(method=f"{r.method} ({values})")
         out.append(r)
     return out

@@ -112,7 +112,7 @@ def _fns(config):
     return fns, mesh
 
 
-@pytest.mark.parametrize("dtype", ["float32", "uint8"])
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("uint8", marks=pytest.mark.slow)])
 def test_table_starts_at_half_and_takes_the_batch_predictions(dtype):
     config = tiny_config(method="imbalance")
     config.method_config.table_dtype = dtype

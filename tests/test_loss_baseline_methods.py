@@ -30,6 +30,7 @@ def test_every_baseline_is_registered_with_its_loss():
     assert methods.get("ll_ct").default_config().head_lr_mult == 10.0  # LargeLoss's classifier
 
 
+@pytest.mark.slow  # ~5-8 s on 2 cores: the whole suite runs it, the fast loop stays under 5 min
 def test_role_table_is_initialised_from_the_observed_labels_sharded_and_trained_x10():
     config = tiny_config(method="role")
     config.method_config.expected_positives = 2.0
@@ -62,7 +63,7 @@ def test_role_table_is_initialised_from_the_observed_labels_sharded_and_trained_
     np.testing.assert_allclose(step[step > 0], 10 * config.optim.learning_rate, rtol=1e-3)
 
 
-@pytest.mark.parametrize("name", ["ll_r", "ll_ct"])
+@pytest.mark.parametrize("name", ["ll_r", pytest.param("ll_ct", marks=pytest.mark.slow)])
 def test_large_loss_rejects_k_entries_per_epoch_from_epoch_one(name):
     """The training step's budget: epoch e (0-based, one step per epoch here) rejects / corrects
     k = ceil(B C e delta_rel) unobserved entries of the batch, none in epoch 0 (LargeLoss: the
@@ -79,6 +80,7 @@ def test_large_loss_rejects_k_entries_per_epoch_from_epoch_one(name):
     assert hits == [0, math.ceil(n * 0.05), math.ceil(n * 0.10)]
 
 
+@pytest.mark.slow  # ~5-8 s on 2 cores: the whole suite runs it, the fast loop stays under 5 min
 def test_ll_cp_paper_rule_stores_permanent_corrections_from_epoch_one():
     config = tiny_config(method="ll_cp")
     config.method_config.delta_rel = 0.05

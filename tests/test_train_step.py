@@ -51,6 +51,7 @@ def run_steps(config, devices, num_steps: int = 2):
     return jax.device_get(state), losses, np.asarray(logits)
 
 
+@pytest.mark.slow  # ~5-8 s on 2 cores: the whole suite runs it, the fast loop stays under 5 min
 def test_eight_devices_match_one_device():
     assert jax.device_count() == 8, "conftest must provide 8 simulated CPU devices"
     # SGD: Adam's first steps are ~lr * sign(g), which turns float-rounding differences of

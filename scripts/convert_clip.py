@@ -14,9 +14,7 @@ reads it without torch. Prints the inferred architecture and the parameter count
 
 import argparse
 import os
-import pickle
 import sys
-import zipfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -26,19 +24,10 @@ INPUT_FORMATS = "an OpenAI .pt (TorchScript), a .pth/.pt state dict, a .safetens
 
 
 def unreadable_errors() -> tuple[type[BaseException], ...]:
-    """What the readers (torch.load, torch.jit.load, numpy, safetensors) raise for a file that is
-    not a checkpoint (damaged, truncated, another format): the file's fault, not a bug."""
-    types: tuple[type[BaseException], ...] = (
-        ValueError, KeyError, EOFError, RuntimeError, OSError, pickle.UnpicklingError,
-        zipfile.BadZipFile,
-    )  # fmt: skip
-    try:
-        import safetensors
+    """What the readers raise for a file that is not a checkpoint (`pretrained.unreadable_file_errors`)."""
+    from mlrpl_jax.models import pretrained
 
-        types += (safetensors.SafetensorError,)
-    except (ImportError, AttributeError):
-        pass
-    return types
+    return pretrained.unreadable_file_errors()
 
 
 def read(input_path: str) -> dict:

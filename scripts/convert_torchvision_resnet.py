@@ -26,9 +26,7 @@ Output format, chosen by the extension of ``--output``:
 
 import argparse
 import os
-import pickle
 import sys
-import zipfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -44,19 +42,10 @@ INPUT_FORMATS = "a torchvision state dict (.pth/.pt), a .safetensors or an .npz"
 
 
 def unreadable_errors() -> tuple[type[BaseException], ...]:
-    """What the readers (torch.load, numpy, safetensors) raise for a file that is not a state dict
-    (damaged, truncated, another format): the file's fault, not a bug."""
-    types: tuple[type[BaseException], ...] = (
-        ValueError, KeyError, EOFError, RuntimeError, OSError, pickle.UnpicklingError,
-        zipfile.BadZipFile,
-    )  # fmt: skip
-    try:
-        import safetensors
+    """What the readers raise for a file that is not a checkpoint (`pretrained.unreadable_file_errors`)."""
+    from mlrpl_jax.models import pretrained
 
-        types += (safetensors.SafetensorError,)
-    except (ImportError, AttributeError):
-        pass
-    return types
+    return pretrained.unreadable_file_errors()
 
 
 def read(input_path: str) -> dict[str, np.ndarray]:

@@ -362,3 +362,21 @@ def save_npz(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray]) -> N
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def unreadable_file_errors() -> tuple[type[BaseException], ...]:
+    """What the weight readers (torch.load, torch.jit.load, numpy, safetensors) raise for a file
+    that is not a checkpoint (damaged, truncated, another format): the file's fault, not a bug."""
+    import zipfile
+
+    types: tuple[type[BaseException], ...] = (
+        ValueError, KeyError, EOFError, RuntimeError, OSError, pickle.UnpicklingError,
+        zipfile.BadZipFile,
+    )  # fmt: skip
+    try:
+        import safetensors
+
+        types += (safetensors.SafetensorError,)
+    except (ImportError, AttributeError):
+        pass
+    return types

@@ -1,14 +1,16 @@
-"""Checkpoints with orbax: TrainState and the grain iterator saved together; best-by-mAP kept apart.
+"""Checkpoints with orbax: the TrainState (its step is the data position); best-by-mAP kept apart.
 
 Layout in the workdir:
-  checkpoints/<step>/{state, data_iter}   periodic (every epoch by default), newest `max_to_keep` kept
+  checkpoints/<step>/state                periodic (every epoch by default), newest `max_to_keep` kept
   best/<step>/state                       the state with the highest selection mAP so far (the
                                           validation split, or test where a paper config says so)
 
 orbax writes each checkpoint into a temporary directory and renames it only once complete, so a kill at
 any moment leaves either the previous checkpoints or a complete new one (an unfinished temporary
-directory is ignored and cleaned up on the next start). Saving is synchronous so that the iterator
-state written is exactly the one that goes with the saved TrainState.
+directory is ignored and cleaned up on the next start). Saving is synchronous. The input pipeline's
+position is not saved: it is a function of the step (`pipeline.GlobalOrderSampler`), so a run resumes
+under any process layout. (Checkpoints written before this also hold a `data_iter` item, the grain
+iterator state; it is ignored.)
 
 Every finished checkpoint gets a manifest (`mlrpl_manifest.json`: each file's size and CRC-32), so
 damage done afterwards (a truncated file, a disk error) is found before orbax reads the files. It is
@@ -26,7 +28,6 @@ import time
 import zlib
 from typing import Any
 
-import grain
 import jax
 import orbax.checkpoint as ocp
 
@@ -127,6 +128,14 @@ def _quiet_abandoned_reads():
         raise
 
 
+def _barrier(name: str) -> None:
+    """Waits for every process (no-op on one): what process 0 wrote is then there for all."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 def _abstract(tree: Any) -> Any:
     """ShapeDtypeStructs (with shardings) of a pytree of arrays, the restore target."""
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
@@ -144,11 +153,8 @@ class Checkpointer:
         self.manager = ocp.CheckpointManager(
             os.path.join(os.path.abspath(workdir), "checkpoints"),
             options=options,
-            item_names=("state", "data_iter"),
-            item_handlers={
-                "state": ocp.StandardCheckpointHandler(),
-                "data_iter": grain.checkpoint.CheckpointHandler(),
-            },
+            item_names=("state",),
+            item_handlers={"state": ocp.StandardCheckpointHandler()},
         )
         self.best = None
         if keep_best:
@@ -169,43 +175,36 @@ class Checkpointer:
         """Step of the newest complete periodic checkpoint, or None."""
         return self.manager.latest_step()
 
-    def save(self, state: Any, data_iter: Any) -> None:
-        """Saves `state` and the iterator position under the state's step (no-op if it exists)."""
+    def save(self, state: Any) -> None:
+        """Saves `state` under its step (no-op if it exists). Called by every process."""
         step = int(jax.device_get(state.step))
         if step in self.manager.all_steps():
             return
         self.manager.save(
             step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                data_iter=grain.checkpoint.CheckpointSave(data_iter),
-            ),
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
         )
         self.manager.wait_until_finished()
         if jax.process_index() == 0:
             write_manifest(self._step_dir(step))
+        _barrier("mlrpl_checkpoint_manifest")
 
     def _step_dir(self, step: int) -> str:
         return os.path.join(str(self.manager.directory), str(step))
 
-    def restore(self, state: Any, data_iter: Any, step: int | None = None) -> Any:
+    def restore(self, state: Any, step: int | None = None) -> Any:
         """Restores the checkpoint at `step` (default newest) into the shapes/shardings of `state`.
-
-        `data_iter` is set to the saved position in place. Returns the restored state.
-        """
+        Returns the restored state."""
         step = self.manager.latest_step() if step is None else step
         restored = self.manager.restore(
             step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(_abstract(state)),
-                data_iter=grain.checkpoint.CheckpointRestore(data_iter),
-            ),
+            args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(state))),
         )
         return restored["state"]
 
-    def restore_newest(self, state: Any, data_iter: Any) -> tuple[Any, int] | None:
-        """Restores the newest readable periodic checkpoint into the shapes/shardings of `state`
-        and sets `data_iter` to its position. Returns (state, step), or None without checkpoints.
+    def restore_newest(self, state: Any) -> tuple[Any, int] | None:
+        """Restores the newest readable periodic checkpoint into the shapes/shardings of `state`.
+        Returns (state, step), or None without checkpoints.
 
         Unreadable newer checkpoints are moved to workdir/damaged/ once an older one restored
         (and a line says so). Raises RunDirError when no checkpoint can be read; nothing is moved
@@ -219,13 +218,14 @@ class Checkpointer:
                 continue
             try:
                 with _quiet_abandoned_reads():
-                    restored = self.restore(state, data_iter, step)
+                    restored = self.restore(state, step)
             except Exception as e:  # noqa: BLE001 (any failure to read means: try the older one)
                 failures.append((step, e))
                 continue
             for bad, error in failures:
                 self._move_aside(bad, error)
             if failures:
+                _barrier("mlrpl_moved_aside")
                 self.manager.reload()
             return restored, step
         if not failures:

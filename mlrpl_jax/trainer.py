@@ -262,9 +262,8 @@ def refresh_batches(exp: Experiment, epoch: int):
     (config.seed, epoch) and independent of the training iterator, so a resumed run refreshes exactly
     as an uninterrupted one."""
     cfg = exp.config
-    local_bs = sharding.local_batch_size(cfg.train.batch_size, exp.mesh)
     seed = int(np.random.SeedSequence([cfg.seed, epoch, 0x5EF]).generate_state(1)[0])
-    loader = pipeline.make_train_loader(cfg.data, exp.train_source, local_bs, seed)
+    loader = pipeline.make_train_loader(cfg.data, exp.train_source, cfg.train.batch_size, seed)
     for _ in range(exp.steps_per_epoch):
         batch = next(loader)
         batch = sharding.host_to_global(
@@ -391,14 +390,13 @@ def run(
         run_dir.check_same_config(workdir, config, training=True)  # fail before the (slow) set-up
     exp = setup(config)
     cfg = exp.config
-    local_bs = sharding.local_batch_size(cfg.train.batch_size, exp.mesh)
-    train_iter = pipeline.make_train_loader(cfg.data, exp.train_source, local_bs, cfg.seed)
+    train_ops = pipeline.train_operations(cfg.data, exp.train_source)  # checks a labels file
     os.makedirs(workdir, exist_ok=True)  # the data, its labels and the model are all built
     ckpt = checkpointing.Checkpointer(
         workdir, max_to_keep=cfg.checkpoint.max_to_keep, keep_best=cfg.checkpoint.keep_best
     )
     state = exp.state
-    restored = ckpt.restore_newest(state, train_iter)
+    restored = ckpt.restore_newest(state)
     start = None if restored is None else restored[1]
     if jax.process_index() == 0:
         run_dir.start(workdir, cfg, start, allow_change=allow_config_change)
@@ -410,6 +408,11 @@ def run(
     first_loss = _first_loss(writer.path)
     step = int(jax.device_get(state.step))
     spe, total = exp.steps_per_epoch, exp.total_steps
+    # The data position is the step: global batch `step` comes next, on any process layout.
+    train_iter = pipeline.make_train_loader(
+        cfg.data, exp.train_source, cfg.train.batch_size, cfg.seed, start_step=step,
+        operations=train_ops,
+    )  # fmt: skip
     results = None
     results_path = os.path.join(workdir, "results.json")
     stopped = _early_stop_record(results_path)
@@ -480,7 +483,7 @@ def run(
                 _say(bar, f"Early stop after epoch {epoch}: {source} mAP {score:.2f}, "
                           f"best {best:.2f}.")  # fmt: skip
         if epoch % cfg.checkpoint.every_epochs == 0 or step == total or stopped:
-            ckpt.save(state, train_iter)
+            ckpt.save(state)
     bar.close()
     if results is None:  # nothing left to train: evaluate the restored final state
         results = evaluate_epoch(exp, state)

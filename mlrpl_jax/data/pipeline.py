@@ -1,10 +1,15 @@
 """grain input pipelines: the shuffled, augmented, checkpointable train loader and the evaluation batches.
 
-Multi-host: every process reads only its own shard (`grain.sharding.ShardByJaxProcess`) and produces its
-slice of the global batch; `sharding.host_to_global` assembles the global arrays.
+Multi-host: the training order is one global order, a function of (seed, global position) over the
+whole split (`GlobalOrderSampler`); global batch s is positions [s*B, (s+1)*B) of it, and each process
+reads only its slice of each global batch (rows [p*b, (p+1)*b), b = B / processes, which are the rows
+its devices hold in the mesh). So the global batches, and every result, are the same for every process
+layout with the same devices, and the iterator position is the step. `sharding.host_to_global`
+assembles the global arrays. Evaluation splits each split into contiguous per-process slices.
 """
 
 import math
+import sys
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -119,13 +124,64 @@ def make_mask_transform(
     )
 
 
+class GlobalOrderSampler:
+    """grain sampler of one process's records in the global training order.
+
+    The global order is an endless stream of passes over the split, each a new permutation:
+    position g holds record `keys[g]` of `grain.samplers.IndexSampler(N, shuffle=True, seed)` (a
+    fresh permutation per pass) with the augmentation generator Philox(seed + g), so a single
+    process reads exactly what an unsharded IndexSampler gives. Global batch s is positions
+    [s*B, (s+1)*B); this process's i-th record is position
+    g = (start_step + i // b) * B + process_index * b + i % b, with b = B / process_count.
+    Pure (no state): grain's worker processes may read any index.
+    """
+
+    def __init__(self, num_records: int, seed: int, global_batch_size: int, process_index: int,
+                 process_count: int, start_step: int = 0):  # fmt: skip
+        if global_batch_size % process_count:
+            raise ValueError(
+                f"global batch {global_batch_size} does not split over {process_count} processes"
+            )
+        self._order = grain.samplers.IndexSampler(
+            num_records=num_records, shuffle=True, num_epochs=None, seed=seed
+        )
+        self._seed = seed
+        self._global_batch = global_batch_size
+        self._local_batch = global_batch_size // process_count
+        self._offset = process_index * self._local_batch
+        self._start = start_step
+        self._repr = (f"GlobalOrderSampler(num_records={num_records}, seed={seed}, "
+                      f"global_batch_size={global_batch_size}, process_index={process_index}, "
+                      f"process_count={process_count}, start_step={start_step})")  # fmt: skip
+
+    def __len__(self) -> int:
+        return sys.maxsize
+
+    def __repr__(self) -> str:
+        return self._repr
+
+    def position(self, index: int) -> int:
+        """The global stream position of this process's `index`-th record."""
+        step, row = divmod(index, self._local_batch)
+        return (self._start + step) * self._global_batch + self._offset + row
+
+    def __getitem__(self, index: int) -> grain.RecordMetadata:
+        g = self.position(index)
+        return grain.RecordMetadata(
+            index=index,
+            record_key=self._order[g].record_key,
+            rng=np.random.Generator(np.random.Philox(key=self._seed + g)),
+        )
+
+
 class TrainBatches:
-    """Endless iterator of train batches, stacked in the main process from the grain record stream.
+    """Endless iterator of this process's train batches, stacked in the main process from the grain
+    record stream.
 
     Stacking here rather than in grain's workers makes the batches independent of `worker_count`
     (grain batches within each worker, which changes batch composition with the worker count). The
-    iterator state is that of the underlying grain iterator, taken at batch boundaries; it is
-    checkpointable with `grain.checkpoint.CheckpointSave/Restore`.
+    position is not state to checkpoint: a loader made with `start_step=s` yields global batch s
+    first (`make_train_loader`).
     """
 
     def __init__(self, loader: grain.DataLoader, batch_size: int):
@@ -138,18 +194,6 @@ class TrainBatches:
     def __next__(self) -> dict[str, np.ndarray]:
         records = [next(self._records) for _ in range(self.batch_size)]
         return {k: np.stack([r[k] for r in records]) for k in records[0]}
-
-    def get_state(self) -> bytes:
-        return self._records.get_state()
-
-    def set_state(self, state: bytes) -> None:
-        self._records.set_state(state)
-
-    def start_prefetch(self) -> None:
-        """Called by grain's checkpoint handler after a restore."""
-        start = getattr(self._records, "start_prefetch", None)
-        if start is not None:
-            start()
 
 
 def _train_augment(data: ml_collections.ConfigDict):
@@ -168,30 +212,50 @@ def _read_options(data: ml_collections.ConfigDict) -> grain.ReadOptions:
     )
 
 
+def train_operations(data: ml_collections.ConfigDict, source) -> list:
+    """The per-record operations of the train loader: the partial labels (which reads and checks
+    a labels file, `make_mask_transform`) and the augmentation. Built before anything is written,
+    so that a bad labels file stops a run first."""
+    return [make_mask_transform(data, source), _train_augment(data)]
+
+
 def make_train_loader(
-    data: ml_collections.ConfigDict, source, local_batch_size: int, seed: int
+    data: ml_collections.ConfigDict,
+    source,
+    global_batch_size: int,
+    seed: int,
+    *,
+    start_step: int = 0,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    operations: list | None = None,
 ) -> TrainBatches:
-    """An endless, shuffled (new permutation every pass), augmented iterator of this process's batches.
+    """An endless, shuffled (new permutation every pass), augmented iterator of this process's
+    slices of the global batches `start_step`, `start_step + 1`, ... (`GlobalOrderSampler`).
 
     Batches: {'image': uint8 (b, S, S, 3), 'labels': int8 (b, C), 'example_id': int32 (b,),
     'full_labels': uint8 (b, C) (diagnostics only; absent for a natively partial dataset)} with
-    b = local_batch_size; batches run across pass boundaries. Its state is checkpointable.
+    b = global_batch_size / process_count; batches run across pass boundaries. The process index
+    and count default to jax's; `operations` to `train_operations(data, source)`.
     """
-    sampler = grain.samplers.IndexSampler(
-        num_records=len(source),
-        shard_options=grain.sharding.ShardByJaxProcess(drop_remainder=True),
-        shuffle=True,
-        num_epochs=None,
-        seed=seed,
+    import jax
+
+    if operations is None:
+        operations = train_operations(data, source)
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+    sampler = GlobalOrderSampler(
+        len(source), seed, global_batch_size, process_index, process_count, start_step
     )
     loader = grain.DataLoader(
         data_source=source,
         sampler=sampler,
-        operations=[make_mask_transform(data, source), _train_augment(data)],
+        shard_options=grain.sharding.NoSharding(),  # the sampler reads this process's slices
+        operations=operations,
         worker_count=data.worker_count,
         read_options=_read_options(data),
     )
-    return TrainBatches(loader, local_batch_size)
+    return TrainBatches(loader, global_batch_size // process_count)
 
 
 def eval_batches(

@@ -9,8 +9,8 @@ import warnings
 import ml_collections
 
 from mlrpl_jax import methods
-from mlrpl_jax.errors import ConfigError
 from mlrpl_jax.data import partial_labels, sources
+from mlrpl_jax.errors import ConfigError
 
 SETTINGS = ("pal", "ppl", "spl", "fal")
 DATASETS = sources.SUPPORTED_DATASETS

@@ -34,7 +34,7 @@ def write_plan(tmp_path, **sweep):
                 "overrides": [],
                 **sweep,
             }
-        ],  # fmt: skip
+        ],
     }
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(plan))

@@ -1,7 +1,6 @@
 """The one registry of methods: name -> `Method` (see `methods/base.py`)."""
 
 from mlrpl_jax.errors import ConfigError
-
 from mlrpl_jax.methods import (
     blending,
     clip_pretrain,

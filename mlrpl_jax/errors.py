@@ -37,3 +37,7 @@ class RunDirError(UserError, RuntimeError):
 
 class TrainingDiverged(UserError, FloatingPointError):
     """Training produced non-finite values or a loss that grew far beyond its start."""
+
+
+class LaunchError(UserError, RuntimeError):
+    """A multi-process launch whose environment is inconsistent or whose processes cannot meet."""

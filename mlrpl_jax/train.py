@@ -17,8 +17,12 @@ workdir/config_changes.jsonl.
 
 User errors (bad key or value, missing file, unprepared dataset, changed config) print one message
 and exit with status 2. On clusters the same command runs on every host (jax.distributed is
-initialised from the environment).
+initialised from the environment, `mlrpl_jax.launch`; README "Several hosts"). SIGTERM (a
+preemption notice) saves a checkpoint at the next step on every process and exits with status 75;
+the same command resumes there.
 """
+
+import sys
 
 from mlrpl_jax import cli
 
@@ -65,9 +69,13 @@ def main(argv):
     from mlrpl_jax import launch
 
     launch.setup_process()
-    from mlrpl_jax import trainer
+    from mlrpl_jax import preemption, trainer
 
-    trainer.run(config, _WORKDIR.value, allow_config_change=_ALLOW_CHANGE.value)
+    try:
+        trainer.run(config, _WORKDIR.value, allow_config_change=_ALLOW_CHANGE.value)
+    except preemption.Preempted as e:
+        print(str(e), flush=True)
+        sys.exit(preemption.EXIT_PREEMPTED)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,16 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from mlrpl_jax import checkpointing, config_validation, methods, metrics, optim, run_dir, sharding
+from mlrpl_jax import (
+    checkpointing,
+    config_validation,
+    methods,
+    metrics,
+    optim,
+    preemption,
+    run_dir,
+    sharding,
+)
 from mlrpl_jax.data import label_semantics, pipeline, sources
 from mlrpl_jax.errors import ConfigError, TrainingDiverged
 from mlrpl_jax.metric_writer import MetricWriter, atomic_write_json, format_table
@@ -413,7 +422,6 @@ def run(
         cfg.data, exp.train_source, cfg.train.batch_size, cfg.seed, start_step=step,
         operations=train_ops,
     )  # fmt: skip
-    results = None
     results_path = os.path.join(workdir, "results.json")
     stopped = _early_stop_record(results_path)
     if (step >= total or stopped) and os.path.exists(results_path):
@@ -422,74 +430,23 @@ def run(
         total=total, initial=step, disable=not _show_progress(cfg), dynamic_ncols=True,
         desc="train",
     )  # fmt: skip
-    pending, tick, tick_step = [], time.perf_counter(), step
-    epoch_counts: dict[str, float] = {}  # sums of '<name>/num' and '<name>/den' metrics this epoch
-    while step < total and not stopped:
-        if exp.method.refresh is not None and step % spe == 0:
-            state = run_refresh(exp, state, step // spe)
-        batch = sharding.host_to_global(next(train_iter), exp.mesh)
-        with jax.transfer_guard("disallow"):  # the step itself never moves data implicitly
-            state, step_metrics = exp.step_fn(state, batch)
-        pending.append((step, step_metrics))
-        step += 1
-        bar.update(1)
-        epoch_end = step % spe == 0 or step == total
-        if step % cfg.train.log_every_steps == 0 or epoch_end:
-            history = [(s, {k: float(v) for k, v in m.items()}) for s, m in jax.device_get(pending)]
-            _check_finite(history, workdir, ckpt.latest_step())
-            pending = []
-            now = time.perf_counter()
-            ips = (step - tick_step) * cfg.train.batch_size / max(now - tick, 1e-9)
-            tick, tick_step = now, step
-            sums = {k: float(np.sum([m[k] for _, m in history])) for k in history[0][1]}
-            mean = {f"train/{k}": v / len(history) for k, v in sums.items()}
-            if first_loss is None:
-                first_loss = mean["train/loss"]
-            _check_divergence(
-                step, mean["train/loss"], first_loss, cfg.train.divergence_factor, workdir,
-                ckpt.latest_step(),
+    try:
+        with preemption.watch() as preempt:
+            step, state, results, stopped = _train_loop(
+                exp, state, step, train_iter, ckpt, writer, bar, first_loss, preempt, workdir,
+                stopped,
             )  # fmt: skip
-            mean.update({f"train/{k}": v for k, v in _ratios(sums).items()})
-            mean["train/images_per_second"] = ips
-            writer.write(step, mean, epoch=step / spe)
-            for k, v in sums.items():
-                if k.endswith(("/num", "/den")):
-                    epoch_counts[k] = epoch_counts.get(k, 0.0) + v
-            if epoch_end and epoch_counts:
-                ratios = {f"train_epoch/{k}": v for k, v in _ratios(epoch_counts).items()}
-                writer.write(step, ratios, epoch=math.ceil(step / spe))
-                epoch_counts = {}
-            bar.set_postfix(loss=f"{mean['train/loss']:.4f}", img_s=f"{ips:.0f}")
-        if not epoch_end:
-            continue
-        epoch = math.ceil(step / spe)
-        if epoch % cfg.train.eval_every_epochs == 0 or step == total:
-            results = evaluate_epoch(exp, state)
-            writer.write(step, _eval_record(cfg, results), epoch=epoch)
-            score, source = selection_score(cfg, results)
-            _say(bar, f"epoch {epoch}: test mAP {results['test']['mAP']:.2f}" + (
-                f", selection mAP ({source}) {score:.2f}" if source != "test" else ""
-            ))  # fmt: skip
-            best = max(ckpt.best_map(), score)
-            ckpt.save_best(
-                state,
-                {"mAP": score, "source": source, "step": step, "epoch": epoch,
-                 "results": _finite(results)},
-            )  # fmt: skip
-            drop = cfg.train.early_stop_drop
-            if drop > 0 and best - score > drop:
-                stopped = {"epoch": epoch, "step": step, "best_mAP": best, "mAP": score,
-                           "rule": f"selection mAP more than {drop:g} below its best"}  # fmt: skip
-                _say(bar, f"Early stop after epoch {epoch}: {source} mAP {score:.2f}, "
-                          f"best {best:.2f}.")  # fmt: skip
-        if epoch % cfg.checkpoint.every_epochs == 0 or step == total or stopped:
-            ckpt.save(state)
+    except preemption.Preempted:
+        bar.close()
+        writer.close()
+        ckpt.close()
+        raise
     bar.close()
     if results is None:  # nothing left to train: evaluate the restored final state
         results = evaluate_epoch(exp, state)
     final = results["test"]
     if jax.process_index() == 0:
-        score, source = selection_score(cfg, results)
+        _, source = selection_score(cfg, results)
         best_summary = _best_summary(ckpt)
         atomic_write_json(
             results_path,
@@ -521,6 +478,92 @@ def run(
     writer.close()
     ckpt.close()
     return final
+
+
+def _train_loop(exp, state, step, train_iter, ckpt, writer, bar, first_loss, preempt, workdir,
+                stopped):  # fmt: skip
+    """Trains from `step` to the end (or an early stop): logging, evaluation, checkpoints.
+    Returns (step, state, the last evaluation's results or None, the early-stop record or None).
+    Raises `preemption.Preempted` after saving a checkpoint when `preempt` says so."""
+    cfg = exp.config
+    spe, total = exp.steps_per_epoch, exp.total_steps
+    results = None
+    pending, tick, tick_step = [], time.perf_counter(), step
+    epoch_counts: dict[str, float] = {}  # sums of '<name>/num' and '<name>/den' metrics this epoch
+    while step < total and not stopped:
+        if exp.method.refresh is not None and step % spe == 0:
+            state = run_refresh(exp, state, step // spe)
+        batch = sharding.host_to_global(next(train_iter), exp.mesh)
+        with jax.transfer_guard("disallow"):  # the step itself never moves data implicitly
+            state, step_metrics = exp.step_fn(state, batch)
+        pending.append((step, step_metrics))
+        step += 1
+        bar.update(1)
+        epoch_end = step % spe == 0 or step == total
+        preempted = preempt.reached(step)  # on every process, every step
+        if step % cfg.train.log_every_steps == 0 or epoch_end or preempted:
+            history = [(s, {k: float(v) for k, v in m.items()}) for s, m in jax.device_get(pending)]
+            _check_finite(history, workdir, ckpt.latest_step())
+            pending = []
+            now = time.perf_counter()
+            ips = (step - tick_step) * cfg.train.batch_size / max(now - tick, 1e-9)
+            tick, tick_step = now, step
+            sums = {k: float(np.sum([m[k] for _, m in history])) for k in history[0][1]}
+            mean = {f"train/{k}": v / len(history) for k, v in sums.items()}
+            if first_loss is None:
+                first_loss = mean["train/loss"]
+            _check_divergence(
+                step, mean["train/loss"], first_loss, cfg.train.divergence_factor, workdir,
+                ckpt.latest_step(),
+            )  # fmt: skip
+            mean.update({f"train/{k}": v for k, v in _ratios(sums).items()})
+            mean["train/images_per_second"] = ips
+            writer.write(step, mean, epoch=step / spe)
+            for k, v in sums.items():
+                if k.endswith(("/num", "/den")):
+                    epoch_counts[k] = epoch_counts.get(k, 0.0) + v
+            if epoch_end and epoch_counts:
+                ratios = {f"train_epoch/{k}": v for k, v in _ratios(epoch_counts).items()}
+                writer.write(step, ratios, epoch=math.ceil(step / spe))
+                epoch_counts = {}
+            bar.set_postfix(loss=f"{mean['train/loss']:.4f}", img_s=f"{ips:.0f}")
+        if epoch_end:
+            results, stopped = _end_epoch(exp, state, step, ckpt, writer, bar, stopped, results)
+        if preempted and step < total and not stopped:  # (at the end, just finish)
+            ckpt.save(state)
+            writer.event(step, "preempted")
+            raise preemption.Preempted(step, workdir)
+    return step, state, results, stopped
+
+
+def _end_epoch(exp, state, step, ckpt, writer, bar, stopped, results):
+    """Evaluation, best-checkpoint selection, early stopping and the periodic checkpoint at the end
+    of an epoch. Returns (results, stopped)."""
+    cfg = exp.config
+    spe, total = exp.steps_per_epoch, exp.total_steps
+    epoch = math.ceil(step / spe)
+    if epoch % cfg.train.eval_every_epochs == 0 or step == total:
+        results = evaluate_epoch(exp, state)
+        writer.write(step, _eval_record(cfg, results), epoch=epoch)
+        score, source = selection_score(cfg, results)
+        _say(bar, f"epoch {epoch}: test mAP {results['test']['mAP']:.2f}" + (
+            f", selection mAP ({source}) {score:.2f}" if source != "test" else ""
+        ))  # fmt: skip
+        best = max(ckpt.best_map(), score)
+        ckpt.save_best(
+            state,
+            {"mAP": score, "source": source, "step": step, "epoch": epoch,
+             "results": _finite(results)},
+        )  # fmt: skip
+        drop = cfg.train.early_stop_drop
+        if drop > 0 and best - score > drop:
+            stopped = {"epoch": epoch, "step": step, "best_mAP": best, "mAP": score,
+                       "rule": f"selection mAP more than {drop:g} below its best"}  # fmt: skip
+            _say(bar, f"Early stop after epoch {epoch}: {source} mAP {score:.2f}, "
+                      f"best {best:.2f}.")  # fmt: skip
+    if epoch % cfg.checkpoint.every_epochs == 0 or step == total or stopped:
+        ckpt.save(state)
+    return results, stopped
 
 
 def _show_progress(cfg: ml_collections.ConfigDict) -> bool:

@@ -63,7 +63,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
             "config.method alone.",
         )
     method = methods.get(config.method)
-    method.validate(config)
+    try:
+        method.validate(config)
+    except ConfigError:
+        raise
+    except ValueError as e:  # a method's own check of its keys: the user's to fix
+        raise ConfigError(str(e)) from e
     _choice(config, "data.name", DATASETS)
     _choice(config, "data.setting", SETTINGS)
     _choice(config, "data.mask_mode", ("hash", "reference"))

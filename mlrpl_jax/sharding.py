@@ -60,6 +60,20 @@ def to_host(x: jax.Array) -> np.ndarray:
     return np.asarray(jax.device_get(x))
 
 
+def tree_to_host(tree: Any) -> Any:
+    """numpy values of a pytree of jax.Arrays on every process; leaves sharded across processes
+    (e.g. a per-example table over 'data') are gathered, the others are read locally."""
+
+    def one(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            from jax.experimental import multihost_utils
+
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(jax.device_get(x))
+
+    return jax.tree.map(one, tree)
+
+
 def tree_replicated(tree: Any, mesh: Mesh) -> Any:
     """A pytree of replicated shardings with the structure of `tree`."""
     return jax.tree.map(lambda _: replicated(mesh), tree)

@@ -176,7 +176,7 @@ def make_train_fns(
     state = jax.jit(init, out_shardings=state_sharding)(rng, method_state, own)
     if pretrained:
         params, batch_stats = method.load_pretrained(
-            config, jax.device_get(state.params), jax.device_get(state.batch_stats)
+            config, sharding.tree_to_host(state.params), sharding.tree_to_host(state.batch_stats)
         )
         ema = {"params": params, "batch_stats": batch_stats} if use_ema else {}
         state = jax.device_put(

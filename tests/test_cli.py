@@ -152,6 +152,38 @@ def test_train_and_evaluate_user_errors_are_one_message_and_status_2(tmp_path):
             ],
             ("batch size 15", "2 devices", "config.train.batch_size"),
         ),
+        "a method's own check": (
+            command("train", "--config", "configs/tiny.py:role", "--workdir", work),
+            ("expected_positives is None", "--config.method_config.expected_positives="),
+        ),
+        "coordinator without a process count": (
+            [
+                "env",
+                "JAX_COORDINATOR_ADDRESS=127.0.0.1:1234",
+                *command("train", "--config", "configs/tiny.py", "--workdir", work),
+            ],
+            ("JAX_COORDINATOR_ADDRESS=127.0.0.1:1234 is set", "JAX_NUM_PROCESSES"),
+        ),
+        "several SLURM tasks, no srun": (
+            [
+                "env",
+                "SLURM_JOB_ID=5",
+                "SLURM_NTASKS=2",
+                *command("train", "--config", "configs/tiny.py", "--workdir", work),
+            ],
+            ("2 tasks", "srun"),
+        ),
+        "unreachable coordinator": (
+            [
+                "env",
+                f"JAX_COORDINATOR_ADDRESS=127.0.0.1:{_closed_port()}",
+                "JAX_NUM_PROCESSES=2",
+                "JAX_PROCESS_ID=1",
+                "MLRPL_DISTRIBUTED_TIMEOUT=2",
+                *command("train", "--config", "configs/tiny.py", "--workdir", work),
+            ],
+            ("could not reach the coordinator", "process 0 must be running"),
+        ),
         "no workdir": (
             command("train", "--config", "configs/tiny.py"),
             ("--workdir is required",),
@@ -168,6 +200,15 @@ def test_train_and_evaluate_user_errors_are_one_message_and_status_2(tmp_path):
         except AssertionError as e:
             raise AssertionError(f"case {name!r}: {e}") from None
     assert not work.exists()  # nothing is written before the config validates
+
+
+def _closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def test_help_and_print_config():

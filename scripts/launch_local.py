@@ -91,10 +91,20 @@ def main() -> None:
     args = parser.parse_args()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
-        parser.error("give the command to run after --")
+        fail("no command: give the command every process runs after --, e.g. -- python -m "
+             "mlrpl_jax.train --config configs/tiny.py --workdir /tmp/tiny_2x1")  # fmt: skip
     if args.processes < 1 or args.devices_per_process < 1:
-        parser.error("--processes and --devices_per_process must be at least 1")
-    sys.exit(launch(command, args.processes, args.devices_per_process))
+        fail("--processes and --devices_per_process must be at least 1")
+    try:
+        sys.exit(launch(command, args.processes, args.devices_per_process))
+    except FileNotFoundError as e:
+        fail(f"cannot run {command[0]!r}: {e.strerror}")
+
+
+def fail(message: str) -> None:
+    """A user error: one line on stderr, status 2 (as every command of the project)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK_HELP = (
     ("scripts/benchmark_clip.py",), ("scripts/benchmark_data.py",),
     ("scripts/benchmark_example_table.py",), ("scripts/convert_clip.py",),
-    ("scripts/prepare_data.py",), ("scripts/sweep.py",),
+    ("scripts/prepare_data.py",), ("scripts/sweep.py",), ("scripts/launch_local.py",),
     ("-m", "mlrpl_jax.pretrain"), ("-m", "mlrpl_jax.pretrain_clip"),
 )  # fmt: skip
 SLOW_HELP = (
@@ -271,6 +271,29 @@ def test_pretrain_clip_trains_exports_and_scores_zero_shot(tmp_path):
     with open(out + ".json") as f:
         report = json.load(f)
     assert 0 < report["evaluation_world_zero_shot_test_mAP"]["pretrained"] <= 100
+
+
+# --- scripts/launch_local.py (its launches: tests/test_multiprocess.py) --------------------------
+
+
+def test_launch_local_errors():
+    assert_user_error(run("scripts/launch_local.py", "--processes", "2"), "no command")
+    assert_user_error(run("scripts/launch_local.py", "--processes", "0", "--", "true"),
+                      "at least 1")  # fmt: skip
+    assert_user_error(run("scripts/launch_local.py", "--", "no-such-program-here"),
+                      "cannot run 'no-such-program-here'")  # fmt: skip
+
+
+def test_launch_local_runs_the_command_once_per_process_with_its_environment():
+    script = ("import os; print(os.environ['JAX_PROCESS_ID'], os.environ['JAX_NUM_PROCESSES'], "
+              "os.environ['XLA_FLAGS'].split('=')[-1])")  # fmt: skip
+    proc = run("scripts/launch_local.py", "--processes", "3", "--devices_per_process", "2", "--",
+               sys.executable, "-c", script)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(proc.stdout.splitlines()) == ["[p0] 0 3 2", "[p1] 1 3 2", "[p2] 2 3 2"]
+    failing = run("scripts/launch_local.py", "--processes", "2", "--", sys.executable, "-c",
+                  "import os, sys; sys.exit(3 * int(os.environ['JAX_PROCESS_ID']))")  # fmt: skip
+    assert failing.returncode == 3  # the first non-zero status
 
 
 # --- --help ----------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ the same results on every process layout, resume under another process count, ki
 Layouts are written processes x devices per process. The plain runs all use 4 devices (1 x 4,
 2 x 2 through a simulated SLURM `srun` environment, 4 x 1 through `scripts/launch_local.py`); the
 methods with per-example state (`imbalance`'s table op, ROLE's learned table) and prototype
-refreshes (`sarb`) compare 1 x 2 with 2 x 1. Tolerance: relative 1e-4 on every logged train value
+refreshes (`sarb`'s K-means, `dsrb`'s location prototypes) compare 1 x 2 with 2 x 1. Tolerance: relative 1e-4 on every logged train value
 (loss terms, norms, diagnostics) and 0.01 points on every metric (in %). Observed: 1 x 2 and 2 x 1
 agree bit for bit; 2 x 2 departs from 1 x 4 by at most 3e-6 relative in the train values (gloo sums
 across processes in another order than XLA:CPU within one) and not at all in the metrics.
@@ -16,12 +16,16 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow
+
+
+_CACHE = tempfile.mkdtemp(prefix="mlrpl_jax_multiprocess_cache_")
 
 
 def _env(devices: int, **extra) -> dict:
@@ -31,6 +35,9 @@ def _env(devices: int, **extra) -> dict:
         JAX_PLATFORMS="cpu",
         JAX_DISABLE_MOST_OPTIMIZATIONS="true",
         XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        # A resumed run compiles what the interrupted one did: cached across its processes.
+        JAX_COMPILATION_CACHE_DIR=_CACHE,
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
         **extra,
     )
     return env
@@ -210,7 +217,10 @@ def test_kill_9_of_every_process_then_resume_as_one_process(reference):
     [
         ("imbalance", ()),  # the per-example table op (stored predictions), its diagnostics
         ("role", ("--config.method_config.expected_positives=1.5",)),  # a learned (N, C) table
-        ("sarb", ("--config.train.num_epochs=1",)),  # prototype refresh before each epoch
+        # Prototype refreshes before epoch 1 (of 2), then blending with them: K-means (SARB),
+        # location-sensitive prototypes (DSRB).
+        ("sarb", ("--config.method_config.blend_epoch=1",)),
+        ("dsrb", ("--config.method_config.blend_epoch=1",)),
     ],
 )
 def test_per_example_state_and_prototypes_are_the_same_on_one_and_two_processes(

@@ -152,3 +152,43 @@ def test_loss_edge_cases(labels_case):
     np.testing.assert_allclose(float(got), eq12_by_hand(x, y, pseudo, picked, 1.3), rtol=1e-5)
     if labels_case != "all_known":
         assert float(metrics["beta"]) == pytest.approx(0.05)  # no known positive: beta = gamma
+
+
+def test_a_step_stores_sigmoid_of_its_logits_and_its_loss_reads_the_stored_table():
+    """The exact values: after one `loss_fn` call the table's rows of the batch hold
+    sigmoid(logits) on the unknown entries and their old values elsewhere; the loss is eq. 12
+    with the table's values *before* the step (stored 0.9 here, which no prediction equals), not
+    this step's predictions, and not 1 - p."""
+    from mlrpl_jax.methods import base
+    from mlrpl_jax.ops import example_table
+
+    config = tiny_config(method="imbalance")
+    config.method_config.use_q = False  # every unknown entry takes part (no draw to reproduce)
+    fns, _ = _fns(config)
+    method, state = methods.get("imbalance"), fns.state
+    batch = fake_batch(seed=4)
+    labels, ids = batch["labels"], batch["example_id"]
+    stored = np.asarray(trainer_decode(state.method_state["pseudo_labels"])).copy()
+    stored[: len(ids)] = np.where(labels == 0, 0.9, stored[: len(ids)])
+    table = example_table.encode(stored, "float32")
+    images = method.normalize_images(config, batch["image"])
+    seen = {"image": images, "labels": labels, "example_id": ids}
+    clock = base.make_clock(np.int32(5), 4)  # epoch 1
+    loss, out = method.loss_fn(fns.model, config, state.params, state.batch_stats,
+                               {"pseudo_labels": table}, seen, jax.random.PRNGKey(0), clock)  # fmt: skip
+    (logits, _), _ = base.apply_train(fns.model, state.params, state.batch_stats, images)
+    logits = np.asarray(logits, np.float64)
+    after = np.asarray(trainer_decode(out.method_state["pseudo_labels"]))
+    unknown = labels == 0
+    np.testing.assert_allclose(after[: len(ids)][unknown], sig(logits)[unknown], rtol=1e-5)
+    np.testing.assert_array_equal(after[: len(ids)][~unknown], stored[: len(ids)][~unknown])
+    np.testing.assert_array_equal(after[len(ids) :], stored[len(ids) :])  # other rows untouched
+    d = float(imb.dynamic_coefficient(1, config.train.num_epochs, 3.0, "prose"))
+    expected = imb.imbalance_loss(logits.astype(np.float32), labels,
+                                  np.where(unknown, 0.9, 0.5).astype(np.float32), unknown, d=d,
+                                  alpha_beta_on="existing")[0]  # fmt: skip
+    np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)
+    from_predictions = imb.imbalance_loss(logits.astype(np.float32), labels,
+                                          sig(logits).astype(np.float32), unknown, d=d,
+                                          alpha_beta_on="existing")[0]  # fmt: skip
+    assert abs(float(from_predictions) - float(expected)) > 1e-3  # the two sources differ here

@@ -107,6 +107,45 @@ def test_ll_cp_paper_rule_stores_permanent_corrections_from_epoch_one():
     assert fns.state.method_state == {}
 
 
+def test_ll_cp_paper_rule_stores_exactly_the_entries_above_the_kth_largest_loss():
+    """The exact stored corrections after one epoch-1 step, by hand: stored corrections read as
+    positives; U = softplus(x) on the remaining unobserved entries (0 elsewhere); t = the k-th
+    largest U over the B C entries, k = ceil(B C delta_rel); the table keeps its corrections and
+    adds the unobserved entries with U > t."""
+    from mlrpl_jax.methods import base
+
+    config = tiny_config(method="ll_cp")
+    config.method_config.delta_rel = 0.1
+    fns, _, _ = _fns(config)
+    method, state = methods.get("ll_cp"), fns.state
+    batch = fake_batch(seed=6)
+    labels, ids = batch["labels"], batch["example_id"]
+    images = method.normalize_images(config, batch["image"])
+    clock = base.make_clock(np.int32(1), 1)  # epoch 1
+    logits, _ = loss_baselines._logits(fns.model, config, state.params, state.batch_stats, images,
+                                       clock)  # fmt: skip
+    x = np.asarray(logits, np.float64)
+    # Corrections from an earlier epoch on the three unobserved entries of largest loss: read as
+    # positives, they leave the ranking (read as unobserved, they would take three of the k).
+    before = np.zeros(np.asarray(state.method_state["corrections"]).shape, np.float32)
+    ranked = np.argsort(np.where(labels == 0, np.logaddexp(0.0, x), -np.inf), axis=None)[::-1]
+    for flat in ranked[:3]:
+        before[np.unravel_index(flat, labels.shape)] = 1.0
+    seen = {"image": images, "labels": labels, "example_id": ids}
+    table = example_table.encode(before, "uint8")
+    _, out = method.loss_fn(fns.model, config, state.params, state.batch_stats,
+                            {"corrections": table}, seen, None, clock)  # fmt: skip
+    y = np.where(before[: len(ids)] > 0.5, 1, labels)
+    u = np.where(y == 0, np.logaddexp(0.0, x), 0.0)
+    k = math.ceil(y.size * 0.1)
+    t = np.sort(u.ravel())[::-1][k - 1]
+    expected = (before[: len(ids)] > 0.5) | ((u > t) & (y == 0))
+    after = np.asarray(example_table.decode(out.method_state["corrections"])) > 0.5
+    np.testing.assert_array_equal(after[: len(ids)], expected)
+    assert expected.sum() > 3  # new corrections were added
+    assert not after[len(ids) :].any()
+
+
 def _flat(tree):
     return {jax.tree_util.keystr(k): np.asarray(v)
             for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}  # fmt: skip

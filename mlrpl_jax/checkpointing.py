@@ -17,6 +17,9 @@ damage done afterwards (a truncated file, a disk error) is found before orbax re
 survived: `restore_newest` tries the periodic checkpoints from the newest down; when an older one restores, each unreadable
 newer one is moved aside to `workdir/damaged/` (never deleted) and the run resumes from the older
 one. When none restores, nothing is moved and a `RunDirError` says what to do.
+
+The workdir may be any path `etils.epath` handles (``gs://...``): orbax takes it as it is, and the
+manifests and the moves aside go through epath.
 """
 
 import contextlib
@@ -30,8 +33,10 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from mlrpl_jax.errors import RunDirError
+from mlrpl_jax.paths import is_local
 
 DAMAGED_DIR = "damaged"
 
@@ -45,53 +50,77 @@ def _brief(error: Exception) -> str:
 MANIFEST = "mlrpl_manifest.json"
 
 
-def _files(directory: str) -> list[str]:
-    return sorted(
-        os.path.relpath(os.path.join(d, f), directory)
-        for d, _, names in os.walk(directory)
-        for f in names
-        if f != MANIFEST
-    )
+def _workdir_path(workdir: str | os.PathLike) -> epath.Path:
+    """`workdir` as an epath.Path: a local one made absolute, a URI (gs://...) as it is."""
+    return epath.Path(os.path.abspath(workdir) if is_local(workdir) else workdir)
 
 
-def _crc(path: str) -> int:
-    crc = 0
-    with open(path, "rb") as f:
+def _files(directory: epath.Path) -> list[str]:
+    """The '/'-separated paths, relative to `directory`, of every file under it."""
+    found = []
+    pending = [(directory, "")]
+    while pending:
+        folder, prefix = pending.pop()
+        for child in folder.iterdir():
+            if child.is_dir():
+                pending.append((child, f"{prefix}{child.name}/"))
+            else:
+                found.append(prefix + child.name)
+    return sorted(found)
+
+
+def _move(source: epath.Path, target: epath.Path) -> None:
+    """Renames the directory `source` to `target`. An object store has neither directories nor
+    renames (epath's rename wants the target's parent to exist): there each file is copied, then
+    `source` is deleted."""
+    if is_local(source):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source.rename(target)
+        return
+    for name in _files(source):
+        (source / name).copy(target / name)
+    source.rmtree()
+
+
+def _measure(path: epath.Path) -> tuple[int, int]:
+    """(size in bytes, CRC-32) of the file `path`, in one read."""
+    size, crc = 0, 0
+    with path.open("rb") as f:
         while chunk := f.read(1 << 22):
-            crc = zlib.crc32(chunk, crc)
-    return crc
+            size, crc = size + len(chunk), zlib.crc32(chunk, crc)
+    return size, crc
 
 
-def write_manifest(directory: str) -> None:
+def write_manifest(directory: str | os.PathLike) -> None:
     """Records the size and CRC-32 of every file of a finished checkpoint in `directory`, so a
     later truncation or corruption is found before orbax is asked to read it (a failed orbax
     read leaves unfinished reads behind that print tracebacks until the process exits)."""
-    entries = {f: [os.path.getsize(os.path.join(directory, f)), _crc(os.path.join(directory, f))]
-               for f in _files(directory)}  # fmt: skip
-    tmp = os.path.join(directory, MANIFEST + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(entries, f)
-    os.replace(tmp, os.path.join(directory, MANIFEST))
+    directory = epath.Path(directory)
+    names = [f for f in _files(directory) if f.split("/")[-1] != MANIFEST]
+    entries = {f: list(_measure(directory / f)) for f in names}
+    tmp = directory / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(entries))
+    tmp.replace(directory / MANIFEST)
 
 
-def check_manifest(directory: str) -> str | None:
+def check_manifest(directory: str | os.PathLike) -> str | None:
     """What is wrong with the checkpoint in `directory` against its manifest (a missing,
     truncated or changed file), or None when it matches or has no manifest."""
-    path = os.path.join(directory, MANIFEST)
-    if not os.path.exists(path):
+    path = epath.Path(directory) / MANIFEST
+    if not path.exists():
         return None
     try:
-        with open(path) as f:
-            entries = json.load(f)
+        entries = json.loads(path.read_text())
     except ValueError:
         return f"its manifest {path} is damaged"
     for name, (size, crc) in entries.items():
-        file = os.path.join(directory, name)
-        if not os.path.exists(file):
+        file = epath.Path(directory) / name
+        if not file.exists():
             return f"{name} is missing"
-        if os.path.getsize(file) != size:
-            return f"{name} has {os.path.getsize(file)} bytes, {size} when written"
-        if _crc(file) != crc:
+        found_size, found_crc = _measure(file)
+        if found_size != size:
+            return f"{name} has {found_size} bytes, {size} when written"
+        if found_crc != crc:
             return f"{name} changed since it was written (CRC-32)"
     return None
 
@@ -144,14 +173,15 @@ def _abstract(tree: Any) -> Any:
 class Checkpointer:
     """Periodic and best checkpoints of one run directory."""
 
-    def __init__(self, workdir: str, *, max_to_keep: int, keep_best: bool):
-        """Args: workdir, the run directory; max_to_keep periodic checkpoints; keep_best."""
-        self.workdir = os.path.abspath(workdir)
+    def __init__(self, workdir: str | os.PathLike, *, max_to_keep: int, keep_best: bool):
+        """Args: workdir, the run directory (local or any path epath handles, e.g. gs://);
+        max_to_keep periodic checkpoints; keep_best."""
+        self.workdir = os.fspath(_workdir_path(workdir))
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False
         )
         self.manager = ocp.CheckpointManager(
-            os.path.join(os.path.abspath(workdir), "checkpoints"),
+            _workdir_path(workdir) / "checkpoints",
             options=options,
             item_names=("state",),
             item_handlers={"state": ocp.StandardCheckpointHandler()},
@@ -159,7 +189,7 @@ class Checkpointer:
         self.best = None
         if keep_best:
             self.best = ocp.CheckpointManager(
-                os.path.join(os.path.abspath(workdir), "best"),
+                _workdir_path(workdir) / "best",
                 options=ocp.CheckpointManagerOptions(
                     max_to_keep=1,
                     create=True,
@@ -189,8 +219,8 @@ class Checkpointer:
             write_manifest(self._step_dir(step))
         _barrier("mlrpl_checkpoint_manifest")
 
-    def _step_dir(self, step: int) -> str:
-        return os.path.join(str(self.manager.directory), str(step))
+    def _step_dir(self, step: int) -> epath.Path:
+        return epath.Path(self.manager.directory) / str(step)
 
     def restore(self, state: Any, step: int | None = None) -> Any:
         """Restores the checkpoint at `step` (default newest) into the shapes/shardings of `state`.
@@ -242,11 +272,9 @@ class Checkpointer:
         """Moves the periodic checkpoint `step` to workdir/damaged/ and says so."""
         if jax.process_index() != 0:
             return
-        target = os.path.join(
-            self.workdir, DAMAGED_DIR, f"checkpoint_{step}_{time.strftime('%Y%m%dT%H%M%S')}"
-        )
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        os.rename(os.path.join(str(self.manager.directory), str(step)), target)
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        target = epath.Path(self.workdir) / DAMAGED_DIR / f"checkpoint_{step}_{stamp}"
+        _move(self._step_dir(step), target)
         print(
             f"Checkpoint {step} is unreadable ({_brief(error)}); "
             f"moved it to {target} and resumed from the previous one."
@@ -263,7 +291,7 @@ class Checkpointer:
                 f"no {which} checkpoint in {self.workdir}; train first "
                 "(python -m mlrpl_jax.train --config ... --workdir ...)."
             )
-        damage = check_manifest(os.path.join(str(manager.directory), str(step)))
+        damage = check_manifest(epath.Path(manager.directory) / str(step))
         if damage is not None:
             other = "latest" if which == "best" else "best"
             raise RunDirError(
@@ -311,7 +339,7 @@ class Checkpointer:
         )
         self.best.wait_until_finished()
         if jax.process_index() == 0:
-            write_manifest(os.path.join(str(self.best.directory), str(step)))
+            write_manifest(epath.Path(self.best.directory) / str(step))
         return True
 
     def close(self) -> None:

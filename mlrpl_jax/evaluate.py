@@ -11,8 +11,6 @@ from mlrpl_jax import cli
 
 cli.quiet_logs()
 
-import os
-
 from absl import flags
 from ml_collections import config_flags
 
@@ -32,6 +30,7 @@ def evaluate_workdir(config, workdir: str, which: str = "best") -> dict[str, flo
 
     Raises `errors.RunDirError` when `workdir` holds no run, or a run of another config."""
     import jax
+    from etils import epath
 
     from mlrpl_jax import checkpointing, config_validation, run_dir, trainer
     from mlrpl_jax.metric_writer import atomic_write_json, format_table
@@ -54,7 +53,7 @@ def evaluate_workdir(config, workdir: str, which: str = "best") -> dict[str, flo
         record = {"step": step, "metrics": metrics}
         if "ema" in results:
             record["ema_metrics"] = results["ema"]
-        atomic_write_json(os.path.join(workdir, f"eval_{which}.json"), record)
+        atomic_write_json(epath.Path(workdir) / f"eval_{which}.json", record)
         for weights, values in results.items():
             title = (
                 f"{config.method} on {config.data.name}, {which} checkpoint (step {step}"

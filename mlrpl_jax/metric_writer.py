@@ -9,6 +9,10 @@ step S replays the steps after S, so `MetricWriter(workdir, resume_step=S)` firs
 records after S (written before the kill that the replay rewrites) and asks TensorBoard to purge
 its events after S. Events (a resume, a recorded config change) go to events.jsonl, not among the
 metrics.
+
+Every file goes through `etils.epath` (`mlrpl_jax.paths`), so the workdir may be any path it
+handles (``gs://...`` on a TPU pod, as for TFDS and orbax). TensorBoard gets the path string:
+tensorboardX writes ``gs://`` through its own writer factories.
 """
 
 import json
@@ -16,16 +20,9 @@ import os
 from typing import Any
 
 import jax
+from etils import epath
 
-
-def atomic_write_json(path: str, obj: Any) -> None:
-    """Writes JSON to `path` via a temporary file and an atomic rename (never a half-written file)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+from mlrpl_jax.paths import append_text, atomic_write, atomic_write_json  # noqa: F401 (re-export)
 
 
 class MetricWriter:
@@ -35,8 +32,8 @@ class MetricWriter:
         """Args: workdir; resume_step: the step the run resumes at (None or 0: a new run), after
         which existing records are dropped."""
         self.active = jax.process_index() == 0
-        self.path = os.path.join(workdir, "metrics.jsonl")
-        self.events_path = os.path.join(workdir, "events.jsonl")
+        self.path = epath.Path(workdir) / "metrics.jsonl"
+        self.events_path = epath.Path(workdir) / "events.jsonl"
         self._tb = None
         if self.active:
             self._repair_tail()
@@ -44,49 +41,42 @@ class MetricWriter:
             from tensorboardX import SummaryWriter
 
             self._tb = SummaryWriter(
-                os.path.join(workdir, "tensorboard"),
+                os.fspath(epath.Path(workdir) / "tensorboard"),
                 purge_step=None if resume_step is None else resume_step + 1,
             )
 
     def _drop_after(self, step: int) -> None:
         """Rewrites metrics.jsonl (atomically) without the records of steps after `step`."""
-        if not os.path.exists(self.path):
+        if not self.path.exists():
             return
-        with open(self.path) as f:
+        with self.path.open() as f:
             lines = f.readlines()
         kept = [line for line in lines if json.loads(line)["step"] <= step]
         if len(kept) == len(lines):
             return
-        tmp = f"{self.path}.tmp-{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.writelines(kept)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        atomic_write(self.path, "".join(kept))
 
     def event(self, step: int, event: str, **details: Any) -> None:
         """Appends {'step', 'event', ...details} to events.jsonl (a resume, a config change)."""
         if not self.active:
             return
-        with open(self.events_path, "a") as f:
-            f.write(json.dumps({"step": int(step), "event": event, **details}) + "\n")
+        record = {"step": int(step), "event": event, **details}
+        append_text(self.events_path, json.dumps(record) + "\n")
 
     def _repair_tail(self) -> None:
-        """Drops a partial last line left by a kill in the middle of a write."""
-        if not os.path.exists(self.path):
+        """Drops a partial last line left by a kill in the middle of a write (atomically)."""
+        if not self.path.exists():
             return
-        with open(self.path, "rb+") as f:
-            data = f.read()
-            if data and not data.endswith(b"\n"):
-                f.truncate(data.rfind(b"\n") + 1)
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            atomic_write(self.path, data[: data.rfind(b"\n") + 1])
 
     def write(self, step: int, scalars: dict[str, float], **extra: Any) -> None:
         """Writes one record: scalars go to both sinks, `extra` (e.g. epoch, event) only to JSONL."""
         if not self.active:
             return
         record = {"step": int(step), **extra, **{k: float(v) for k, v in scalars.items()}}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_text(self.path, json.dumps(record) + "\n")
         for name, value in scalars.items():
             self._tb.add_scalar(name, float(value), int(step))
         self._tb.flush()

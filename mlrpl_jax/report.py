@@ -42,7 +42,8 @@ validation split.
 Mistakes in what is asked (a path that does not exist, no finished run, a damaged config.json,
 results.json or metrics.jsonl, `--select val` for a run without a validation split, a `--metric` no
 run has) print one `error: ...` line naming the file and the fix, and exit with status 2; every run
-is read before `--out` is created, so a failed report writes nothing.
+is read before `--out` is created, so a failed report writes nothing. Run directories may be any
+path `etils.epath` handles (``gs://...``); `--out` is a local directory.
 
 Runs of one method whose configs differ in a key that changes results (an ablation such as
 `--config.method_config.use_d=False`, another reading of an equation) are separate rows, named by
@@ -62,6 +63,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+from etils import epath
 
 from mlrpl_jax import cli, run_dir
 from mlrpl_jax.errors import ConfigError, InputError, MissingFileError, RunDirError
@@ -129,7 +131,7 @@ FIX_RESULTS = (
 def read_json(path: str, fix: str) -> Any:
     """The JSON value in `path`; an unreadable or damaged file is an InputError that says `fix`."""
     try:
-        with open(path) as f:
+        with epath.Path(path).open() as f:
             return json.load(f)
     except OSError as e:
         raise InputError(f"cannot read {path} ({e.strerror}); {fix}.") from None
@@ -140,10 +142,10 @@ def read_json(path: str, fix: str) -> Any:
 
 def read_records(path: str) -> list[dict[str, Any]]:
     """The records of a metrics.jsonl, [] if there is none; a damaged line is an InputError."""
-    if not os.path.exists(path):
+    if not epath.Path(path).exists():
         return []
     records = []
-    with open(path) as f:
+    with epath.Path(path).open() as f:
         for n, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -177,7 +179,7 @@ def load_run(path: str, select: str = "final") -> Run | None:
     """The `Run` in `path`, or None if it has no results.json (unfinished). `select`: 'final'
     (last-epoch test metrics) or 'val' (`val_selected`). A damaged file is an InputError."""
     results_path = os.path.join(path, "results.json")
-    if not os.path.exists(results_path):
+    if not epath.Path(results_path).exists():
         return None
     config_path = os.path.join(path, "config.json")
     config = read_json(config_path, FIX_CONFIG)
@@ -213,20 +215,21 @@ def run_dirs(path: str) -> list[str]:
     Raises:
         MissingFileError: `path` does not exist. InputError: it is a file.
     """
-    if not os.path.exists(path):
+    folder = epath.Path(path)
+    if not folder.exists():
         raise MissingFileError(
             f"{path} does not exist; give run directories written by `python -m mlrpl_jax.train "
             "--workdir DIR` (or a sweep's workdir holding them)."
         )
-    if not os.path.isdir(path):
+    if not folder.is_dir():
         raise InputError(
             f"{path} is a file, not a run directory; give the directory that holds its config.json "
             "and results.json."
         )
-    if os.path.exists(os.path.join(path, "config.json")):
+    if (folder / "config.json").exists():
         return [path]
-    children = sorted(os.path.join(path, d) for d in os.listdir(path))
-    return [c for c in children if os.path.exists(os.path.join(c, "config.json"))]
+    children = sorted(os.path.join(path, child.name) for child in folder.iterdir())
+    return [c for c in children if (epath.Path(c) / "config.json").exists()]
 
 
 def _note(message: str) -> None:

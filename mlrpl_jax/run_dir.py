@@ -8,12 +8,16 @@ differ freely (config.json keeps the values the run started with). `allow_change
 `--allow_config_change` flag of `mlrpl_jax.train`) accepts a results-changing difference: the
 change (step, keys, old and new values) is appended to `config_changes.jsonl` and config.json
 then holds the new config, so the old values stay on record.
+
+The workdir may be any path `etils.epath` handles (``gs://...``); every file goes through it.
 """
 
 import json
 import os
 import time
 from typing import Any
+
+from etils import epath
 
 from mlrpl_jax.errors import RunDirError
 
@@ -66,13 +70,13 @@ def differences(saved: dict, new: dict) -> dict[str, tuple[Any, Any]]:
     }
 
 
-def read_saved_config(workdir: str) -> dict | None:
+def read_saved_config(workdir: str | os.PathLike) -> dict | None:
     """The config.json of `workdir`, or None when there is none. A damaged file is a RunDirError."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
+    path = epath.Path(workdir) / CONFIG_FILE
+    if not path.exists():
         return None
     try:
-        with open(path) as f:
+        with path.open() as f:
             return json.load(f)
     except (OSError, ValueError) as e:
         raise RunDirError(
@@ -88,9 +92,9 @@ def _describe(diff: dict[str, tuple[Any, Any]], limit: int = 12) -> str:
     return "\n".join(lines)
 
 
-def check_is_run(workdir: str) -> None:
+def check_is_run(workdir: str | os.PathLike) -> None:
     """Raises RunDirError unless `workdir` holds a run written by `mlrpl_jax.train`."""
-    if not os.path.isdir(workdir):
+    if not epath.Path(workdir).is_dir():
         raise RunDirError(f"--workdir {workdir} does not exist; train first (mlrpl_jax.train).")
     if read_saved_config(workdir) is None:
         raise RunDirError(
@@ -99,7 +103,7 @@ def check_is_run(workdir: str) -> None:
         )
 
 
-def check_same_config(workdir: str, config: Any, *, training: bool = False) -> None:
+def check_same_config(workdir: str | os.PathLike, config: Any, *, training: bool = False) -> None:
     """Raises RunDirError when `config` differs from `workdir`'s saved config in a key that can
     change results (nothing is written). `training`: the message offers --allow_config_change."""
     saved = read_saved_config(workdir)
@@ -124,18 +128,18 @@ def _refusal(workdir: str, diff: dict[str, tuple[Any, Any]], training: bool) -> 
     )
 
 
-def start(workdir: str, config: Any, step: int | None, *, allow_change: bool) -> None:
+def start(workdir: str | os.PathLike, config: Any, step: int | None, *, allow_change: bool) -> None:
     """Checks `config` against `workdir`'s saved config (see the module docstring) and writes
     config.json for a new run. `step` is the step the run resumes at (None for a new run).
 
     Raises RunDirError on a results-changing difference without `allow_change`; nothing is
     written then."""
-    from mlrpl_jax.metric_writer import atomic_write_json
+    from mlrpl_jax.paths import append_text, atomic_write_json
 
     saved = read_saved_config(workdir)
     new = config_dict(config)
     if saved is None:
-        atomic_write_json(os.path.join(workdir, CONFIG_FILE), new)
+        atomic_write_json(epath.Path(workdir) / CONFIG_FILE, new)
         return
     diff = differences(saved, new)
     if not diff:
@@ -147,9 +151,7 @@ def start(workdir: str, config: Any, step: int | None, *, allow_change: bool) ->
         "step": step,
         "changed": {k: {"old": old, "new": new_value} for k, (old, new_value) in diff.items()},
     }
-    with open(os.path.join(workdir, CHANGES_FILE), "a") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    atomic_write_json(os.path.join(workdir, CONFIG_FILE), new)
-    print(f"Config change at step {step} recorded in {os.path.join(workdir, CHANGES_FILE)}.")
+    changes = epath.Path(workdir) / CHANGES_FILE
+    append_text(changes, json.dumps(record, sort_keys=True) + "\n", sync=True)
+    atomic_write_json(epath.Path(workdir) / CONFIG_FILE, new)
+    print(f"Config change at step {step} recorded in {changes}.")

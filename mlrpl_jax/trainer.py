@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
 from tqdm import tqdm
 
 from mlrpl_jax import (
@@ -372,11 +373,12 @@ def _check_divergence(
         )
 
 
-def _first_loss(path: str) -> float | None:
+def _first_loss(path: str | os.PathLike) -> float | None:
     """The first logged mean train loss in metrics.jsonl (the divergence reference), or None."""
-    if not os.path.exists(path):
+    path = epath.Path(path)
+    if not path.exists():
         return None
-    with open(path) as f:
+    with path.open() as f:
         for line in f:
             record = json.loads(line)
             if "train/loss" in record:
@@ -395,12 +397,13 @@ def run(
     (`run_dir`: another config is refused unless `allow_config_change`, which records the
     change). Raises `errors.UserError` subclasses for what the user can fix."""
     config_validation.validate(config_validation.resolve_none(config))
-    if not allow_config_change and os.path.isdir(workdir):
+    if not allow_config_change and epath.Path(workdir).is_dir():
         run_dir.check_same_config(workdir, config, training=True)  # fail before the (slow) set-up
     exp = setup(config)
     cfg = exp.config
     train_ops = pipeline.train_operations(cfg.data, exp.train_source)  # checks a labels file
-    os.makedirs(workdir, exist_ok=True)  # the data, its labels and the model are all built
+    # Created once the data, its labels and the model are all built.
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     ckpt = checkpointing.Checkpointer(
         workdir, max_to_keep=cfg.checkpoint.max_to_keep, keep_best=cfg.checkpoint.keep_best
     )
@@ -422,9 +425,9 @@ def run(
         cfg.data, exp.train_source, cfg.train.batch_size, cfg.seed, start_step=step,
         operations=train_ops,
     )  # fmt: skip
-    results_path = os.path.join(workdir, "results.json")
+    results_path = epath.Path(workdir) / "results.json"
     stopped = _early_stop_record(results_path)
-    if (step >= total or stopped) and os.path.exists(results_path):
+    if (step >= total or stopped) and results_path.exists():
         print(f"{workdir} already holds a finished run (step {step}); evaluating it again.")
     bar = tqdm(
         total=total, initial=step, disable=not _show_progress(cfg), dynamic_ncols=True,
@@ -601,11 +604,12 @@ def _best_summary(ckpt: checkpointing.Checkpointer) -> dict | None:
     }
 
 
-def _early_stop_record(results_path: str) -> dict | None:
+def _early_stop_record(results_path: str | os.PathLike) -> dict | None:
     """The early-stop record of a run that stopped early (results.json), else None."""
-    if not os.path.exists(results_path):
+    results_path = epath.Path(results_path)
+    if not results_path.exists():
         return None
-    with open(results_path) as f:
+    with results_path.open() as f:
         return json.load(f).get("early_stopped")
 
 

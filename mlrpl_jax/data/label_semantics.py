@@ -72,8 +72,9 @@ names, setting, known_proportion, label_seed, mask_mode, the partial-labels file
 the embeddings file's path, mtime and size (or the sentence-transformers model name), the
 embedding dim. The file name holds a hash of the key and
 the file holds the key itself, which is checked on reading. Files are written to a temporary file
-and renamed (``os.replace``), so a killed run never leaves a corrupt entry; an unreadable entry is
-recomputed with a warning. Delete the directory to force a recomputation.
+and renamed, so a killed run never leaves a corrupt entry; an unreadable entry is recomputed with a
+warning. Delete the directory to force a recomputation. The files read and the cache may be any
+path `etils.epath` handles (``gs://...``).
 """
 
 from __future__ import annotations
@@ -83,16 +84,18 @@ import importlib.util
 import json
 import os
 import re
-import tempfile
+import uuid
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+from etils import epath
 
 from mlrpl_jax.data import partial_labels as pl
 from mlrpl_jax.data import pipeline
 from mlrpl_jax.errors import InputError, MissingFileError
+from mlrpl_jax.paths import is_local
 
 CACHE_ENV = "MLRPL_JAX_CACHE"
 SENTENCE_PREFIX = "sentence-transformers:"
@@ -160,14 +163,15 @@ def load_label_embeddings(path: str | os.PathLike[str], class_names: Sequence[st
             names (text only), or classes none of whose words is in the text file (all listed).
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not epath.Path(path).is_file():
         raise MissingFileError(
             f"config.data.label_embeddings={path!r}: no such file (expected a (C, E) .npy or a "
             "GloVe-format text file; set it to None to use the fallback embeddings)."
         )
     num_classes = len(class_names)
     if path.endswith(".npy"):
-        array = np.load(path, allow_pickle=False)
+        with epath.Path(path).open("rb") as f:
+            array = np.load(f, allow_pickle=False)
         if array.ndim != 2 or array.shape[0] != num_classes:
             raise InputError(
                 f"{path}: expected category embeddings of shape (C, E) with C = {num_classes} "
@@ -198,8 +202,9 @@ def _load_glove(path: str, class_names: Sequence[str]) -> np.ndarray:
     exact: dict[str, np.ndarray] = {}
     folded: dict[str, np.ndarray] = {}
     dim = None
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, start=1):
+    with epath.Path(path).open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            line = raw.decode("utf-8", errors="replace")
             head = line.split(maxsplit=1)
             if not head:
                 continue
@@ -448,19 +453,33 @@ def cache_root(cache_dir: str | os.PathLike[str] | None) -> str:
     """``cache_dir``, else ``$MLRPL_JAX_CACHE``, else ``~/.cache/mlrpl_jax``."""
     if cache_dir is None:
         cache_dir = os.environ.get(CACHE_ENV) or os.path.join("~", ".cache", "mlrpl_jax")
-    return os.path.abspath(os.path.expanduser(os.fspath(cache_dir)))
+    return _abspath(cache_dir)
 
 
 def _file_sha256(path: str) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with epath.Path(path).open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
 def _abspath(path: str | os.PathLike[str] | None) -> str | None:
-    return None if path is None else os.path.abspath(os.path.expanduser(os.fspath(path)))
+    """A local path made absolute (``~`` expanded); a URI (``gs://...``) as it is."""
+    if path is None:
+        return None
+    path = os.fspath(path)
+    return os.path.abspath(os.path.expanduser(path)) if is_local(path) else path
+
+
+def _stat(path: str) -> dict[str, int]:
+    """{'mtime_ns', 'size'} of a file: os.stat's for a local one (what the cache keys always
+    held), else epath's (mtime in whole seconds)."""
+    if is_local(path):
+        stat = os.stat(path)
+        return {"mtime_ns": stat.st_mtime_ns, "size": stat.st_size}
+    stat = epath.Path(path).stat()
+    return {"mtime_ns": int(stat.mtime) * 10**9, "size": int(stat.length)}
 
 
 def cache_key(data_config: Any, train_source: Any) -> dict[str, Any]:
@@ -473,9 +492,8 @@ def cache_key(data_config: Any, train_source: Any) -> dict[str, Any]:
     sentence = spec if spec is not None and spec.startswith(SENTENCE_PREFIX) else None
     embeddings_file = None if sentence else _abspath(spec)
     embeddings_stat = None
-    if embeddings_file is not None and os.path.isfile(embeddings_file):
-        stat = os.stat(embeddings_file)
-        embeddings_stat = {"mtime_ns": stat.st_mtime_ns, "size": stat.st_size}
+    if embeddings_file is not None and epath.Path(embeddings_file).is_file():
+        embeddings_stat = _stat(embeddings_file)
     return {
         "format": _CACHE_FORMAT,
         "dataset": train_source.name,
@@ -494,7 +512,7 @@ def cache_key(data_config: Any, train_source: Any) -> dict[str, Any]:
         if labels_file is None
         else {"path": labels_file, "sha256": _file_sha256(labels_file)},
         "partial_labels_images_file": None  # names the rows of a Cole et al. file
-        if names_file is None or not os.path.isfile(names_file)
+        if names_file is None or not epath.Path(names_file).is_file()
         else {"path": names_file, "sha256": _file_sha256(names_file)},
         "reference_order_file": None
         if order_file is None or data_config.mask_mode != "reference"
@@ -510,15 +528,15 @@ def cache_key(data_config: Any, train_source: Any) -> dict[str, Any]:
 def _cache_path(root: str, dataset: str, key_json: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9]+", "-", dataset).strip("-")
     digest = hashlib.sha256(key_json.encode()).hexdigest()[:24]
-    return os.path.join(root, "label_semantics", f"{slug}_{digest}.npz")
+    return os.fspath(epath.Path(root) / "label_semantics" / f"{slug}_{digest}.npz")
 
 
 def _read_cache(path: str, key_json: str, num_classes: int) -> LabelSemantics | None:
     """The cached entry, or None if absent, for another key, or unreadable (with a warning)."""
-    if not os.path.exists(path):
+    if not epath.Path(path).exists():
         return None
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with epath.Path(path).open("rb") as f, np.load(f, allow_pickle=False) as data:
             if str(data["key"]) != key_json:
                 return None
             embeddings = np.array(data["embeddings"])
@@ -540,12 +558,13 @@ def _read_cache(path: str, key_json: str, num_classes: int) -> LabelSemantics | 
 
 
 def _write_cache(path: str, key_json: str, result: LabelSemantics) -> None:
-    """Writes atomically (temp file + os.replace); failures only warn."""
+    """Writes atomically (temp file + rename); failures only warn."""
+    path = epath.Path(path)
     tmp = None
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".npz")
-        with os.fdopen(fd, "wb") as f:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".tmp-{uuid.uuid4().hex}.npz"
+        with tmp.open("wb") as f:
             np.savez(
                 f,
                 embeddings=result.embeddings,
@@ -554,14 +573,15 @@ def _write_cache(path: str, key_json: str, result: LabelSemantics) -> None:
                 key=np.array(key_json),
             )
             f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+            if is_local(path):
+                os.fsync(f.fileno())
+        tmp.replace(path)
         tmp = None
     except OSError as err:
         warnings.warn(f"Could not write the label-semantics cache {path} ({err}).", stacklevel=3)
     finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
+        if tmp is not None and tmp.exists():
+            tmp.unlink()
 
 
 def compute_label_semantics(data_config: Any, train_source: Any) -> LabelSemantics:

@@ -34,6 +34,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from etils import epath
 from numpy.typing import ArrayLike
 
 from mlrpl_jax.data import reference_order
@@ -328,9 +329,15 @@ def check_partial_labels(labels: ArrayLike, *, source: str) -> np.ndarray:
     return labels.astype(np.int8)
 
 
+def _load_npy(path: str) -> np.ndarray:
+    """The array in the `.npy` file `path` (any path `etils.epath` handles, e.g. gs://)."""
+    with epath.Path(path).open("rb") as f:
+        return np.load(f, allow_pickle=False)
+
+
 def _is_list_file(path: str) -> bool:
     """Whether a text file is an image list ("name,i j k" lines), not a matrix of numbers."""
-    with open(path) as f:
+    with epath.Path(path).open() as f:
         for line in f:
             line = line.split("#")[0].strip()
             if line:
@@ -367,7 +374,7 @@ def load_list_file(
     path = os.fspath(path)
     names: list[str] = []
     positives: list[list[int]] = []
-    with open(path) as f:
+    with epath.Path(path).open() as f:
         for number, line in enumerate(f, 1):
             line = line.strip()
             if not line:
@@ -428,14 +435,14 @@ def load_cole_files(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     images = cole_images_file(path)
     if images is None:
         raise InputError(f"{path} is not a Cole et al. '*{_COLE_LABELS_SUFFIX}' file.")
-    if not os.path.exists(images):
+    if not epath.Path(images).exists():
         raise MissingFileError(
             f"{path} is a Cole et al. observed-label file; its rows are named by {images}, which "
             "does not exist. Copy the formatted_<phase>_images.npy that their formatting script "
             "wrote next to it."
         )
-    names = [str(n) for n in np.load(images, allow_pickle=False)]
-    labels = check_partial_labels(np.load(path, allow_pickle=False), source=path)
+    names = [str(n) for n in _load_npy(images)]
+    labels = check_partial_labels(_load_npy(path), source=path)
     if labels.ndim != 2 or len(labels) != len(names):
         raise InputError(
             f"{path}: {labels.shape} labels for the {len(names)} images of {images}; the two "
@@ -475,7 +482,7 @@ def load_partial_labels_file(
       MissingFileError (a FileNotFoundError): the file does not exist.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
+    if not epath.Path(path).exists():
         raise MissingFileError(f"config.data.partial_labels_file={path} does not exist.")
     if cole_images_file(path) is not None:
         if image_names is None:
@@ -484,14 +491,13 @@ def load_partial_labels_file(
         labels = labels[reference_order.reference_rows(
             image_names(), names, source=path, hint=_UNLISTED_HINT)]  # fmt: skip
     elif path.endswith(".npy"):
-        labels = np.load(path, allow_pickle=False)
+        labels = _load_npy(path)
     elif _is_list_file(path):
         if image_names is None:
             raise InputError(f"{path} is an image list file; it needs the examples' image names.")
         labels = load_list_file(path, image_names(), num_classes)
     else:
-        with open(path) as f:
-            text = f.read().replace(",", " ")
+        text = epath.Path(path).read_text().replace(",", " ")
         try:
             with warnings.catch_warnings():
                 # An empty file warns; the shape check below reports it.

@@ -24,6 +24,7 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+from etils import epath
 
 from mlrpl_jax.errors import InputError, MissingFileError
 
@@ -42,14 +43,14 @@ def read_order_file(path: str | os.PathLike[str]) -> list[str]:
     text list (one image name or id per line, e.g. VOC's trainval.txt, VG's train_list_500.txt;
     anything after the first whitespace or comma on a line is ignored; blank lines skipped)."""
     path = os.fspath(path)
-    if not os.path.exists(path):
+    if not epath.Path(path).exists():
         raise MissingFileError(
             f"config.data.reference_order_file={path} does not exist; give the authors' order: "
             "COCO annotations/instances_train2014.json, VOC 2007 ImageSets/Main/trainval.txt or "
             "VG-200 train_list_500.txt."
         )
     if path.endswith(".json"):
-        with open(path) as f:
+        with epath.Path(path).open() as f:
             try:
                 images = json.load(f)["images"]
             except (json.JSONDecodeError, KeyError, TypeError) as e:
@@ -62,7 +63,7 @@ def read_order_file(path: str | os.PathLike[str]) -> list[str]:
         except (KeyError, TypeError) as e:
             raise InputError(f"{path}: an entry of 'images' has no 'file_name': {e!r}") from e
     names = []
-    with open(path) as f:
+    with epath.Path(path).open() as f:
         for line in f:
             line = line.replace(",", " ").split()
             if line:

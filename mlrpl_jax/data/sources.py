@@ -79,8 +79,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from etils import epath
 from PIL import Image
 
+from mlrpl_jax import paths
 from mlrpl_jax.data import reference_order
 from mlrpl_jax.errors import ConfigError, DatasetError, UserError
 
@@ -320,8 +322,9 @@ class Source:
         prepared = None if info is None else os.fspath(info.data_dir)
         base = self.split.split("[")[0].split("+")[0]
         files = []
-        if prepared is not None and os.path.isdir(prepared):
-            files = sorted(f for f in os.listdir(prepared) if f"-{base}.array_record" in f)
+        if prepared is not None and epath.Path(prepared).is_dir():
+            files = sorted(f.name for f in epath.Path(prepared).iterdir()
+                           if f"-{base}.array_record" in f.name)  # fmt: skip
         where = f" in {prepared} (files {', '.join(files) or '?'})" if prepared else ""
         if self.name == "synthetic_scenes":
             fix = f"delete {prepared}; the next run generates it again"
@@ -341,17 +344,18 @@ class Source:
         if self._index_dir is None:
             return []
         key = json.dumps(self._fingerprint, sort_keys=True)
-        digest = hashlib.sha256(f"{os.path.abspath(self._index_dir)}\n{key}".encode()).hexdigest()
+        index_dir = paths.absolute(self._index_dir)
+        digest = hashlib.sha256(f"{index_dir}\n{key}".encode()).hexdigest()
         cache = os.environ.get("MLRPL_JAX_CACHE") or os.path.expanduser("~/.cache/mlrpl_jax")
         return [
-            os.path.join(self._index_dir, "mlrpl_index", f"{digest[:24]}.npz"),
+            os.fspath(epath.Path(index_dir) / "mlrpl_index" / f"{digest[:24]}.npz"),
             os.path.join(cache, "label_index", f"{digest[:24]}.npz"),
         ]
 
     def _load_index(self) -> bool:
         for path in self._index_paths():
             try:
-                with np.load(path, allow_pickle=False) as f:
+                with epath.Path(path).open("rb") as fh, np.load(fh, allow_pickle=False) as f:
                     if json.loads(str(f["fingerprint"])) != self._fingerprint:
                         continue
                     labels, names = f["labels"], f["names"]
@@ -368,18 +372,16 @@ class Source:
     def _save_index(self) -> str | None:
         """Writes the label index (atomically: a temporary file renamed); the first writable
         candidate wins. Returns its path, or None where none is writable."""
+        data = io.BytesIO()
+        np.savez(data, labels=self._labels, names=np.asarray(self._names, dtype=str),
+                 fingerprint=json.dumps(self._fingerprint, sort_keys=True))  # fmt: skip
         for path in self._index_paths():
-            tmp = f"{path}.tmp{os.getpid()}"
             try:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                with open(tmp, "wb") as f:
-                    np.savez(f, labels=self._labels, names=np.asarray(self._names, dtype=str),
-                             fingerprint=json.dumps(self._fingerprint, sort_keys=True))  # fmt: skip
-                os.replace(tmp, path)
+                epath.Path(path).parent.mkdir(parents=True, exist_ok=True)
+                paths.atomic_write(path, data.getvalue())
                 return path
             except OSError:
-                with contextlib.suppress(OSError):
-                    os.remove(tmp)
+                continue
         return None
 
     def _scan(self) -> None:
@@ -406,12 +408,12 @@ class Source:
         """Scans the split once and writes its label index (`scripts/prepare_data.py` calls it
         after preparation, so that training loads the labels in seconds). Returns the path."""
         self._labels = self._names = None
-        paths = self._index_paths()
-        for path in paths:
+        candidates = self._index_paths()
+        for path in candidates:
             with contextlib.suppress(OSError):
-                os.remove(path)
+                epath.Path(path).unlink(missing_ok=True)
         self._scan()
-        return next((p for p in paths if os.path.exists(p)), None)
+        return next((p for p in candidates if epath.Path(p).exists()), None)
 
     def labels_matrix(self) -> np.ndarray:
         """Full labels of the whole split, without decoding any image.
@@ -550,11 +552,14 @@ def _index_of(builder: Any) -> dict[str, Any]:
     """`Source`'s label-index arguments for a prepared TFDS builder: its directory, and the
     preparation's dataset_info.json modification time (a re-preparation invalidates the index)."""
     data_dir = os.fspath(builder.data_dir)
+    info = epath.Path(data_dir) / "dataset_info.json"
     try:
-        prepared = os.stat(os.path.join(data_dir, "dataset_info.json")).st_mtime_ns
+        fingerprint = {"prepared": paths.mtime_ns(info)}
+        if not paths.is_local(data_dir):  # an object store may report no time: add the content's
+            fingerprint["info_sha256"] = hashlib.sha256(info.read_bytes()).hexdigest()
     except OSError:  # not prepared there (e.g. TFDS's mock data): no index
         return {}
-    return {"index_dir": data_dir, "fingerprint": {"prepared": prepared}}
+    return {"index_dir": data_dir, "fingerprint": fingerprint}
 
 
 def _check_class_names(name: str, found: Sequence[str], expected: Sequence[str]) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from mlrpl_jax.errors import MissingFileError
 from mlrpl_jax.models import clip, pretrained
@@ -73,16 +74,17 @@ def _is_ignored(key: str) -> bool:
 def _is_torchscript(path: str) -> bool:
     """TorchScript archives are zip files with a ``code/`` directory (``torch.save`` zips have
     ``data.pkl`` but no code)."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as z:
-        return any("/code/" in f"/{n}" for n in z.namelist())
+    with epath.Path(path).open("rb") as f:
+        if not zipfile.is_zipfile(f):
+            return False
+        with zipfile.ZipFile(f) as z:
+            return any("/code/" in f"/{n}" for n in z.namelist())
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """{PyTorch key: float32 array} of a CLIP checkpoint (module docstring for the formats)."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not epath.Path(path).is_file():
         raise MissingFileError(
             f"CLIP checkpoint not found: {path!r}. Download OpenAI's RN50.pt / RN101.pt (the URLs "
             "are in the `clip` package's clip.py, _MODELS) or save an open_clip model's "
@@ -96,7 +98,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 f"{path!r} is a TorchScript archive: reading it needs `pip install torch`; "
                 "convert it once to a torch-free .npz with scripts/convert_clip.py."
             ) from e
-        module = torch.jit.load(path, map_location="cpu")
+        with epath.Path(path).open("rb") as f:
+            module = torch.jit.load(f, map_location="cpu")
         state = {k: v.detach().float().numpy() for k, v in module.state_dict().items()}
     else:
         state = pretrained.read_state_dict(path)

@@ -37,6 +37,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from mlrpl_jax.errors import InputError, MissingFileError
 from mlrpl_jax.models import resnet
@@ -81,7 +82,8 @@ def _read_torch(path: str) -> dict[str, np.ndarray]:
             "machine with torch)."
         ) from e
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with epath.Path(path).open("rb") as f:
+            obj = torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise InputError(
             f"{path!r} is not a plain state dict (torch.load(weights_only=True) refused it: "
@@ -113,7 +115,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Reads a torchvision-style state dict from ``.pth``/``.pt``, ``.safetensors`` or ``.npz``.
 
     Args:
-        path: the file. ``.pth``/``.pt`` need torch (imported here, not at module level);
+        path: the file, local or any path `etils.epath` handles (e.g. ``gs://...``).
+            ``.pth``/``.pt`` need torch (imported here, not at module level);
             ``.safetensors`` needs the ``safetensors`` package; ``.npz`` needs only numpy.
 
     Returns:
@@ -126,13 +129,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         ImportError: if the package needed for the format is missing.
     """
     path = os.fspath(path)
-    ext = os.path.splitext(path)[1].lower()
+    ext = epath.Path(path).suffix.lower()
     if ext not in SUPPORTED_EXTENSIONS:
         raise InputError(
             f"Unsupported weights file {path!r}: the extension must be one of "
             f"{', '.join(SUPPORTED_EXTENSIONS)}."
         )
-    if not os.path.isfile(path):
+    if not epath.Path(path).is_file():
         raise MissingFileError(f"Backbone weights file not found: {path!r}. {_HOW_TO_GET}")
     if ext in (".pth", ".pt"):
         state_dict = _read_torch(path)
@@ -143,9 +146,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             raise ImportError(
                 f"Reading {path!r} needs `pip install safetensors` (or use an .npz file)."
             ) from e
-        state_dict = safetensors.numpy.load_file(path)
+        state_dict = safetensors.numpy.load(epath.Path(path).read_bytes())
     else:
-        with np.load(path, allow_pickle=False) as npz:
+        with epath.Path(path).open("rb") as f, np.load(f, allow_pickle=False) as npz:
             state_dict = {k: npz[k] for k in npz.files}
     return _strip_module_prefix(state_dict)
 
@@ -354,14 +357,15 @@ def save_npz(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray]) -> N
     path = os.fspath(path)
     if not path.endswith(".npz"):
         raise InputError(f"save_npz writes .npz files, got {path!r}")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}.npz"
+    epath.Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = epath.Path(f"{path}.tmp-{os.getpid()}.npz")
     try:
-        np.savez(tmp, **state_dict)
-        os.replace(tmp, path)
+        with tmp.open("wb") as f:
+            np.savez(f, **state_dict)
+        tmp.replace(path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        if tmp.exists():
+            tmp.unlink()
 
 
 def unreadable_file_errors() -> tuple[type[BaseException], ...]:

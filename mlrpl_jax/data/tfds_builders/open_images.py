@@ -133,7 +133,7 @@ def default_manual_dir(label_set: str, data_dir: str | os.PathLike[str] | None =
 
 def is_prepared(label_set: str, data_dir: str | os.PathLike[str] | None = None) -> bool:
     """Whether the preparation of ``label_set`` completed (its ``dataset_info.json`` exists)."""
-    return os.path.exists(os.path.join(dataset_dir(label_set, data_dir), "dataset_info.json"))
+    return (epath.Path(dataset_dir(label_set, data_dir)) / "dataset_info.json").exists()
 
 
 def prepare_instructions(label_set: str, data_dir: str | os.PathLike[str] | None = None) -> str:

@@ -413,6 +413,40 @@ def to_csv(table: Table) -> str:
     return out.getvalue()
 
 
+def table_from_csv(path: str) -> Table:
+    """The `Table` a committed `table.csv` (`to_csv`) holds: each cell's mean and std as written
+    and the seeds' values, so `to_markdown` rebuilds the table's rows without the runs. Raises
+    MissingFileError / InputError naming the file."""
+    file = epath.Path(path)
+    if not file.exists():
+        raise MissingFileError(f"{path} does not exist (--from-csv takes a table.csv that "
+                               "report --out wrote).")  # fmt: skip
+    methods: list[str] = []
+    columns: set[Column] = set()
+    cells: dict = {}
+    try:
+        for row in csv.DictReader(io.StringIO(file.read_text())):
+            method, column = (
+                row["method"],
+                column_of(row["setting"], float(row["known_proportion"])),
+            )
+            if method not in methods:
+                methods.append(method)
+            columns.add(column)
+            values = [float(v) for v in row["values"].split()]
+            cells.setdefault(method, {}).setdefault(column, {})[row["metric"]] = (
+                float(row["mean"]),
+                float(row["std"]),
+                values,
+            )
+    except (KeyError, ValueError, TypeError) as e:
+        raise InputError(f"{path}: not a table.csv written by report ({e}).") from None
+    if not methods:
+        raise InputError(f"{path}: holds no row.")
+    ordered = sorted(columns, key=lambda c: (SETTING_ORDER.index(c[0]), c[1]))
+    return Table(methods, ordered, cells)
+
+
 def groups(runs: Sequence[Run]) -> dict[tuple[str, Column], list[Run]]:
     """Runs by (method, column), methods in `ROW_ORDER`, columns as in the table."""
     table = summarize(runs, ())
@@ -690,7 +724,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m mlrpl_jax.report", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("runs", nargs="+", help="run directories or directories of them")
+    parser.add_argument("runs", nargs="*", help="run directories or directories of them")
+    parser.add_argument(
+        "--from-csv", default=None, metavar="TABLE_CSV",
+        help="print the table's rows from a table.csv that --out wrote, without the runs (how "
+        "scripts/check_published.py checks the committed tables whose runs are not archived)",
+    )  # fmt: skip
     parser.add_argument("--out", default=None, help="write table.md, table.csv and PNGs here")
     parser.add_argument("--metric", default="mAP", help="the per-proportion metric")
     parser.add_argument(
@@ -703,6 +742,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     )  # fmt: skip
     args = parser.parse_args(argv)
     with cli.user_errors():
+        if args.from_csv is not None:
+            if args.runs or args.out:
+                raise InputError("--from-csv prints a committed table's rows; give no run "
+                                 "directories and no --out with it.")  # fmt: skip
+            print(to_markdown(table_from_csv(args.from_csv), args.metric))
+            return
+        if not args.runs:
+            raise InputError("give run directories (or --from-csv TABLE_CSV).")
         report(args.runs, args.out, args.metric, args.compare_paper, args.select)
 
 

@@ -146,6 +146,23 @@ def test_report_user_errors(tmp_path, case):
     assert case == "out_is_a_file" or not out.exists()
 
 
+def test_report_from_csv_prints_the_rows_and_its_errors_are_messages(tmp_path):
+    proc = run_module("mlrpl_jax.report", "--from-csv", "docs/results/synthetic_transfer/table.csv")
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        proc.stdout.startswith("| method | 10% | 30% |") and "| dsrb | 75.4 +- 1.1 |" in proc.stdout
+    )
+    assert_user_error(run_module("mlrpl_jax.report", "--from-csv", str(tmp_path / "no.csv")),
+                      "no.csv does not exist")  # fmt: skip
+    bad = tmp_path / "bad.csv"
+    bad.write_text("method,setting\nplain,pal\n")
+    assert_user_error(run_module("mlrpl_jax.report", "--from-csv", str(bad)),
+                      "bad.csv: not a table.csv written by report")  # fmt: skip
+    assert_user_error(run_module("mlrpl_jax.report"), "give run directories")
+    assert_user_error(run_module("mlrpl_jax.report", str(tmp_path), "--from-csv", str(bad)),
+                      "give no run directories")  # fmt: skip
+
+
 # ---- report_maps
 
 

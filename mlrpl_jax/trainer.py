@@ -120,24 +120,33 @@ class TrainFns(NamedTuple):
     normalize_fn: Any
 
 
-def make_train_fns(
+class StepFns(NamedTuple):
+    """What `make_step_fns` builds: everything but the state's values."""
+
+    model: Any
+    init: Any  # (rng, method_state, own) -> TrainState
+    abstract_state: TrainState  # ShapeDtypeStructs of the state, with their shardings
+    state_sharding: Any
+    step_fn: Any
+    eval_fns: dict[str, Any]
+    normalize_fn: Any
+
+
+def make_step_fns(
     config: ml_collections.ConfigDict,
     method: methods.Method,
     data_info: methods.DataInfo,
     mesh: Any,
     steps_per_epoch: int,
     total_steps: int,
-    *,
-    pretrained: bool = True,
-) -> TrainFns:
-    """Model, initial TrainState (sharded by the method's rules) and the jitted steps for `mesh`.
-
-    With `pretrained`, the new state is filled by `method.load_pretrained` (e.g. ImageNet weights
-    from `config.model.backbone_weights`).
-
-    Returns TrainFns: step_fn(state, batch) -> (state, metrics) donates its state; eval_fns['raw']
-    (and 'ema' with weight EMA)(state, images) -> logits (B, C).
-    """
+    method_state: Any,
+    own: dict,
+) -> StepFns:
+    """The model, the state's shapes and shardings (the method's rules) and the jitted steps for
+    `mesh`, without creating the state: `method_state` and `own` (the method's state and own
+    parameters) may be arrays or ShapeDtypeStructs (`mlrpl_jax.plan` compiles the steps on
+    abstract shapes). The steps: step_fn(state, batch) -> (state, metrics) donates its state;
+    eval_fns['raw'] (and 'ema' with weight EMA)(state, images) -> logits (B, C)."""
     groups = tuple(method.param_groups(config))
     tx, schedule = optim.make_optimizer(config.optim, steps_per_epoch, total_steps, groups)
     model = method.make_model(config, data_info)
@@ -163,26 +172,12 @@ def make_train_fns(
         )
 
     rng = jax.random.PRNGKey(config.seed)
-    # The method's state and own parameters are built outside jit (they may hold large host
-    # tables, which jit would embed as constants) and placed on the mesh with the method's
-    # sharding, each device receiving its part.
-    method_state = method.init_state(config, data_info, jax.random.split(rng, 3)[2])
-    own = dict(method.init_params(config, data_info))
     rules = tuple(method.state_sharding(config))
     abstract = jax.eval_shape(init, rng, method_state, own)
     state_sharding = sharding.tree_shardings(abstract, mesh, rules)
-    method_state = jax.device_put(method_state, state_sharding.method_state)
-    if own:
-        own = jax.device_put(own, state_sharding.params[methods.base.METHOD_PARAMS])
-    state = jax.jit(init, out_shardings=state_sharding)(rng, method_state, own)
-    if pretrained:
-        params, batch_stats = method.load_pretrained(
-            config, sharding.tree_to_host(state.params), sharding.tree_to_host(state.batch_stats)
-        )
-        ema = {"params": params, "batch_stats": batch_stats} if use_ema else {}
-        state = jax.device_put(
-            state.replace(params=params, batch_stats=batch_stats, ema=ema), state_sharding
-        )
+    abstract = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding
+    )
     batch_sh = sharding.batch_sharding(mesh)
     step_fn = jax.jit(
         functools.partial(
@@ -214,7 +209,49 @@ def make_train_fns(
         in_shardings=batch_sh,
         out_shardings=batch_sh,
     )
-    return TrainFns(model, state, state_sharding, step_fn, eval_fns, normalize_fn)
+    return StepFns(model, init, abstract, state_sharding, step_fn, eval_fns, normalize_fn)
+
+
+def make_train_fns(
+    config: ml_collections.ConfigDict,
+    method: methods.Method,
+    data_info: methods.DataInfo,
+    mesh: Any,
+    steps_per_epoch: int,
+    total_steps: int,
+    *,
+    pretrained: bool = True,
+) -> TrainFns:
+    """Model, initial TrainState (sharded by the method's rules) and the jitted steps for `mesh`
+    (`make_step_fns`).
+
+    With `pretrained`, the new state is filled by `method.load_pretrained` (e.g. ImageNet weights
+    from `config.model.backbone_weights`).
+    """
+    rng = jax.random.PRNGKey(config.seed)
+    # The method's state and own parameters are built outside jit (they may hold large host
+    # tables, which jit would embed as constants) and placed on the mesh with the method's
+    # sharding, each device receiving its part.
+    method_state = method.init_state(config, data_info, jax.random.split(rng, 3)[2])
+    own = dict(method.init_params(config, data_info))
+    fns = make_step_fns(
+        config, method, data_info, mesh, steps_per_epoch, total_steps, method_state, own
+    )
+    state_sharding = fns.state_sharding
+    method_state = jax.device_put(method_state, state_sharding.method_state)
+    if own:
+        own = jax.device_put(own, state_sharding.params[methods.base.METHOD_PARAMS])
+    state = jax.jit(fns.init, out_shardings=state_sharding)(rng, method_state, own)
+    if pretrained:
+        params, batch_stats = method.load_pretrained(
+            config, sharding.tree_to_host(state.params), sharding.tree_to_host(state.batch_stats)
+        )
+        use_ema = config.train.ema_decay > 0
+        ema = {"params": params, "batch_stats": batch_stats} if use_ema else {}
+        state = jax.device_put(
+            state.replace(params=params, batch_stats=batch_stats, ema=ema), state_sharding
+        )
+    return TrainFns(fns.model, state, state_sharding, fns.step_fn, fns.eval_fns, fns.normalize_fn)
 
 
 def evaluate_weights(

@@ -189,8 +189,8 @@ def init_state(config: base.Config, data_info: base.DataInfo, rng: jax.Array) ->
     mc = config.method_config
     if mc.loss != "ll_cp" or mc.ll_cp_rule != "paper":
         return {}
-    shape = (data_info.num_train_examples, data_info.num_classes)
-    return {CORRECTIONS: example_table.init(np.zeros(shape, np.uint8), "uint8")}
+    n, c = data_info.num_train_examples, data_info.num_classes
+    return {CORRECTIONS: example_table.full(n, c, 0.0, "uint8")}
 
 
 def param_groups(config: base.Config) -> tuple[base.ParamGroup, ...]:

@@ -27,6 +27,10 @@ Rows are padded to a multiple of `ROW_MULTIPLE` so that any power-of-two device 
 divides them; padding rows are never addressed by a valid example id.
 """
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -91,12 +95,35 @@ def _encode_host(values: np.ndarray, dtype: str) -> np.ndarray:
 _CHUNK_ROWS = 1 << 16
 
 
+_ABSTRACT = contextvars.ContextVar("mlrpl_abstract_tables", default=False)
+
+
+@contextlib.contextmanager
+def abstract_tables() -> Iterator[None]:
+    """Within it, the host-table builders (`build`, `init`, `full`, `from_partial_labels`)
+    return the table's `jax.ShapeDtypeStruct` and allocate nothing; their row source may then be
+    a ShapeDtypeStruct (N, C) too. `mlrpl_jax.plan` builds a method's state this way, so a paper
+    config's tables (Open Images: 5.6M x 600) are planned without their memory."""
+    token = _ABSTRACT.set(True)
+    try:
+        yield
+    finally:
+        _ABSTRACT.reset(token)
+
+
+def _abstract(num_rows: int, num_classes: int, dtype: str, multiple: int) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct((padded_rows(num_rows, multiple), num_classes), HELD_AS[dtype])
+
+
 def build(
     source: np.ndarray, to_values, dtype: str = "float32", multiple: int = ROW_MULTIPLE
 ) -> np.ndarray:
     """The padded, encoded host table of `to_values(rows)` (float32) for every chunk of rows of
     `source` (N, C), chunk by chunk (no full-size float32 intermediate)."""
     _check_dtype(dtype)
+    if _ABSTRACT.get():
+        return _abstract(*source.shape, dtype, multiple)
+    source = np.asarray(source)
     n, c = source.shape
     table = np.zeros((padded_rows(n, multiple), c), HELD_AS[dtype])
     for start in range(0, n, _CHUNK_ROWS):
@@ -111,7 +138,7 @@ def init(values: np.ndarray, dtype: str = "float32", multiple: int = ROW_MULTIPL
     Numpy, built chunk by chunk (no float32 copy of a uint8 table): `init_state` returns it and
     the trainer places it on the mesh with the method's sharding, each device receiving its rows.
     """
-    return build(np.asarray(values), lambda rows: rows.astype(np.float32), dtype, multiple)
+    return build(values, lambda rows: rows.astype(np.float32), dtype, multiple)
 
 
 def full(
@@ -121,6 +148,8 @@ def full(
     """A host table whose first `num_rows` rows hold `value` everywhere (zeros after), encoded,
     without any float32 (num_rows, num_classes) intermediate."""
     _check_dtype(dtype)
+    if _ABSTRACT.get():
+        return _abstract(num_rows, num_classes, dtype, multiple)
     table = np.zeros((padded_rows(num_rows, multiple), num_classes), HELD_AS[dtype])
     table[:num_rows] = _encode_host(np.float32(value), dtype)
     return table
@@ -139,7 +168,7 @@ def from_partial_labels(
     def values(rows):
         return np.where(rows == 1, 1.0, np.where(rows == -1, 0.0, unknown)).astype(np.float32)
 
-    return build(np.asarray(labels), values, dtype, multiple)
+    return build(labels, values, dtype, multiple)
 
 
 def gather(table: jax.Array, example_ids: jax.Array) -> jax.Array:

@@ -154,6 +154,7 @@ def test_loss_edge_cases(labels_case):
         assert float(metrics["beta"]) == pytest.approx(0.05)  # no known positive: beta = gamma
 
 
+@pytest.mark.slow  # > 10 s on 2 cores; the fast loop stays under 5 minutes
 def test_a_step_stores_sigmoid_of_its_logits_and_its_loss_reads_the_stored_table():
     """The exact values: after one `loss_fn` call the table's rows of the batch hold
     sigmoid(logits) on the unknown entries and their old values elsewhere; the loss is eq. 12

@@ -107,6 +107,7 @@ def test_ll_cp_paper_rule_stores_permanent_corrections_from_epoch_one():
     assert fns.state.method_state == {}
 
 
+@pytest.mark.slow  # > 10 s on 2 cores; the fast loop stays under 5 minutes
 def test_ll_cp_paper_rule_stores_exactly_the_entries_above_the_kth_largest_loss():
     """The exact stored corrections after one epoch-1 step, by hand: stored corrections read as
     positives; U = softplus(x) on the remaining unobserved entries (0 elsewhere); t = the k-th

@@ -21,6 +21,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
 
 
+@pytest.mark.slow  # > 10 s on 2 cores; the fast loop stays under 5 minutes
 def test_plan_as_a_user_types_it_and_its_errors():
     proc = run("--config", "configs/tiny.py", "--device_memory", "1GB")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -31,20 +31,27 @@ from typing import NamedTuple
 from absl import flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file: configs/FILE.py or configs/FILE.py:METHOD.", lock_config=True
-)
-_DEVICE_MEMORY = flags.DEFINE_string(
-    "device_memory", "80GB", "Memory of one device for the largest-batch estimate (e.g. 80GB, "
-    "16GiB, 32000MB)."
-)  # fmt: skip
-_BATCH = flags.DEFINE_integer(
-    "batch", 0, "Global batch to compile the train step at (0: the config's train.batch_size)."
-)
-_NUM_TRAIN = flags.DEFINE_integer(
-    "num_train", 0, "Train examples N (rows of per-example tables); 0: from DATASETS."
-)
-flags.mark_flags_as_required(["config"])
+FLAGS = {}  # defined by `define_flags` when the module runs (importing it defines nothing)
+
+
+def define_flags() -> None:
+    """The command's flags (absl); only `python -m mlrpl_jax.plan` defines them, so that
+    importing the module (tests, notebooks) does not clash with other commands' flags."""
+    FLAGS["config"] = config_flags.DEFINE_config_file(
+        "config", None, "Config file: configs/FILE.py or configs/FILE.py:METHOD.",
+        lock_config=True,
+    )  # fmt: skip
+    FLAGS["device_memory"] = flags.DEFINE_string(
+        "device_memory", "80GB", "Memory of one device for the largest-batch estimate (e.g. "
+        "80GB, 16GiB, 32000MB).",
+    )  # fmt: skip
+    FLAGS["batch"] = flags.DEFINE_integer(
+        "batch", 0, "Global batch to compile the train step at (0: the config's batch_size)."
+    )
+    FLAGS["num_train"] = flags.DEFINE_integer(
+        "num_train", 0, "Train examples N (rows of per-example tables); 0: from DATASETS."
+    )
+    flags.mark_flags_as_required(["config"])
 
 
 class DatasetInfo(NamedTuple):
@@ -322,14 +329,15 @@ def format_plan(p: dict) -> str:
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}; every setting is a --flag (see --help).")
-    config = cli.config_value(_CONFIG)
+    config = cli.config_value(FLAGS["config"])
     from mlrpl_jax import launch
 
     launch.setup_process()
-    result = plan(config, batch=_BATCH.value, num_train=_NUM_TRAIN.value,
-                  device_memory=_DEVICE_MEMORY.value)  # fmt: skip
+    result = plan(config, batch=FLAGS["batch"].value, num_train=FLAGS["num_train"].value,
+                  device_memory=FLAGS["device_memory"].value)  # fmt: skip
     print(format_plan(result))
 
 
 if __name__ == "__main__":
+    define_flags()
     cli.run_absl(main, __doc__)

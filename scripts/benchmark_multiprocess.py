@@ -61,15 +61,14 @@ def worker(args) -> None:
     loader = pipeline.make_train_loader(cfg.data, exp.train_source, cfg.train.batch_size, cfg.seed)
     host = next(loader)
     batch = sharding.host_to_global(host, exp.mesh)
-    state = exp.state
-    step_times = []
-    for i in range(args.steps + 2):
-        start = time.perf_counter()
-        state, metrics = exp.step_fn(state, batch)
-        jax.block_until_ready(metrics)
-        if i >= 2:
-            step_times.append(time.perf_counter() - start)
-    trainable, _ = split_params(state.params, tuple(exp.method.param_groups(cfg)))
+    holder = {"state": exp.state}
+
+    def train_step():
+        holder["state"], metrics = exp.step_fn(holder["state"], batch)
+        return metrics
+
+    step_times = _timed(train_step, args.steps)
+    trainable, _ = split_params(holder["state"].params, tuple(exp.method.param_groups(cfg)))
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(trainable))
     devices = exp.mesh.devices.size
     grads = jax.make_array_from_callback(
@@ -78,15 +77,10 @@ def worker(args) -> None:
         lambda index: np.ones((1, n_params), np.float32),
     )
     all_reduce = jax.jit(lambda g: jnp.sum(g, axis=0), out_shardings=sharding.replicated(exp.mesh))
-    reduce_times = []
-    for i in range(args.steps + 2):
-        start = time.perf_counter()
-        jax.block_until_ready(all_reduce(grads))
-        if i >= 2:
-            reduce_times.append(time.perf_counter() - start)
+    reduce_times = _timed(lambda: all_reduce(grads), args.steps)
     # The step's collectives: XLA:CPU keeps one all-reduce per BatchNorm statistic (synchronised
     # over the global batch), gradient leaf and metric; each costs a latency across processes.
-    hlo = exp.step_fn.lower(exp.state, batch).compile().as_text()
+    hlo = exp.step_fn.lower(holder["state"], batch).compile().as_text()
     count = len(re.findall(r"\ball-reduce(?:-start)?\(", hlo))
     chain = jax.jit(jax.shard_map(
         lambda v: jax.lax.fori_loop(0, count, lambda _, w: jax.lax.psum(w, "data") * 0.5, v),
@@ -96,12 +90,7 @@ def worker(args) -> None:
     small = jax.make_array_from_callback(
         (devices * 8,), sharding.batch_sharding(exp.mesh), lambda _: np.ones(8, np.float32)
     )
-    chain_times = []
-    for i in range(args.steps + 2):
-        start = time.perf_counter()
-        jax.block_until_ready(chain(small))
-        if i >= 2:
-            chain_times.append(time.perf_counter() - start)
+    chain_times = _timed(lambda: chain(small), args.steps)
     start = time.perf_counter()
     for _ in range(args.steps):
         next(loader)
@@ -115,6 +104,19 @@ def worker(args) -> None:
             "step_all_reduces": count, "chain_s": statistics.median(chain_times),
             "loader_batches_per_s": 1.0 / load_s,
         }), flush=True)  # fmt: skip
+
+
+def _timed(fn, steps: int) -> list[float]:
+    """Seconds of each of `steps` calls of `fn` (waited for), after two warm-up calls."""
+    import jax
+
+    times = []
+    for i in range(steps + 2):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+    return times
 
 
 def _load_config(path: str):

@@ -198,16 +198,20 @@ def test_sigterm_on_a_single_process_then_resume(reference):
     assert_same_run(workdir, ref)
 
 
-def test_kill_9_of_every_process_then_resume_as_one_process(reference):
+def test_kill_9_of_every_process_then_resume_with_the_same_and_another_process_count(reference):
+    """2 x 2 killed (kill -9, every process) after the epoch-1 checkpoint; resumed on 2 x 2 and
+    killed again after the epoch-2 checkpoint; resumed on 1 x 4: the uninterrupted run."""
     base, data_dir, ref = reference
     workdir = base / "killed_2x2"
     command = _train(workdir, data_dir, "plain", "--config.train.num_epochs=3")
-    procs = start((2, 2), command)
-    wait_for_step(workdir, 6, procs)  # after the epoch-1 checkpoint (step 4)
-    for pid in train_pids(workdir):
-        os.kill(pid, signal.SIGKILL)
-    finish(procs)
-    assert not (workdir / "results.json").exists() and "4" in os.listdir(workdir / "checkpoints")
+    for layout, after in (((2, 2), 6), ((2, 2), 10)):
+        procs = start(layout, command)
+        wait_for_step(workdir, after, procs)  # past the checkpoint of steps 4, then 8
+        for pid in train_pids(workdir):
+            os.kill(pid, signal.SIGKILL)
+        finish(procs)
+        assert not (workdir / "results.json").exists()
+        assert str(after - 2) in os.listdir(workdir / "checkpoints")
     run((1, 4), command)
     assert_same_run(workdir, ref)
 
@@ -228,8 +232,12 @@ def test_per_example_state_and_prototypes_are_the_same_on_one_and_two_processes(
 ):
     base, data_dir, _ = reference
     one, two = base / f"{method}_1x2", base / f"{method}_2x1"
-    run((1, 2), _train(one, data_dir, method, *overrides))
-    run((2, 1), _train(two, data_dir, method, *overrides))
+    # Both layouts at once (their processes wait on each other's compilation otherwise).
+    launched = [start((1, 2), _train(one, data_dir, method, *overrides)),
+                start((2, 1), _train(two, data_dir, method, *overrides))]  # fmt: skip
+    for procs in launched:
+        codes, out, err = finish(procs)
+        assert codes == [0] * len(codes), f"exit {codes}\n{out}\n{err[-3000:]}"
     assert_same_run(two, one)
     if method == "imbalance":  # its pseudo-label diagnostics, compared above, are there
         assert any("pseudo_table" in k for k in train_values(one)[8])

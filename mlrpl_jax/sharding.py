@@ -66,9 +66,7 @@ def tree_to_host(tree: Any) -> Any:
 
     def one(x):
         if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            from jax.experimental import multihost_utils
-
-            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+            return to_host(x)
         return np.asarray(jax.device_get(x))
 
     return jax.tree.map(one, tree)

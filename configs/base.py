@@ -49,6 +49,10 @@ def get_config(method: str = "plain") -> ml_collections.ConfigDict:
     c.data.cutout_factor = 0.5  # 'asl': Cutout rectangle side / image side (0 = no Cutout).
     c.data.randaugment_ops = 2  # 'asl': RandAugment ops per image (N).
     c.data.randaugment_magnitude = 9.0  # 'asl': RandAugment magnitude M (of 30).
+    c.data.resize_on = "device"  # 'papers' augment: 'device' (host decodes; the step resamples,
+    # ops/resample.py) | 'host' (pillow, two resizes). Evaluation resizes on the host either way.
+    c.data.canvas_size = 0  # 'device': host canvas side (larger images are resized to fit on the
+    # host); 0 = the synthetic scenes' image size, else 640 (COCO's and VOC's images fit).
     c.data.size_factor = 1.0  # Multiplies scale_size, crop_sizes and image_size (small images).
     c.data.label_embeddings = ml_collections.FieldReference(
         None, field_type=str

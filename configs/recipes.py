@@ -337,6 +337,7 @@ def splc_setup(config: ml_collections.ConfigDict, dataset: str) -> ml_collection
     config.data.scale_size = 448
     config.data.crop_sizes = (448,)
     config.data.augment = "asl"
+    config.data.resize_on = "host"  # RandAugment runs on the resized image
     config.data.worker_count = 8
     config.data.eval_worker_count = 8
     config.data.val_fraction = 0.0
@@ -415,6 +416,7 @@ def _clip_data(config: ml_collections.ConfigDict, dataset: str) -> None:
     config.data.scale_size = 448
     config.data.crop_sizes = (448,)
     config.data.augment = "asl"
+    config.data.resize_on = "host"  # RandAugment runs on the resized image
     config.data.worker_count = 8
     config.data.eval_worker_count = 8
 

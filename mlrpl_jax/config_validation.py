@@ -109,6 +109,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice(config, "optim.schedule", ("step", "cosine", "onecycle", "constant"))
     _choice(config, "optim.decay_on", ("all", "matrices"))
     _choice(config, "data.augment", ("papers", "asl"))
+    _choice(config, "data.resize_on", ("device", "host"))
+    _positive(config, "data.canvas_size", allow_zero=True)
+    if config.data.augment == "asl" and config.data.resize_on == "device":
+        _fail("data.resize_on", "device", "data.augment='asl' runs on the host (RandAugment needs "
+              "the resized image): set data.resize_on='host'.")  # fmt: skip
     if not 0.0 <= config.data.cutout_factor <= 1.0:
         _fail("data.cutout_factor", config.data.cutout_factor, "must be in [0, 1].")
     if not 0.0 <= config.data.randaugment_magnitude <= 30.0:

@@ -212,8 +212,7 @@ def plan(config, *, batch: int = 0, num_train: int = 0, device_memory: str = "80
     batch_sh = sharding.batch_sharding(mesh)
 
     def train_batch(b):
-        spec = {"image": ((b, size, size, 3), np.uint8), "labels": ((b, c), np.int8),
-                "example_id": ((b,), np.int32), "full_labels": ((b, c), np.uint8)}  # fmt: skip
+        spec = pipeline.train_batch_shapes(config.data, b, c)
         return {k: jax.ShapeDtypeStruct(s, d, sharding=batch_sh) for k, (s, d) in spec.items()}
 
     target = config.train.batch_size

@@ -13,7 +13,9 @@ import optax
 from flax import traverse_util
 
 from mlrpl_jax import optim
+from mlrpl_jax.data import pipeline
 from mlrpl_jax.methods.base import Batch, Method, ParamGroup, make_clock
+from mlrpl_jax.ops import resample
 
 
 @flax.struct.dataclass
@@ -88,7 +90,8 @@ def train_step(
     Args:
       state: the current TrainState (donated by the trainer).
       batch: {'image': (B, H, W, 3) uint8, 'labels': (B, C) int8, 'example_id': (B,) int32,
-        'full_labels': (B, C) uint8}. 'full_labels' is removed before `method.loss_fn` and only
+        'full_labels': (B, C) uint8}, and with the augmentation's geometry on device 'view'
+        (B, 6) float32, 'image' the canvas (B, K, K, 3) (`model_input`). 'full_labels' is removed before `method.loss_fn` and only
         reaches `method.diagnostics`.
       model, config, method, tx, groups, learning_rate_fn, steps_per_epoch: static, bound by the
         trainer.
@@ -101,7 +104,7 @@ def train_step(
     clock = make_clock(state.step, steps_per_epoch)
     full_labels = batch.get("full_labels")
     seen = {
-        "image": method.normalize_images(config, batch["image"]),
+        "image": model_input(config, method, batch["image"], batch.get("view")),
         "labels": batch["labels"],
         "example_id": batch["example_id"],
     }
@@ -136,6 +139,17 @@ def train_step(
         ema=ema_update(state.ema, params, out.batch_stats, config.train.ema_decay),
     )
     return new_state, metrics
+
+
+def model_input(config: Any, method: Method, images: jax.Array,
+                view: jax.Array | None = None) -> jax.Array:  # fmt: skip
+    """The method's model input of a batch's uint8 images: with `view` (the train loader's with
+    `data.resize_on='device'`) the images are canvases (B, K, K, 3) and each view is rendered first
+    (`ops.resample.render_views`, to the config's image size); then `method.normalize_images`."""
+    if view is not None:
+        scale, size = pipeline.scale_size(config.data), pipeline.image_size(config.data)
+        images = resample.render_views(images, view, scale, size)
+    return method.normalize_images(config, images)
 
 
 def eval_step(

@@ -32,7 +32,7 @@ from mlrpl_jax import (
 from mlrpl_jax.data import label_semantics, pipeline, sources
 from mlrpl_jax.errors import ConfigError, TrainingDiverged
 from mlrpl_jax.metric_writer import MetricWriter, atomic_write_json, format_table
-from mlrpl_jax.train_state import TrainState, eval_step, split_params, train_step
+from mlrpl_jax.train_state import TrainState, eval_step, model_input, split_params, train_step
 
 
 class Experiment(NamedTuple):
@@ -49,7 +49,7 @@ class Experiment(NamedTuple):
     state_sharding: Any
     step_fn: Any  # jitted (state, batch) -> (state, metrics), state donated
     eval_fns: dict[str, Any]  # 'raw' (and 'ema'): jitted (state, images) -> logits
-    normalize_fn: Any  # jitted uint8 images -> the method's model input
+    normalize_fn: Any  # jitted (uint8 images[, views]) -> the method's model input (model_input)
     train_source: Any
     val_source: Any  # None without a validation split
     test_source: Any
@@ -204,11 +204,7 @@ def make_step_fns(
         )
         for name in (("raw", "ema") if use_ema else ("raw",))
     }
-    normalize_fn = jax.jit(
-        functools.partial(method.normalize_images, config),
-        in_shardings=batch_sh,
-        out_shardings=batch_sh,
-    )
+    normalize_fn = jax.jit(functools.partial(model_input, config, method), out_shardings=batch_sh)
     return StepFns(model, init, abstract, state_sharding, step_fn, eval_fns, normalize_fn)
 
 
@@ -314,9 +310,10 @@ def refresh_batches(exp: Experiment, epoch: int):
     for _ in range(exp.steps_per_epoch):
         batch = next(loader)
         batch = sharding.host_to_global(
-            {k: batch[k] for k in ("image", "labels", "example_id")}, exp.mesh
+            {k: batch[k] for k in ("image", "view", "labels", "example_id") if k in batch}, exp.mesh
         )
-        yield dict(batch, image=exp.normalize_fn(batch["image"]))
+        view = batch.pop("view", None)
+        yield dict(batch, image=exp.normalize_fn(batch["image"], view))
 
 
 def run_refresh(exp: Experiment, state: TrainState, epoch: int) -> TrainState:

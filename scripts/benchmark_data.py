@@ -17,6 +17,7 @@ then measures:
 """
 
 import argparse
+import contextlib
 import io
 import os
 import shutil
@@ -151,6 +152,84 @@ def _openimages_peak_memory(root, n, rng):
     return float(out[0]), float(out[1])
 
 
+def _loader_rate(data, source, batches, batch=32):
+    """(images/s, CPU seconds of this process per image) of the train loader over `batches` batches
+    after one (the workers' start and the first batch excluded)."""
+    from mlrpl_jax.data import pipeline
+
+    loader = pipeline.make_train_loader(data, source, batch, 0, process_index=0, process_count=1)
+    next(loader)
+    t, cpu = time.perf_counter(), time.process_time()
+    for _ in range(batches):
+        next(loader)
+    n = batch * batches
+    return n / (time.perf_counter() - t), (time.process_time() - cpu) / n
+
+
+def _render_rate(data, batch=8, repeats=3):
+    """Images/s of the device half (`ops.resample.render_views`) on this backend, jitted."""
+    import jax
+    import jax.numpy as jnp
+
+    from mlrpl_jax.data import pipeline
+    from mlrpl_jax.ops import resample
+
+    k, scale, size = (
+        pipeline.canvas_size(data),
+        pipeline.scale_size(data),
+        pipeline.image_size(data),
+    )
+    canvas = jnp.asarray(np.random.default_rng(0).integers(0, 256, (batch, k, k, 3), np.uint8))
+    views = jnp.asarray(np.tile(np.float32([30, 40, 384, 480, 640, 1]), (batch, 1)))
+    render = jax.jit(lambda c, v: resample.render_views(c, v, scale, size))
+    render(canvas, views).block_until_ready()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        render(canvas, views).block_until_ready()
+    return batch * repeats / (time.perf_counter() - t)
+
+
+def augment_benchmark(workdir, images, size, batches, workers):
+    """The papers' train augmentation at paper shapes (`size` JPEGs, resize to 512, random crop,
+    resize to 448, flip) on a prepared fake CUB (any manual-format dataset reads the same way):
+    the host path (`data.resize_on='host'`, pillow) against the device path's host half
+    (`'device'`: decode + canvas); the ASL / CLIP recipes' augmentation (448 resize, Cutout,
+    RandAugment, host only) beside them; and the device half's own rate on this backend."""
+    from configs import base
+    from mlrpl_jax.data import sources
+
+    raw, data_dir = (
+        os.path.join(workdir, "cub_aug", "raw"),
+        os.path.join(workdir, "cub_aug", "tfds"),
+    )
+    if not os.path.exists(data_dir):
+        shutil.rmtree(os.path.join(workdir, "cub_aug"), ignore_errors=True)
+        fake_cub(raw, images, size, np.random.default_rng(0))
+        _prepare("cub", data_dir, raw)
+    source = sources.make_source("cub", "train", data_dir=data_dir)
+    config = base.get_config("plain")
+    config.data.name, config.data.data_dir = "cub", data_dir
+    cases = [("papers", "host"), ("papers", "device"), ("asl", "host")]
+    print(f"train loader, {size[0]}x{size[1]} JPEGs -> 448 px, batch 32, {os.cpu_count()} CPUs; "
+          "img/s (per core: images per CPU-second of the main process, 0 workers)")  # fmt: skip
+    print(f"{'augmentation':>28} " + " ".join(f"{f'{w} workers':>10}" for w in workers)
+          + f" {'per core':>9}")  # fmt: skip
+    for augment, resize_on in cases:
+        config.data.augment, config.data.resize_on = augment, resize_on
+        rates, per_core = [], float("nan")
+        for w in workers:
+            config.data.worker_count = w
+            rate, cpu = _loader_rate(config.data, source, batches)
+            rates.append(rate)
+            if w == 0:
+                per_core = 1.0 / cpu
+        label = f"{augment} ({'pillow' if resize_on == 'host' else 'decode + canvas'})"
+        print(f"{label:>28} " + " ".join(f"{r:10.0f}" for r in rates) + f" {per_core:9.0f}")
+    config.data.augment, config.data.resize_on = "papers", "device"
+    print(f"device half (ops.resample.render_views, 640 canvas -> 512 -> 448) on this backend: "
+          f"{_render_rate(config.data):.0f} img/s")  # fmt: skip
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=2000)
@@ -158,6 +237,9 @@ def main():
     parser.add_argument("--batches", type=int, default=10)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--workdir", default=None, help="kept afterwards when given")
+    parser.add_argument("--augment", action="store_true",
+                        help="only: the papers' augmentation, host vs device path, at --size")  # fmt: skip
+    parser.add_argument("--augment_workers", type=int, nargs="+", default=(0, 1, 2))
     parser.add_argument("--memory", type=int, nargs="*", default=None,
                         help="only: Open Images preparation's peak memory at these train sizes")  # fmt: skip
     args = parser.parse_args()
@@ -175,6 +257,14 @@ def main():
     from absl import flags
 
     flags.FLAGS.mark_as_parsed()
+    if args.augment:
+        workdir = args.workdir or tempfile.mkdtemp(prefix="bench_data_")
+        with contextlib.ExitStack() as stack:
+            if args.workdir is None:
+                stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+            augment_benchmark(workdir, args.images, tuple(args.size), args.batches,
+                              args.augment_workers)  # fmt: skip
+        return
     from mlrpl_jax.data import pipeline, sources
 
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench_data_")

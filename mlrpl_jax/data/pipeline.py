@@ -85,6 +85,11 @@ def _sizes(data: ml_collections.ConfigDict) -> tuple[int, tuple[int, ...], int]:
     )
 
 
+def scale_size(data: ml_collections.ConfigDict) -> int:
+    """The train augmentation's first resize side after `size_factor`."""
+    return _sizes(data)[0]
+
+
 def image_size(data: ml_collections.ConfigDict) -> int:
     """The network input side after `size_factor`."""
     return _sizes(data)[2]
@@ -196,13 +201,52 @@ class TrainBatches:
         return {k: np.stack([r[k] for r in records]) for k in records[0]}
 
 
+DEFAULT_CANVAS = 640  # COCO's and VOC's images fit (their longer side is at most 640 / 500)
+
+
+def canvas_size(data: ml_collections.ConfigDict) -> int:
+    """The side K of the host canvas with `data.resize_on='device'`: `data.canvas_size`, or when
+    0 the synthetic scenes' image size, else `DEFAULT_CANVAS`."""
+    if data.canvas_size > 0:
+        return data.canvas_size
+    if data.name == "synthetic_scenes":
+        return data.synthetic.image_size
+    return DEFAULT_CANVAS
+
+
+def renders_on_device(data: ml_collections.ConfigDict) -> bool:
+    """Whether train batches carry a canvas and a 'view' for the device (`ops.resample`)."""
+    return data.resize_on == "device" and data.augment == "papers"
+
+
 def _train_augment(data: ml_collections.ConfigDict):
-    """`data.augment`: 'papers' (`transforms.TrainAugment`) or 'asl' (`transforms.AslAugment`)."""
+    """`data.augment`: 'papers' (`transforms.TrainView` with `data.resize_on='device'`, else
+    `transforms.TrainAugment`) or 'asl' (`transforms.AslAugment`, on the host)."""
     scale, crops, size = _sizes(data)
     if data.augment == "asl":
         return transforms.AslAugment(size, data.cutout_factor, data.randaugment_ops,
                                      data.randaugment_magnitude)  # fmt: skip
+    if renders_on_device(data):
+        return transforms.TrainView(scale, crops, size, canvas_size(data))
     return transforms.TrainAugment(scale, crops, size)
+
+
+def train_batch_shapes(data: ml_collections.ConfigDict, batch_size: int,
+                       num_classes: int) -> dict[str, tuple[tuple[int, ...], type]]:  # fmt: skip
+    """{key: (shape, dtype)} of a train batch of `batch_size` (`make_train_loader`)."""
+    c = num_classes
+    shapes = {"labels": ((batch_size, c), np.int8), "example_id": ((batch_size,), np.int32),
+              "full_labels": ((batch_size, c), np.uint8)}  # fmt: skip
+    if renders_on_device(data):
+        from mlrpl_jax.ops import resample  # lazy: the data layer does not import jax
+
+        k = canvas_size(data)
+        shapes["image"] = ((batch_size, k, k, 3), np.uint8)
+        shapes["view"] = ((batch_size, len(resample.VIEW_FIELDS)), np.float32)
+    else:
+        size = image_size(data)
+        shapes["image"] = ((batch_size, size, size, 3), np.uint8)
+    return shapes
 
 
 def _read_options(data: ml_collections.ConfigDict) -> grain.ReadOptions:
@@ -235,7 +279,9 @@ def make_train_loader(
 
     Batches: {'image': uint8 (b, S, S, 3), 'labels': int8 (b, C), 'example_id': int32 (b,),
     'full_labels': uint8 (b, C) (diagnostics only; absent for a natively partial dataset)} with
-    b = global_batch_size / process_count; batches run across pass boundaries. The process index
+    b = global_batch_size / process_count; with `renders_on_device`, 'image' is the canvas
+    uint8 (b, K, K, 3) and 'view' float32 (b, 6) says what the train step renders from it
+    (`transforms.TrainView`, `train_state.model_input`); batches run across pass boundaries. The process index
     and count default to jax's; `operations` to `train_operations(data, source)`.
     """
     import jax

@@ -10,6 +10,11 @@ Train augmentation (reference, torchvision on PIL images; every size times `size
   3. resize to image_size x image_size (448), bicubic;
   4. horizontal flip with probability 0.5.
 Test: resize straight to image_size x image_size, bicubic.
+
+With `data.resize_on='device'` (the default) the host only decodes: `TrainView` draws the same
+crop and flip as `TrainAugment` (the same random numbers in the same order) and pads the decoded
+image into a canvas with its view (the source box of the crop, the image's size, the flip); the
+jitted train step renders steps 1-4 from it as matrix products (`mlrpl_jax.ops.resample`).
 """
 
 from collections.abc import Sequence
@@ -149,16 +154,60 @@ class TrainAugment(grain.transforms.RandomMap):
             image_size,
         )
 
-    def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-        img = _resize(element["image"], self.scale_size)
+    def draw(self, rng: np.random.Generator) -> tuple[int, int, int, bool]:
+        """The random parameters of one image: crop side, its offset (x0, y0) in the scale x scale
+        image, and the flip."""
         crop = int(self.crop_sizes[rng.integers(len(self.crop_sizes))])
         x0, y0 = (int(v) for v in rng.integers(0, self.scale_size - crop + 1, size=2))
+        return crop, x0, y0, bool(rng.random() < 0.5)
+
+    def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        img = _resize(element["image"], self.scale_size)
+        crop, x0, y0, flip = self.draw(rng)
         img = img.crop((x0, y0, x0 + crop, y0 + crop))
         if img.size != (self.image_size, self.image_size):
             img = img.resize((self.image_size, self.image_size), Image.BICUBIC)
-        if rng.random() < 0.5:
+        if flip:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
         return dict(element, image=np.asarray(img, dtype=np.uint8))
+
+
+def fit_canvas(image: np.ndarray, canvas_size: int) -> np.ndarray:
+    """`image` uint8 (H, W, 3), unchanged when it fits in canvas_size x canvas_size, else resized
+    (bicubic, aspect ratio kept) so that its longer side is canvas_size: a second interpolation,
+    and host time, that only images larger than the canvas pay."""
+    h, w = image.shape[:2]
+    if max(h, w) <= canvas_size:
+        return image
+    r = canvas_size / max(h, w)
+    size = (min(canvas_size, max(1, round(w * r))), min(canvas_size, max(1, round(h * r))))
+    return np.asarray(Image.fromarray(image).resize(size, Image.BICUBIC), dtype=np.uint8)
+
+
+class TrainView(TrainAugment):
+    """`TrainAugment`'s geometry for the device (`data.resize_on='device'`): the decoded image
+    padded into a canvas and the view that `ops.resample.render_views` renders in the train step.
+
+    Output: 'image' uint8 (K, K, 3), the image at the top left (an image larger than K first
+    resized to fit, `fit_canvas`), zeros elsewhere; 'view' float32 (6,): the crop (x0, y0, side)
+    in the scale x scale image, the image's height and width, and the flip (1.0 or 0.0)
+    (`ops.resample.VIEW_FIELDS`). The crop and flip are `TrainAugment.draw`'s: the same as the host
+    path's for the same rng.
+    """
+
+    def __init__(self, scale_size: int, crop_sizes: Sequence[int], image_size: int,
+                 canvas_size: int):  # fmt: skip
+        super().__init__(scale_size, crop_sizes, image_size)
+        self.canvas_size = canvas_size
+
+    def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        image = fit_canvas(np.asarray(element["image"]), self.canvas_size)
+        h, w = image.shape[:2]
+        crop, x0, y0, flip = self.draw(rng)
+        view = (x0, y0, crop, h, w, float(flip))
+        canvas = np.zeros((self.canvas_size, self.canvas_size, 3), np.uint8)
+        canvas[:h, :w] = image
+        return dict(element, image=canvas, view=np.asarray(view, np.float32))
 
 
 class EvalTransform(grain.transforms.Map):

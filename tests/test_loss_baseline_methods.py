@@ -63,6 +63,47 @@ def test_role_table_is_initialised_from_the_observed_labels_sharded_and_trained_
     np.testing.assert_allclose(step[step > 0], 10 * config.optim.learning_rate, rtol=1e-3)
 
 
+@pytest.mark.slow  # ~5-8 s on 2 cores
+def test_role_table_rows_of_the_batch_take_adams_first_step_on_the_hand_gradient():
+    """After one step, the table holds t0 - 10 lr g / (|g| + eps) (Adam's first step, the table's
+    x10) on the rows of the batch's example ids (not its positions), with g the gradient of ROLE's
+    loss with respect to the estimate logits written out by hand (Cole et al.: observed positives'
+    -log(q + 1e-5) / (B C), the cross term's BCE(q, p) / (B C), both halved, and half the expected
+    positive regulariser R(q) = (sum q / B - k)^2 / C^2); every other row is unchanged."""
+    from mlrpl_jax.methods import base as methods_base
+
+    config = tiny_config(method="role")
+    k = config.method_config.expected_positives = 2.0
+    config.optim.weight_decay = 0.0
+    fns, mesh, _ = _fns(config)
+    batch = fake_batch(seed=1)
+    ids = np.random.default_rng(5).permutation(64)[:16].astype(np.int32)
+    batch["example_id"] = ids
+    t0 = np.asarray(fns.state.params["method"]["label_logits"], np.float64)
+    images = fns.normalize_fn(sharding.host_to_global(batch, mesh)["image"])
+    (logits, _), _ = methods_base.apply_train(
+        fns.model, fns.state.params, fns.state.batch_stats, images
+    )
+    p = 1 / (1 + np.exp(-np.asarray(logits, np.float64)))
+    state, _ = fns.step_fn(fns.state, sharding.host_to_global(batch, mesh))
+    t1 = np.asarray(state.params["method"]["label_logits"], np.float64)
+
+    q = 1 / (1 + np.exp(-t0[ids]))
+    b, c = q.shape
+    eps, dq = 1e-5, q * (1 - q)  # Cole's -log(a + 1e-5); dq = dq/dz
+    pos = (batch["labels"] == 1).astype(np.float64)
+    d_neg_log_q, d_neg_log_1mq = -dq / (q + eps), dq / (1 - q + eps)
+    observed = pos * d_neg_log_q
+    cross = p * d_neg_log_q + (1 - p) * d_neg_log_1mq  # BCE(q, target p)
+    reg = 2 * (q.sum() / b - k) / c**2 * dq / b
+    g = 0.5 * (observed + cross) / (b * c) + 0.5 * reg
+    lr = 10 * config.optim.learning_rate
+    np.testing.assert_allclose(t1[ids] - t0[ids], -lr * g / (np.abs(g) + config.optim.eps),
+                               rtol=2e-3, atol=1e-7)  # fmt: skip
+    others = np.setdiff1d(np.arange(len(t0)), ids)
+    np.testing.assert_array_equal(t1[others], t0[others])
+
+
 @pytest.mark.parametrize("name", ["ll_r", pytest.param("ll_ct", marks=pytest.mark.slow)])
 def test_large_loss_rejects_k_entries_per_epoch_from_epoch_one(name):
     """The training step's budget: epoch e (0-based, one step per epoch here) rejects / corrects

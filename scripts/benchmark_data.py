@@ -3,6 +3,7 @@
   python scripts/benchmark_data.py                     # 2,000 fake images of 500x375 per builder
   python scripts/benchmark_data.py --images 10000 --workdir /tmp/bench_data
   python scripts/benchmark_data.py --memory 10000 100000   # Open Images preparation: flat memory
+  python scripts/benchmark_data.py --augment --size 640 480   # the papers' augmentation, per core
 
 For each manual-directory builder (`cub`: CUB-200-2011 attributes, `nus_wide`: NUS-WIDE,
 `open_images/boxable`: Open Images' streaming writer, 600 classes) the script writes `--images` fake
@@ -14,6 +15,10 @@ then measures:
    every run paid before the label index) against reading the label index;
 3. the train loader of `configs/imbalance_<dataset>.py` (448-px resize + flip, `--workers` grain
    workers; decoding the JPEGs dominates): images/s over `--batches` batches of 32 after one.
+
+With `--augment`, only the papers' train augmentation at paper shapes (`augment_benchmark`): the
+host path against the device path's host half, with 0 / 1 / 2 worker processes and with read
+threads.
 """
 
 import argparse
@@ -189,12 +194,14 @@ def _render_rate(data, batch=8, repeats=3):
     return batch * repeats / (time.perf_counter() - t)
 
 
-def augment_benchmark(workdir, images, size, batches, workers):
+def augment_benchmark(workdir, images, size, batches, workers, threads):
     """The papers' train augmentation at paper shapes (`size` JPEGs, resize to 512, random crop,
     resize to 448, flip) on a prepared fake CUB (any manual-format dataset reads the same way):
     the host path (`data.resize_on='host'`, pillow) against the device path's host half
     (`'device'`: decode + canvas); the ASL / CLIP recipes' augmentation (448 resize, Cutout,
-    RandAugment, host only) beside them; and the device half's own rate on this backend."""
+    RandAugment, host only) beside them; and the device half's own rate on this backend. Each with
+    `workers` grain worker processes, and in the main process with `threads` grain read threads
+    (which decode: `Source.__getitem__` runs in them)."""
     from configs import base
     from mlrpl_jax.data import sources
 
@@ -213,18 +220,20 @@ def augment_benchmark(workdir, images, size, batches, workers):
     print(f"train loader, {size[0]}x{size[1]} JPEGs -> 448 px, batch 32, {os.cpu_count()} CPUs; "
           "img/s (per core: images per CPU-second of the main process, 0 workers)")  # fmt: skip
     print(f"{'augmentation':>28} " + " ".join(f"{f'{w} workers':>10}" for w in workers)
-          + f" {'per core':>9}")  # fmt: skip
+          + " ".join(f"{f'{t} threads':>11}" for t in threads) + f" {'per core':>9}")  # fmt: skip
     for augment, resize_on in cases:
         config.data.augment, config.data.resize_on = augment, resize_on
         rates, per_core = [], float("nan")
-        for w in workers:
-            config.data.worker_count = w
+        for w, t in [(w, 0) for w in workers] + [(0, t) for t in threads]:
+            config.data.worker_count, config.data.read_threads = w, t
             rate, cpu = _loader_rate(config.data, source, batches)
             rates.append(rate)
-            if w == 0:
+            if w == 0 and t == 0:
                 per_core = 1.0 / cpu
         label = f"{augment} ({'pillow' if resize_on == 'host' else 'decode + canvas'})"
-        print(f"{label:>28} " + " ".join(f"{r:10.0f}" for r in rates) + f" {per_core:9.0f}")
+        print(f"{label:>28} " + " ".join(f"{r:10.0f}" for r in rates[: len(workers)])
+              + " ".join(f"{r:11.0f}" for r in rates[len(workers):]) + f" {per_core:9.0f}")  # fmt: skip
+    config.data.worker_count = config.data.read_threads = 0
     config.data.augment, config.data.resize_on = "papers", "device"
     print(f"device half (ops.resample.render_views, 640 canvas -> 512 -> 448) on this backend: "
           f"{_render_rate(config.data):.0f} img/s")  # fmt: skip
@@ -240,6 +249,7 @@ def main():
     parser.add_argument("--augment", action="store_true",
                         help="only: the papers' augmentation, host vs device path, at --size")  # fmt: skip
     parser.add_argument("--augment_workers", type=int, nargs="+", default=(0, 1, 2))
+    parser.add_argument("--augment_threads", type=int, nargs="*", default=(2,))
     parser.add_argument("--memory", type=int, nargs="*", default=None,
                         help="only: Open Images preparation's peak memory at these train sizes")  # fmt: skip
     args = parser.parse_args()
@@ -263,7 +273,7 @@ def main():
             if args.workdir is None:
                 stack.callback(shutil.rmtree, workdir, ignore_errors=True)
             augment_benchmark(workdir, args.images, tuple(args.size), args.batches,
-                              args.augment_workers)  # fmt: skip
+                              args.augment_workers, args.augment_threads)  # fmt: skip
         return
     from mlrpl_jax.data import pipeline, sources
 

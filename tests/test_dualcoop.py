@@ -105,6 +105,30 @@ def test_logits_match_the_equations(variant, class_specific):
     assert aux["pos_logits"].shape == (2, 5)
 
 
+def test_model_dtype_reaches_the_clip_towers():
+    """config.model.dtype='bfloat16' computes DualCoOp and TRM-ML in bfloat16 (it once stayed float32
+    silently); the logits stay within bfloat16's precision of the float32 model's."""
+    from mlrpl_jax.methods import trm_ml as trm_ml_method
+
+    info = data_info()
+    images = jax.random.normal(jax.random.key(0), (2, 64, 64, 3))
+    for make, method in ((dualcoop.make_model, "dualcoop"), (trm_ml_method.make_model, "trm_ml")):
+        outputs = {}
+        for dtype in ("float32", "bfloat16"):
+            config = tiny_run_config("/nonexistent", method, **{
+                "method_config.clip_arch": "test_tiny", "method_config.n_ctx": 4,
+                "model.dtype": dtype})  # fmt: skip
+            model = make(config, info)
+            assert model.dtype == {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
+            if dtype == "float32":
+                variables = model.init(jax.random.key(1), images)
+            out = model.apply(variables, images)
+            outputs[dtype] = np.asarray(out[0] if isinstance(out, tuple) else out, np.float32)
+        assert not np.array_equal(outputs["float32"], outputs["bfloat16"]), method
+        scale = np.abs(outputs["float32"]).max()  # logits are cosines x CLIP's logit scale
+        np.testing.assert_allclose(outputs["bfloat16"], outputs["float32"], atol=0.03 * scale)
+
+
 def test_prompt_template_and_ids():
     assert prompting.prompt_templates(["traffic_light"], 3) == ["X X X traffic light."]
     config = config_for("/nonexistent")

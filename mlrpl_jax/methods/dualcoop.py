@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mlrpl_jax import losses
+from mlrpl_jax import losses, models
 from mlrpl_jax.methods import base
 from mlrpl_jax.models import clip, prompting
 
@@ -114,6 +114,7 @@ def make_model(config: base.Config, data_info: base.DataInfo) -> prompting.DualC
         variant=mc.variant,
         class_specific=mc.class_specific,
         remat_text=mc.remat_text,
+        dtype=models.compute_dtype(config.model),
     )
 
 

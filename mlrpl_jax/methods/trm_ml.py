@@ -66,7 +66,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mlrpl_jax import losses
+from mlrpl_jax import losses, models
 from mlrpl_jax.methods import base, common, dualcoop
 from mlrpl_jax.models import clip, trm_ml
 from mlrpl_jax.models.prompting import l2_normalize
@@ -135,6 +135,7 @@ def make_model(config: base.Config, data_info: base.DataInfo) -> trm_ml.TRMML:
         prompt_ids=dualcoop.prompt_ids(config, data_info.class_names),
         n_ctx=mc.n_ctx, class_specific=mc.class_specific, ffn_dim=mc.ffn_dim,
         mlp_dim=mc.mlp_dim, dropout=mc.dropout, use_carl=mc.use_carl, remat_text=mc.remat_text,
+        dtype=models.compute_dtype(config.model),
     )  # fmt: skip
 
 

@@ -24,6 +24,7 @@ QUICK_HELP = (
     ("scripts/benchmark_example_table.py",), ("scripts/convert_clip.py",),
     ("scripts/prepare_data.py",), ("scripts/sweep.py",), ("scripts/launch_local.py",),
     ("scripts/benchmark_multiprocess.py",), ("scripts/check_published.py",),
+    ("scripts/benchmark_accelerator.py",),
     ("-m", "mlrpl_jax.pretrain"), ("-m", "mlrpl_jax.pretrain_clip"),
 )  # fmt: skip
 SLOW_HELP = (

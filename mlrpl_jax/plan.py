@@ -10,7 +10,7 @@ backend on abstract inputs. Printed:
 * FLOPs per image of the train step and of the eval step, from XLA's cost analysis of the compiled
   steps (XLA counts a multiply-add as 2 FLOPs, and forward + backward for the train step; with
   `data.resize_on='device'` the train step also renders the augmentation from the host's canvas,
-  `ops.resample`: about 2.5 GFLOPs per image at 448 px from a 640 canvas, included);
+  `ops.resample`: 3.6 GFLOPs per image at 448 px from a 640 canvas, included);
 * memory per device of the compiled train and eval steps (arguments, outputs, temporaries, minus
   what donation aliases), the optimiser state's and the per-example tables' bytes;
 * the largest batch that fits `--device_memory` (e.g. 80GB): the train step's memory is compiled

@@ -57,13 +57,12 @@ def _pillow(image, view, scale, size):
     ],
 )
 def test_matches_pillow(shape, view, scale, size):
-    """Within 3 levels of 255 of pillow's four rounded passes, 0.4 on average (measured: 0.33-0.37
-    where there are two resizes, 0 where there are none): pillow also rounds the scale x scale
-    image, this renders the chain at once."""
+    """pillow's image, except for pixels off by one or two levels of 255 (measured: at most 1 level,
+    on 0 to 0.11 % of the pixels here; pillow's weights are fixed point)."""
     image = _photo(*shape)
     got = _render(image, view, scale, size, canvas_size=128)
     diff = np.abs(got.astype(int) - _pillow(image, view, scale, size).astype(int))
-    assert diff.max() <= 3 and diff.mean() < 0.5, (view, diff.max(), diff.mean())
+    assert diff.max() <= 2 and (diff > 0).mean() < 0.02, (view, diff.max(), (diff > 0).mean())
     assert got.dtype == np.float32 and np.array_equal(got, np.round(got))
 
 
@@ -97,8 +96,8 @@ def _both_paths(image, scale, crops, size, canvas, seed):
 
 
 def test_train_view_draws_what_the_host_path_draws_and_renders_its_image():
-    """The same rng: the same crop, offset and flip, and the host path's image to within 3 levels
-    (0.35-0.38 on average)."""
+    """The same rng: the same crop, offset and flip, and the host path's image except for pixels off
+    by one or two levels (measured: 0.06-1.1 % of the pixels, max 2)."""
     image = _photo(75, 100, seed=4)
     flips = set()
     for seed in range(12):
@@ -107,7 +106,7 @@ def test_train_view_draws_what_the_host_path_draws_and_renders_its_image():
         np.testing.assert_array_equal(out["view"], [x0, y0, crop, 75, 100, flip])
         assert out["image"].shape == (128, 128, 3) and not out["image"][75:].any()
         diff = np.abs(got.astype(int) - want.astype(int))
-        assert diff.max() <= 3 and diff.mean() < 0.5, (seed, diff.max(), diff.mean())
+        assert diff.max() <= 2 and (diff > 0).mean() < 0.02, (seed, diff.max(), (diff > 0).mean())
     assert flips == {False, True}
 
 

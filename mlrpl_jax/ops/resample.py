@@ -3,24 +3,24 @@
 The host decodes each image and pads it into a fixed canvas (`data.transforms.TrainView`); the
 jitted train step renders the network input from it here, with the reference's steps
 (`data.transforms` docstring): resize the image to scale x scale, crop the square
-[x0, x0 + crop) x [y0, y0 + crop), resize it to S x S, flip. Each resize is linear and separable,
-so per image and axis the whole chain is one (S, K) matrix, the product of the two resizes'
-matrices; the image is then rendered by two matrix products (columns, then rows).
+[x0, x0 + crop) x [y0, y0 + crop), resize it to S x S, flip. As pillow, each resize is two
+separable passes (columns, then rows), each a matrix product with the pass's weights, rounded and
+clipped to uint8 values; the crop is the second resize's source interval and the flip reverses the
+last column pass's rows.
 
 A resize's weights are pillow's (`Image.resize(size, BICUBIC)`, libImaging/Resample.c): output pixel
 o of an axis samples the source at centre c = start + (o + 0.5) * r, r = (stop - start) / out; with
 f = max(r, 1) (antialiasing when shrinking), source pixel i has weight k((i + 0.5 - c) / f), k the
 Keys cubic with a = -0.5 (support 2), over the pixels of the image it resizes (the whole image for
-the first resize, the crop for the second), normalised to sum 1. pillow rounds to uint8 values after
-each of its four passes with 22-bit fixed-point weights; here the weights are float32 and the image
-is rounded after the column pass and at the end, so pixels may differ from pillow's by a few levels
-of 255 (tests/test_resample.py measures it).
+the first resize, the crop for the second), normalised to sum 1. pillow's weights are 22-bit fixed
+point, these float32: a pixel may differ from pillow's by a level of 255 where a sum falls next to
+a rounding boundary (tests/test_resample.py measures it).
 
 Shapes: canvas uint8 (B, K, K, 3); view float32 (B, 6) = `VIEW_FIELDS` (the crop in scale x scale
 coordinates, the image's valid size in the canvas, the flip); output float32 (B, S, S, 3) with integer
 values in [0, 255] (what `Method.normalize_images` expects of uint8 images).
-Cost per image, float32 at full precision: 2 * (2 * S * scale * K + 3 * S * K * (K + S)) FLOPs,
-2.5 GFLOPs at K = 640, scale = 512, S = 448.
+Cost per image, float32 at full precision: 2 * 3 * (K * scale * (K + scale) + scale * S * (scale + S))
+FLOPs, 3.6 GFLOPs at K = 640, scale = 512, S = 448.
 """
 
 import jax
@@ -53,24 +53,25 @@ def bicubic_weights(out_size: int, in_size: int, start: jax.Array, stop: jax.Arr
     return jnp.where(total != 0.0, w / jnp.where(total != 0.0, total, 1.0), 0.0)
 
 
-def axis_matrix(size: int, scale: int, canvas: int, offset, crop, extent) -> jax.Array:
-    """(size, canvas): resize [0, extent) to `scale` pixels, keep [offset, offset + crop), resize
-    that to `size` pixels."""
-    first = bicubic_weights(scale, canvas, 0.0, extent)
-    second = bicubic_weights(size, scale, offset, offset + crop)
-    return jnp.matmul(second, first, precision=_HI)
+def _pass(weights: jax.Array, x: jax.Array, axis: int) -> jax.Array:
+    """One of pillow's passes: resample axis `axis` (0 rows, 1 columns) of x (H, W, 3) by
+    weights (out, in), rounded and clipped to uint8 values."""
+    spec = "oi,ijc->ojc" if axis == 0 else "oj,ijc->ioc"
+    return jnp.clip(jnp.round(jnp.einsum(spec, weights, x, precision=_HI)), 0.0, 255.0)
 
 
 def render_view(canvas: jax.Array, view: jax.Array, scale: int, size: int) -> jax.Array:
     """One image: canvas uint8 (K, K, 3), view float32 (6,) -> float32 (size, size, 3)."""
     x0, y0, crop, height, width, flip = (view[i] for i in range(len(VIEW_FIELDS)))
-    rows = axis_matrix(size, scale, canvas.shape[0], y0, crop, height)
-    cols = axis_matrix(size, scale, canvas.shape[1], x0, crop, width)
-    cols = jnp.where(flip > 0.5, cols[::-1], cols)
-    x = jnp.einsum("pj,ijc->ipc", cols, canvas.astype(jnp.float32), precision=_HI)
-    x = jnp.clip(jnp.round(x), 0.0, 255.0)
-    x = jnp.einsum("oi,ipc->opc", rows, x, precision=_HI)
-    return jnp.clip(jnp.round(x), 0.0, 255.0)
+    k = canvas.shape[0]
+    x = canvas.astype(jnp.float32)
+    # resize [0, height) x [0, width) to scale x scale (columns first, as pillow)
+    x = _pass(bicubic_weights(scale, k, 0.0, width), x, axis=1)
+    x = _pass(bicubic_weights(scale, k, 0.0, height), x, axis=0)
+    # crop and resize to size x size; the flip reverses the output columns
+    cols = bicubic_weights(size, scale, x0, x0 + crop)
+    x = _pass(jnp.where(flip > 0.5, cols[::-1], cols), x, axis=1)
+    return _pass(bicubic_weights(size, scale, y0, y0 + crop), x, axis=0)
 
 
 def render_views(canvas: jax.Array, views: jax.Array, scale: int, size: int) -> jax.Array:

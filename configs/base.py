@@ -63,8 +63,9 @@ def get_config(method: str = "plain") -> ml_collections.ConfigDict:
     )  # Label-statistics cache; None = $MLRPL_JAX_CACHE or ~/.cache/mlrpl_jax.
     c.data.worker_count = 0  # grain worker processes for training (0 = main process).
     c.data.eval_worker_count = 0  # grain worker processes for evaluation.
-    c.data.read_threads = 0  # grain read threads per loader process (0: read inline; >0 for
-    # network storage: grain's threads poll busily, 1.75x slower on 2 local CPU cores).
+    c.data.read_threads = 0  # grain read threads per loader process (0: read inline); they decode.
+    # On 2 cores: with resize_on='device' 2 threads read 1.5x the inline rate; with 'host' they
+    # slowed it (busy polling against the augmentation's CPU time). See README, input pipeline.
     c.data.synthetic = ml_collections.ConfigDict()  # Only for data.name == 'synthetic_scenes'.
     c.data.synthetic.image_size = 96  # Side of the generated images.
     c.data.synthetic.num_classes = 10  # Number of object classes.

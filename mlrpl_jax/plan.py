@@ -168,13 +168,37 @@ def _compiled(lowered, devices: int) -> Compiled:
     return Compiled(devices * float(cost.get("flops", float("nan"))), int(total), detail)
 
 
+def data_info_without_data(config, names, n: int, partial_labels, who: str):
+    """A `methods.DataInfo` of N = `n` examples and the classes `names` without reading data:
+    `partial_labels` () -> (N, C) (arrays or a ShapeDtypeStruct), the fallback category
+    embeddings and a uniform adjacency (`who` names the caller in their description)."""
+    import numpy as np
+
+    from mlrpl_jax import methods
+    from mlrpl_jax.data import label_semantics
+
+    c = len(names)
+    with warnings.catch_warnings():  # the fallback's warning is for training runs
+        warnings.simplefilter("ignore")
+        embeddings, _ = label_semantics.fallback_label_embeddings(
+            names, config.data.label_embedding_dim, who
+        )
+    semantics = label_semantics.LabelSemantics(
+        embeddings, np.full((c, c), 1.0 / c, np.float32), f"{who}: fallback embeddings"
+    )
+    return methods.DataInfo(
+        num_classes=c, class_names=tuple(names), num_train_examples=n,
+        train_partial_labels=partial_labels, label_semantics=lambda: semantics,
+    )  # fmt: skip
+
+
 def plan(config, *, batch: int = 0, num_train: int = 0, device_memory: str = "80GB") -> dict:
     """The figures the module docstring lists, as a dict (also printed by `main`)."""
     import jax
     import numpy as np
 
     from mlrpl_jax import config_validation, methods, sharding, trainer
-    from mlrpl_jax.data import label_semantics, pipeline
+    from mlrpl_jax.data import pipeline
     from mlrpl_jax.ops import example_table
     from mlrpl_jax.train_state import split_params
 
@@ -184,19 +208,9 @@ def plan(config, *, batch: int = 0, num_train: int = 0, device_memory: str = "80
     n, c, source = dataset_shape(config.data)
     n = num_train or n
     names = tuple(f"class {i}" for i in range(c))
-    with warnings.catch_warnings():  # the fallback's warning is for training runs
-        warnings.simplefilter("ignore")
-        embeddings, _ = label_semantics.fallback_label_embeddings(
-            names, config.data.label_embedding_dim, "plan"
-        )
-    semantics = label_semantics.LabelSemantics(
-        embeddings, np.full((c, c), 1.0 / c, np.float32), "plan: fallback embeddings"
+    data_info = data_info_without_data(
+        config, names, n, lambda: jax.ShapeDtypeStruct((n, c), np.int8), "plan"
     )
-    data_info = methods.DataInfo(
-        num_classes=c, class_names=names, num_train_examples=n,
-        train_partial_labels=lambda: jax.ShapeDtypeStruct((n, c), np.int8),
-        label_semantics=lambda: semantics,
-    )  # fmt: skip
     mesh = sharding.make_mesh()
     devices = mesh.devices.size
     spe = max(1, n // config.train.batch_size)

@@ -148,27 +148,14 @@ def synthetic_params(config, tiny: bool) -> dict:
 def _data_info(config, source, n: int, c: int):
     """DataInfo of N = `n` examples (the paper's split, so per-example tables have its rows),
     C = `c` classes named as `source`'s, random partial labels, fallback embeddings (as plan)."""
-    import warnings
-
     import numpy as np
 
-    from mlrpl_jax import methods
-    from mlrpl_jax.data import label_semantics
+    from mlrpl_jax import plan
 
-    names = tuple(source.class_names)
-    with warnings.catch_warnings():  # the fallback's warning is for training runs
-        warnings.simplefilter("ignore")
-        embeddings, _ = label_semantics.fallback_label_embeddings(
-            names, config.data.label_embedding_dim, "benchmark"
-        )
-    semantics = label_semantics.LabelSemantics(
-        embeddings, np.full((c, c), 1.0 / c, np.float32), "benchmark: fallback embeddings"
-    )
     labels = np.random.default_rng(0).integers(-1, 2, size=(n, c), dtype=np.int8)
-    return methods.DataInfo(
-        num_classes=c, class_names=names, num_train_examples=n,
-        train_partial_labels=lambda: labels, label_semantics=lambda: semantics,
-    )  # fmt: skip
+    return plan.data_info_without_data(
+        config, tuple(source.class_names), n, lambda: labels, "benchmark"
+    )
 
 
 def _gflops(stage, devices: int, batch: int) -> float:

@@ -91,8 +91,8 @@ def train_step(
       state: the current TrainState (donated by the trainer).
       batch: {'image': (B, H, W, 3) uint8, 'labels': (B, C) int8, 'example_id': (B,) int32,
         'full_labels': (B, C) uint8}, and with the augmentation's geometry on device 'view'
-        (B, 6) float32, 'image' the canvas (B, K, K, 3) (`model_input`). 'full_labels' is removed before `method.loss_fn` and only
-        reaches `method.diagnostics`.
+        (B, 6) float32, 'image' the canvas (B, K, K, 3) (`model_input`). 'full_labels' is
+        removed before `method.loss_fn` and only reaches `method.diagnostics`.
       model, config, method, tx, groups, learning_rate_fn, steps_per_epoch: static, bound by the
         trainer.
 

@@ -281,8 +281,8 @@ def make_train_loader(
     'full_labels': uint8 (b, C) (diagnostics only; absent for a natively partial dataset)} with
     b = global_batch_size / process_count; with `renders_on_device`, 'image' is the canvas
     uint8 (b, K, K, 3) and 'view' float32 (b, 6) says what the train step renders from it
-    (`transforms.TrainView`, `train_state.model_input`); batches run across pass boundaries. The process index
-    and count default to jax's; `operations` to `train_operations(data, source)`.
+    (`transforms.TrainView`, `train_state.model_input`); batches run across pass boundaries. The
+    process index and count default to jax's; `operations` to `train_operations(data, source)`.
     """
     import jax
 

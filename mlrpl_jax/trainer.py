@@ -561,7 +561,8 @@ def _train_loop(exp, state, step, train_iter, ckpt, writer, bar, first_loss, pre
                     epoch_counts[k] = epoch_counts.get(k, 0.0) + v
             if epoch_end and epoch_counts:
                 ratios = {f"train_epoch/{k}": v for k, v in _ratios(epoch_counts).items()}
-                writer.write(step, ratios, epoch=math.ceil(step / spe))
+                if ratios:  # every denominator zero (nothing engaged): no record
+                    writer.write(step, ratios, epoch=math.ceil(step / spe))
                 epoch_counts = {}
             bar.set_postfix(loss=f"{mean['train/loss']:.4f}", img_s=f"{ips:.0f}")
         if epoch_end:

@@ -196,3 +196,15 @@ def test_early_stop_when_selection_map_drops_and_a_rerun_does_not_resume(tmp_pat
     trainer.run(config, workdir)
     again = [r for r in read_jsonl(os.path.join(workdir, "metrics.jsonl")) if "train/loss" in r]
     assert len(again) == len(train_records)  # nothing trained on the rerun
+
+
+@pytest.mark.slow  # ~40 s on 2 cores
+def test_an_epoch_whose_ratios_never_engaged_writes_no_bare_record(tmp_path):
+    """SST before its pseudo labels start reports precision/recall counts with zero denominators:
+    the epoch end writes no `train_epoch/` record for them (once a bare {step, epoch} line)."""
+    config = tiny_run_config(tmp_path / "tfds", "sst", **{"method_config.generate_label_epoch": 5,
+                                                          "train.num_epochs": 1})  # fmt: skip
+    trainer.run(config, str(tmp_path / "work"))
+    records = read_jsonl(str(tmp_path / "work" / "metrics.jsonl"))
+    assert records and all(set(r) - {"step", "epoch"} for r in records), records
+    assert any(k.endswith("/den") for r in records for k in r), "SST reports no counts"

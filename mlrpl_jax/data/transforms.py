@@ -13,7 +13,7 @@ Test: resize straight to image_size x image_size, bicubic.
 
 With `data.resize_on='device'` (the default) the host only decodes: `TrainView` draws the same
 crop and flip as `TrainAugment` (the same random numbers in the same order) and pads the decoded
-image into a canvas with its view (the source box of the crop, the image's size, the flip); the
+image into a canvas with its view (the crop, the image's size, the flip); the
 jitted train step renders steps 1-4 from it as matrix products (`mlrpl_jax.ops.resample`).
 """
 

@@ -269,8 +269,9 @@ def test_baselines_learn_on_the_synthetic_scenes(tmp_path, name):
     if name == "role":
         overrides["method_config.expected_positives"] = 1.5
     if name == "splc":  # with the SPLC setup's recipe pieces
-        overrides.update({"data.augment": "asl", "optim.schedule": "onecycle",
-                          "optim.schedule_epochs": 5, "model.input_normalization": "unit",
+        overrides.update({"data.augment": "asl", "data.resize_on": "host",
+                          "optim.schedule": "onecycle", "optim.schedule_epochs": 5,
+                          "model.input_normalization": "unit",
                           "optim.decay_on": "matrices", "train.ema_decay": 0.9})  # fmt: skip
     if name == "cl":
         overrides.update({"method_config.first_round": 1, "method_config.round_every": 1,

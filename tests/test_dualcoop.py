@@ -105,6 +105,7 @@ def test_logits_match_the_equations(variant, class_specific):
     assert aux["pos_logits"].shape == (2, 5)
 
 
+@pytest.mark.slow  # ~40 s on 2 cores (four CLIP compiles)
 def test_model_dtype_reaches_the_clip_towers():
     """config.model.dtype='bfloat16' computes DualCoOp and TRM-ML in bfloat16 (it once stayed float32
     silently); the logits stay within bfloat16's precision of the float32 model's."""

@@ -14,7 +14,10 @@ makes it, in a subprocess as a user types it, and compares with the committed fi
   (header and every cell; the title line, which names the runs, is not in the CSV);
 * the regression floors: `python scripts/transfer_floors.py --from-csv
   docs/results/synthetic_transfer/table.csv` must give the committed floors and study values of
-  `docs/results/synthetic_transfer_floors.json`.
+  `docs/results/synthetic_transfer_floors.json`;
+* the learning margins: `python scripts/learning_margins.py --from-json --out
+  docs/results/learning_margins.json` must give the committed margins from the runs recorded
+  beside them.
 
 Prints one line per check (`ok` or what differs) and exits with status 1 when any differs.
 """
@@ -41,6 +44,7 @@ ARCHIVED = (
 FROM_CSV = ("synthetic_transfer", "synthetic_transfer_baselines", "clip_synthetic")
 FLOORS = (os.path.join(RESULTS, "synthetic_transfer_floors.json"),
           os.path.join(RESULTS, "synthetic_transfer", "table.csv"))  # fmt: skip
+MARGINS = os.path.join(RESULTS, "learning_margins.json")
 
 
 def _run(*args: str) -> str:
@@ -105,6 +109,15 @@ def check_floors() -> list[str]:
     return problems
 
 
+def check_margins() -> list[str]:
+    path = os.path.join(ROOT, MARGINS)
+    got = json.loads(_run("scripts/learning_margins.py", "--from-json", "--out", path))
+    committed = json.loads(_read(MARGINS))["margins"]
+    if got != committed:
+        return [f"{MARGINS}: committed {committed}, regenerated {got}"]
+    return []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default=REPO,
@@ -116,6 +129,7 @@ def main() -> None:
     checks += [(f"{RESULTS}/{n} (from its table.csv)", lambda n=n: check_from_csv(n))
                for n in FROM_CSV]  # fmt: skip
     checks.append((f"{FLOORS[0]} (from {FLOORS[1]})", check_floors))
+    checks.append((f"{MARGINS} (from its recorded runs)", check_margins))
     failed = 0
     for name, check in checks:
         problems = check()

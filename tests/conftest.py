@@ -3,6 +3,8 @@
 import os
 import tempfile
 
+import pytest
+
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
@@ -16,7 +18,11 @@ import jax
 # Tests exercise tiny models for a few steps: XLA's optimisation passes cost more than they save
 # (as in flax's examples/*/train_test.py). Identical programs compiled by several tests are cached.
 jax.config.update("jax_disable_most_optimizations", True)
-jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="mlrpl_jax_test_cache_"))
+# scripts/mutation_score.py shares one cache between its mutants' processes (MLRPL_JAX_TEST_CACHE_DIR).
+jax.config.update(
+    "jax_compilation_cache_dir",
+    os.environ.get("MLRPL_JAX_TEST_CACHE_DIR") or tempfile.mkdtemp(prefix="mlrpl_jax_test_cache_"),
+)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 from absl import flags
@@ -25,3 +31,13 @@ from absl import flags
 flags.FLAGS.mark_as_parsed()
 # As in mlrpl_jax/train.py: much faster compilation of random initialisers on XLA:CPU.
 jax.config.update("jax_threefry_partitionable", False)
+
+
+@pytest.fixture(autouse=True)
+def _trace_afresh_when_mutmut_maps_tests():
+    """mutmut's statistics run (scripts/mutation_score.py) records which tests call each function,
+    and a jitted function is only called while it is traced: each test starts with JAX's caches
+    empty so that every test that would trace a function is recorded. No-op otherwise."""
+    if os.environ.get("MUTANT_UNDER_TEST") == "stats":
+        jax.clear_caches()
+    yield

@@ -30,7 +30,7 @@ def load_script():
     return module
 
 
-@pytest.mark.slow  # ~1.5 min on 2 cores: 6 + 1 cases, each in its own process
+@pytest.mark.slow  # ~1 min on 2 cores: 4 + 1 cases (a ResNet, a CLIP), each in its own process
 def test_tiny_mode_as_a_user_types_it(tmp_path):
     # The synthetic scenes and the XLA cache go to tmp_path (TFDS's and the library's variables).
     env = dict(os.environ, TFDS_DATA_DIR=str(tmp_path / "tfds"),
@@ -39,14 +39,14 @@ def test_tiny_mode_as_a_user_types_it(tmp_path):
     flags = env.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "")
     env["XLA_FLAGS"] = flags.strip()
     out = tmp_path / "bench.json"
-    proc = run("--tiny", "--methods", "plain,sst,dualcoop", "--steps", "2", "--out", str(out),
+    proc = run("--tiny", "--methods", "plain,dualcoop", "--steps", "2", "--out", str(out),
                env=env)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     table = proc.stdout[proc.stdout.index("method     dtype") :]
     cases = json.loads(out.read_text())["cases"]
     assert [(c["method"], c["dtype"]) for c in cases] == [
-        (m, d) for d in ("bfloat16", "float32") for m in ("plain", "sst", "dualcoop")
+        (m, d) for d in ("bfloat16", "float32") for m in ("plain", "dualcoop")
     ]
     for c in cases:
         assert c["status"] == "ok", c

@@ -273,10 +273,3 @@ def test_bad_method_config_values_are_errors():
         config = config_for("/nonexistent", **{f"method_config.{key}": value})
         with pytest.raises(ValueError, match=match):
             config_validation.validate(config)
-
-
-@pytest.mark.slow
-def test_dualcoop_trains_on_the_synthetic_scenes(tmp_path):
-    config = config_for(tmp_path / "data", **{"train.num_epochs": 2})
-    final = trainer.run(config, str(tmp_path / "run"))
-    assert 0.0 < final["mAP"] <= 100.0

@@ -24,7 +24,8 @@ QUICK_HELP = (
     ("scripts/benchmark_example_table.py",), ("scripts/convert_clip.py",),
     ("scripts/prepare_data.py",), ("scripts/sweep.py",), ("scripts/launch_local.py",),
     ("scripts/benchmark_multiprocess.py",), ("scripts/check_published.py",),
-    ("scripts/benchmark_accelerator.py",),
+    ("scripts/benchmark_accelerator.py",), ("scripts/learning_margins.py",),
+    ("scripts/mutation_score.py",),
     ("-m", "mlrpl_jax.pretrain"), ("-m", "mlrpl_jax.pretrain_clip"),
 )  # fmt: skip
 SLOW_HELP = (
@@ -259,12 +260,11 @@ def test_pretrain_clip_config_without_a_clip(tmp_path):
 
 @pytest.mark.slow
 def test_pretrain_clip_trains_exports_and_scores_zero_shot(tmp_path):
-    # The small CLIP's attention pool needs 96-px images (3x3 after the /32 trunk).
-    overrides = [f"--config.data.data_dir={tmp_path / 'data'}", "--config.train.num_epochs=1",
-                 "--config.data.synthetic.image_size=96", f"--config.data.size_factor={96 / 448}"]  # fmt: skip
+    # The smallest CLIP ('tiny_rn') on the tiny config's 32-px scenes.
+    overrides = [f"--config.data.data_dir={tmp_path / 'data'}", "--config.train.num_epochs=1"]
     workdir, out = str(tmp_path / "pre"), str(tmp_path / "clip.npz")
     proc = run("-m", "mlrpl_jax.pretrain_clip", "--config", "configs/tiny.py:clip_pretrain",
-               *overrides, "--config.method_config.clip_arch=synthetic_rn",
+               *overrides, "--config.method_config.clip_arch=tiny_rn",
                "--eval_config", "configs/tiny.py",
                *[o.replace("--config", "--eval_config") for o in overrides],
                "--workdir", workdir, "--out", out)  # fmt: skip
@@ -296,6 +296,74 @@ def test_launch_local_runs_the_command_once_per_process_with_its_environment():
     failing = run("scripts/launch_local.py", "--processes", "2", "--", sys.executable, "-c",
                   "import os, sys; sys.exit(3 * int(os.environ['JAX_PROCESS_ID']))")  # fmt: skip
     assert failing.returncode == 3  # the first non-zero status
+
+
+# --- scripts/learning_margins.py (its runs: tests/test_methods_learn.py) --------------------------
+
+
+def test_learning_margins_errors_and_the_committed_margins(tmp_path):
+    out = str(tmp_path / "m.json")
+    assert_user_error(run("scripts/learning_margins.py", "--methods", "plainn", "--out", out),
+                      "--methods: unknown ['plainn']", absent=[out])  # fmt: skip
+    assert_user_error(run("scripts/learning_margins.py", "--seeds", "0", "--out", out),
+                      "2 or more seeds", absent=[out])  # fmt: skip
+    assert_user_error(run("scripts/learning_margins.py", "--from-json", "--out", out),
+                      "no such file")  # fmt: skip
+    proc = run("scripts/learning_margins.py", "--from-json")  # the committed file's margins
+    assert proc.returncode == 0, proc.stderr
+    with open(os.path.join(ROOT, "docs", "results", "learning_margins.json")) as f:
+        assert json.loads(proc.stdout) == json.load(f)["margins"]
+
+
+# --- scripts/mutation_score.py (not run by CI: hours) ----------------------------------------------
+
+
+def test_mutation_score_errors_and_a_report_of_results(tmp_path):
+    bad = tmp_path / "equivalent.json"
+    bad.write_text(json.dumps([{"function": "f", "from": "a", "to": "b"}]))
+    assert_user_error(run("scripts/mutation_score.py", "--equivalent", str(bad)),
+                      "entry 0 needs function, from, to and a reason")  # fmt: skip
+    assert_user_error(run("scripts/mutation_score.py", "--max_children", "0"), "--max_children=0")
+    absent = tmp_path / "no_mutants"
+    assert_user_error(run("scripts/mutation_score.py", "--report_only", "--mutants_dir",
+                          str(absent)), "no mutmut results yet")  # fmt: skip
+    assert_user_error(run("scripts/mutation_score.py", "--mutants_dir", str(absent)),
+                      "only --report_only reads another directory")  # fmt: skip
+    # A report of mutmut's result files (exit codes per mutant): no survivor, so no `mutmut show`.
+    codes = {
+        "mlrpl_jax.losses.partial_bce.x_partial_bce__mutmut_1": 1,
+        "mlrpl_jax.losses.partial_bce.x_partial_bce__mutmut_2": 1,
+        "mlrpl_jax.losses.partial_bce.x_partial_bce__mutmut_3": 33,
+        "mlrpl_jax.losses.partial_bce.x_partial_bce__mutmut_4": None,
+        "mlrpl_jax.metrics.x_average_precision__mutmut_1": 36,
+        "mlrpl_jax.methods.sst.x_loss_fn__mutmut_1": 1,
+        "mlrpl_jax.methods.sst.x_default_config__mutmut_1": 0,
+    }  # plumbing: out of scope
+    for module in ("losses/partial_bce", "metrics", "methods/sst"):
+        meta = tmp_path / "mutants" / "mlrpl_jax" / f"{module}.py.meta"
+        meta.parent.mkdir(parents=True, exist_ok=True)
+        meta.write_text(
+            json.dumps(
+                {
+                    "exit_code_by_key": {
+                        k: v
+                        for k, v in codes.items()
+                        if k.startswith("mlrpl_jax." + module.replace("/", "."))
+                    }
+                }
+            )
+        )
+    out = tmp_path / "mutation.md"
+    proc = run("scripts/mutation_score.py", "--report_only", "--mutants_dir",
+               str(tmp_path / "mutants"), "--out", str(out), "--equivalent", str(tmp_path / "none"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    # partial_bce: 2 killed of 4, one without tests, one not run: 2 / 3 scored = 66.7 %.
+    assert "| losses (target 90 %) | 4 | 2 | 0 | 0 | 1 | 1 | 66.7 % |" in text, text
+    assert "| metrics (target 90 %) | 1 | 1 | 0 | 0 | 0 | 0 | 100.0 % |" in text, text  # timeout
+    assert "| methods | 1 | 1 | 0 | 0 | 0 | 0 | 100.0 % |" in text, text
+    summary = json.loads((tmp_path / "mutation.json").read_text())
+    assert summary["groups"]["losses"]["kill_rate"] == 66.7 and summary["untriaged_survivors"] == []
 
 
 # --- --help ----------------------------------------------------------------------------------------

@@ -223,7 +223,8 @@ def test_kill_9_of_every_process_then_resume_with_the_same_and_another_process_c
         ("role", ("--config.method_config.expected_positives=1.5",)),  # a learned (N, C) table
         # Prototype refreshes before epoch 1 (of 2), then blending with them: K-means (SARB),
         # location-sensitive prototypes (DSRB).
-        ("sarb", ("--config.method_config.blend_epoch=1",)),
+        ("sarb", ("--config.method_config.blend_epoch=1", "--config.method_config.kmeans_n_init=2",
+                  "--config.method_config.num_prototypes=2")),
         ("dsrb", ("--config.method_config.blend_epoch=1",)),
     ],
 )

@@ -22,7 +22,7 @@ def test_every_committed_table_is_what_its_command_makes():
     proc = check()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
-    assert len(lines) == 6 and all(line.startswith("ok  ") for line in lines), proc.stdout
+    assert len(lines) == 7 and all(line.startswith("ok  ") for line in lines), proc.stdout
 
 
 def test_a_typed_cell_or_floor_is_found(tmp_path):
@@ -41,9 +41,14 @@ def test_a_typed_cell_or_floor_is_found(tmp_path):
     lines = archived.read_text().splitlines()
     lines[1] = lines[1].replace(lines[1].split(",")[4], "99.0000", 1)
     archived.write_text("\n".join(lines) + "\n")
+    margins = results / "learning_margins.json"
+    data = json.loads(margins.read_text())
+    data["margins"]["sst"] -= 2.0
+    margins.write_text(json.dumps(data))
     proc = check("--root", str(tmp_path))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     differs = [line for line in proc.stdout.splitlines() if line.startswith("DIFFERS")]
-    assert len(differs) == 3, proc.stdout
+    assert len(differs) == 4, proc.stdout
+    assert "learning_margins.json: committed" in proc.stdout
     assert "78.8 +- 1.2" in proc.stdout and "hst committed" in proc.stdout
     assert "readings/imbalance/table.csv" in proc.stdout

@@ -237,15 +237,6 @@ def test_switches_and_bad_values_are_checked():
     assert "queries" not in variables["params"] and "spatial_t" in variables["params"]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("overrides", [{}, {"method_config.use_visual_prototype": False}])
-def test_trm_ml_trains_on_the_synthetic_scenes(tmp_path, overrides):
-    config = config_for(tmp_path / "data", **{"train.num_epochs": 3,
-                                              "method_config.stage2_epoch": 1, **overrides})  # fmt: skip
-    final = trainer.run(config, str(tmp_path / "run"))
-    assert 0.0 < final["mAP"] <= 100.0
-
-
 @pytest.mark.slow  # > 9 s on 2 cores; the fast loop stays under 5 minutes
 def test_bank_prototypes_and_thresholds_survive_a_checkpoint_round_trip(tmp_path):
 

@@ -17,7 +17,8 @@ rejected / corrected unobserved entries (for LL-Cp's permanent relabelling, done
 
 SPLC (`xinyu1205/robust-loss-mlml`): x' = x - m on positives; from `change_epoch` on, unknown /
 negative entries with sigmoid(x) > tau become positives (without the margin); focal BCE with
-gamma 2 whose weights keep their gradient; **sum**.
+gamma 2 whose weights keep their gradient; **sum**. `splc` also returns the mask of the entries it
+turned positive (the method's pseudo positives, scored by its diagnostics).
 
 Hill: positives -(1 - p_m)^gamma log p_m with p_m = sigmoid(x - m) (weight with gradient);
 non-positive entries (lambda - p) p^2; **sum**.
@@ -97,8 +98,10 @@ def splc(
     tau: float = 0.6,
     margin: float = 1.0,
     gamma: float = 2.0,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """SPLC's loss (module docstring); `active`: epoch >= change_epoch (may be traced)."""
+) -> tuple[jax.Array, dict[str, jax.Array], jax.Array]:
+    """SPLC's loss (module docstring); `active`: epoch >= change_epoch (may be traced).
+
+    Returns (loss, {'splc_corrected': number of entries turned positive}, that mask (B, C) bool)."""
     checks.partial_labels(labels, where="splc")
     x = logits.astype(jnp.float32)
     pos = (labels > 0).astype(jnp.float32)
@@ -110,7 +113,7 @@ def splc(
     loss_pos = corrected * (1.0 - p) ** gamma * jax.nn.log_sigmoid(shifted)
     loss_neg = (1.0 - corrected) * p**gamma * jax.nn.log_sigmoid(-shifted)
     loss = -jnp.sum(loss_pos + loss_neg)
-    return loss, {"splc_corrected": jnp.sum(corrected - pos)}
+    return loss, {"splc_corrected": jnp.sum(corrected - pos)}, corrected > pos
 
 
 def hill(

@@ -31,6 +31,12 @@ the gradient):
 
 `head_lr_mult` multiplies the linear head's learning rate (LargeLoss's code: 10).
 
+Diagnostics (`common.pseudo_label_diagnostics`, against the hidden full labels, never trained on):
+the entries each mechanism treats as positive among the unknown ones: 'll_corrected' (LL-Ct,
+LL-Cp: this batch's corrections, and LL-Cp's stored ones), 'll_rejected' (LL-R: the entries it
+drops, which it takes for missed positives), 'splc' (SPLC's turned entries) and 'role_estimates'
+(ROLE's label estimates above 0.5).
+
 LargeLoss's clean-rate decrease `delta_rel` defaults per scheme to the LargeLoss first author's
 follow-up code (`youngwk/BridgeGapExplanationPAMC:config.py`, `_LOOKUP['delta_rel']`, in % per
 epoch, divided by 100 there): LL-R 0.5 %, LL-Ct 0.2 %, LL-Cp 0.1 %. LargeLoss's own README gives
@@ -63,6 +69,7 @@ from mlrpl_jax import losses, models
 from mlrpl_jax.methods import base, common
 from mlrpl_jax.models.classifier import GlobalPoolClassifier
 from mlrpl_jax.ops import example_table
+from mlrpl_jax.ops import pseudo_labels as pl
 
 TABLE = "label_logits"  # ROLE's learned table at params['method']
 CORRECTIONS = "corrections"  # LL-Cp's table at method_state
@@ -249,6 +256,7 @@ def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock)
     logits, batch_stats = _logits(model, config, params, batch_stats, batch["image"], clock)
     labels = batch["labels"]
     name = mc.loss
+    diagnostics = {}
     if name == "partial_bce":
         if mc.reduction == "batch":
             loss, metrics = losses.partial_bce(logits, labels)
@@ -274,11 +282,16 @@ def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock)
         loss, metrics = losses.role(
             logits, labels, estimates, expected_positives=mc.expected_positives
         )
+        diagnostics["role_estimates"] = (
+            pl.complete_labels(labels, jax.lax.stop_gradient(estimates) > 0.0),
+            jnp.bool_(True),
+        )  # the table holds logits: estimate > 0.5
     elif name == "splc":
-        loss, metrics = losses.splc(
-            logits, labels, active=clock.epoch >= mc.change_epoch, tau=mc.tau,
-            margin=mc.margin, gamma=mc.gamma,
-        )  # fmt: skip
+        active = clock.epoch >= mc.change_epoch
+        loss, metrics, turned = losses.splc(
+            logits, labels, active=active, tau=mc.tau, margin=mc.margin, gamma=mc.gamma
+        )
+        diagnostics["splc"] = (pl.complete_labels(labels, turned), active)
     elif name == "hill":
         loss, metrics = losses.hill(logits, labels, lamb=mc.lamb, margin=mc.margin, gamma=mc.gamma)
     else:  # ll_r, ll_ct, ll_cp
@@ -292,12 +305,16 @@ def loss_fn(model, config, params, batch_stats, method_state, batch, rng, clock)
         else:
             k = losses.large_loss_budget(n, clock.epoch, mc.delta_rel)
         loss, metrics, masks = losses.large_loss(logits, labels, k, correct=name != "ll_r")
+        treated = masks["hit"]
         if permanent:
             now = (stored | masks["above_threshold"]).astype(jnp.float32)
             method_state = {CORRECTIONS: example_table.scatter(method_state[CORRECTIONS], ids, now)}
             metrics["permanent_corrections"] = jnp.sum(now)
+            treated = treated | stored
+        key = "ll_rejected" if name == "ll_r" else "ll_corrected"
+        diagnostics[key] = (pl.complete_labels(batch["labels"], treated), k > 0)
     metrics = {name: loss, **metrics}
-    return loss, base.StepOutput(metrics, batch_stats, method_state)
+    return loss, base.StepOutput(metrics, batch_stats, method_state, diagnostics)
 
 
 LOSSES = (
@@ -318,6 +335,7 @@ def _method(loss: str) -> base.Method:
         init_params=init_params,
         param_groups=param_groups,
         state_sharding=state_sharding,
+        diagnostics=common.pseudo_label_diagnostics,
     )
 
 

@@ -118,6 +118,13 @@ PRESETS = {
         context_length=32, vocab_size=len(SYNTHETIC_WORDS) + 3, text_width=128, text_heads=2,
         text_layers=3, words=SYNTHETIC_WORDS,
     ),
+    # The smallest: 32-px images, width 8, one text layer of width 64 (checks and tests;
+    # configs/learning_check.py:clip_pretrain).
+    "tiny_rn": ClipConfig(
+        embed_dim=32, vision_layers=(1, 1, 1, 1), vision_width=8, image_size=32,
+        context_length=32, vocab_size=len(SYNTHETIC_WORDS) + 3, text_width=64, text_heads=1,
+        text_layers=1, words=SYNTHETIC_WORDS,
+    ),
 }  # fmt: skip
 
 

@@ -6,10 +6,10 @@ short run of configs/learning_check.py; tests/test_methods_learn.py asserts the 
   python scripts/learning_margins.py --from-json           # recompute the margins of the committed
                                                            # file from its recorded runs (prints)
 
-Each run is `trainer.run` of configs/learning_check.py:METHOD with `config.seed` and
-`config.data.label_seed` = the seed, in the test suite's own environment (tests/conftest.py: 8
-simulated CPU devices, XLA's optimisations off), so that the test's seed-0 run is the run recorded
-here. Per run: the final test mAP (the checkpoint selected on the validation split), the
+Each run is the command a user types, `python -m mlrpl_jax.train --config
+configs/learning_check.py:METHOD` with `config.seed` and `config.data.label_seed` = the seed, on one
+CPU device with XLA's optimisations off (JAX_DISABLE_MOST_OPTIMIZATIONS: tiny programs for a few
+dozen steps), so that the test's seed-0 run is the run recorded here. Per run: the final test mAP (the checkpoint selected on the validation split), the
 frequency baseline (the mAP of a constant score per class: the mean over classes of the test
 split's positive rate), their gap, and for a method with pseudo labels the precision of its pseudo
 positives in its last epoch that had any (`train_epoch/<name>_precision`) against the positive
@@ -28,7 +28,6 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 RULE = "min over seeds of (test mAP - frequency baseline) - max(1.0, 2 x sample std over seeds)"
 DEFAULT_OUT = os.path.join(ROOT, "docs", "results", "learning_margins.json")
@@ -89,11 +88,22 @@ def pseudo_precisions(workdir: str) -> dict[str, float]:
 
 
 def measure(method: str, seed: int, data_dir: str, workdir: str) -> dict:
-    """One run of the learning check (resumes a run already in `workdir`)."""
-    from mlrpl_jax import trainer
+    """One run of the learning check, as a user types it (`TRAIN_COMMAND`, one CPU device)."""
+    import subprocess
 
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device, not the tests' 8
+    env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"  # tiny programs for a few dozen steps
+    command = [sys.executable, "-m", "mlrpl_jax.train",
+               f"--config=configs/learning_check.py:{method}", f"--workdir={workdir}",
+               f"--config.data.data_dir={data_dir}", f"--config.seed={seed}",
+               f"--config.data.label_seed={seed}", "--config.train.progress_bar=False"]  # fmt: skip
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited with {proc.returncode}:\n"
+                           f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")  # fmt: skip
+    with open(os.path.join(workdir, "results.json")) as f:
+        final = json.load(f)["metrics"]
     config = check_config(method, seed, data_dir)
-    final = trainer.run(config, workdir)
     baseline = frequency_baseline(config)
     record = {
         "seed": seed,
@@ -153,8 +163,6 @@ def main() -> None:
         if os.path.exists(args.out):
             with open(args.out) as f:
                 result = json.load(f)
-        import conftest  # noqa: F401  the test suite's environment (devices, XLA flags)
-
         data_dir = os.path.join(args.workdir, "data")
         for method in chosen:
             done = {r["seed"] for r in result["runs"].get(method, [])}

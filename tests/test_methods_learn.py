@@ -4,8 +4,9 @@ baseline by the margin measured across seeds, and its pseudo labels beat chance.
 The margins are not typed here: scripts/learning_margins.py ran every method over seeds 0-4 once
 and recorded, per method, min over seeds of (test mAP - baseline) - max(1, 2 x their std)
 (docs/results/learning_margins.json; scripts/check_published.py recomputes them from the recorded
-runs). The runs here are the recorded seed-0 runs, in the same environment (this conftest), so a
-method passes wherever it reproduces within its own seed spread. A method with pseudo labels (its
+runs). The runs here are the recorded seed-0 runs, run the same way (`learning_margins.measure`:
+the train command as a user types it, one CPU device), so a method passes wherever it reproduces
+within its own seed spread. A method with pseudo labels (its
 `train_epoch/<name>_precision` diagnostics) must also pick, in its last epoch that picked any,
 pseudo positives more often right than a random choice among the unknown entries would (the
 positive rate among them; for TRM-ML's pseudo negatives, the negative rate). The SSGRL family's

@@ -32,10 +32,8 @@ def get_config(method: str = "plain"):
     config.train.eval_batch_size = 64
     config.optim.decay_every_epochs = 2
     mc = config.method_config
-    for key in ("generate_label_epoch", "blend_epoch", "first_round", "stage2_epoch", "change_epoch"):
-        if key in mc:
-            mc[key] = 1
-    for key in ("prototype_every_epochs", "round_every"):
+    starts = ("generate_label_epoch", "blend_epoch", "first_round", "stage2_epoch", "change_epoch")
+    for key in (*starts, "prototype_every_epochs", "round_every"):
         if key in mc:
             mc[key] = 1
     return config

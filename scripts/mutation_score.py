@@ -3,7 +3,8 @@ data/partial_labels.py and the methods' loss and state functions.
 
   pip install -e ".[mutation]"
   python scripts/mutation_score.py                       # runs (resumes) mutmut, writes the report
-  python scripts/mutation_score.py --rerun_survivors     # after adding tests: the survivors again
+  python scripts/mutation_score.py --rerun_survivors     # after adding tests: the survivors (and
+                                                         # the mutants no test called) again
   python scripts/mutation_score.py --report_only         # the report of the results so far
 
 mutmut (pyproject.toml `[tool.mutmut]`) copies the package into `mutants/`, mutates one operator,
@@ -270,7 +271,7 @@ def main() -> None:
     parser.add_argument("--max_children", type=int, default=os.cpu_count() or 1,
                         help="mutants run at once (default: one per core)")  # fmt: skip
     parser.add_argument("--rerun_survivors", action="store_true",
-                        help="run the survivors again (after adding tests)")  # fmt: skip
+                        help="run the survivors and the mutants no test called again (after adding tests)")  # fmt: skip
     parser.add_argument("--report_only", action="store_true", help="write the report; run nothing")
     parser.add_argument("--only", nargs="*", default=None, metavar="PATTERN",
                         help="mutant name patterns to run (fnmatch), within the scope")  # fmt: skip
@@ -308,7 +309,7 @@ def main() -> None:
             if not results:  # first run: mutmut generates the mutants and runs the scope
                 names = scope_patterns() if args.only is None else args.only
             else:
-                wanted = ("survived",) if args.rerun_survivors else ("not checked",)
+                wanted = ("survived", "no tests") if args.rerun_survivors else ("not checked",)
                 names = [n for n, s in sorted(results.items()) if s in wanted
                          and (args.only is None or any(fnmatch.fnmatchcase(n, p) for p in args.only))]  # fmt: skip
             if names:

@@ -1,9 +1,12 @@
-"""Regression guard of the transfer benchmark: one run per method family above its recorded floor.
+"""Regression guard of the transfer benchmark: the study's own runs above their recorded floors.
 
-Each guarded method reruns the study's seed-0 run at 50 % known labels (configs/
+A guarded method reruns the study's seed-0 run at 50 % known labels (configs/
 synthetic_transfer.py with the committed pretrained backbone, 8 epochs) and must reach the floor
 that scripts/transfer_floors.py computed from the study (docs/results/synthetic_transfer_floors.json:
-the worst seed minus max(1, 2 std)). The floors are never edited by hand.
+the worst seed minus max(1, 2 std)). The floors are never edited by hand. Two of the four floors are
+rerun here, `plain` and the blending family's `dsrb` (the most moving parts): every method's
+learning, the SSGRL and label-transfer families' included, is guarded by tests/test_methods_learn.py
+at a smaller scale, and the suite stays shorter.
 """
 
 import json
@@ -37,8 +40,11 @@ def test_floors_file_matches_the_guarded_families():
     assert os.path.isfile(WEIGHTS), f"{WEIGHTS} missing: python -m mlrpl_jax.pretrain ..."
 
 
+RERUN = ("plain", "dsrb")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("method", sorted(FLOORS["floors"]))
+@pytest.mark.parametrize("method", RERUN)
 def test_transfer_run_stays_above_its_floor(method, data_dir, tmp_path):
     """The study's own command (`mlrpl_jax.train`, one process, the machine's real devices: the
     tests' 8 simulated CPU devices would not be the study's program)."""

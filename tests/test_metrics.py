@@ -240,3 +240,30 @@ def test_unknown_mode_raises():
         metrics.average_precision(scores, targets, mode="trapezoid")
     with pytest.raises(ValueError, match="ap_mode must be one of"):
         metrics.compute_metrics(scores, targets, ap_mode="trapezoid")
+
+
+def test_threshold_metrics_without_any_positive_or_with_a_single_one():
+    """No positive at all: recalls and F1s are NaN (0 / 0), precisions still defined; one positive
+    in the whole split: OR is 100 or 0, never NaN. The F1 of a NaN is NaN, of p = r their value."""
+    scores = np.array([[1.0, -1.0], [1.0, -1.0], [-1.0, -1.0]])
+    none = metrics.compute_metrics(scores, np.zeros((3, 2), int))
+    assert np.isnan(none["OR"]) and np.isnan(none["CR"])
+    assert np.isnan(none["OF1"]) and np.isnan(none["CF1"])
+    assert none["OP"] == 0.0 and none["CP"] == 0.0
+    one = metrics.compute_metrics(scores, np.array([[1, 0], [0, 0], [0, 0]]))
+    assert one["OR"] == 100.0 and one["CR"] == 100.0
+    assert one["OP"] == pytest.approx(100 * 1 / 3) and one["CP"] == pytest.approx(100 * 0.5 / 2)
+    assert metrics._safe_f1(50.0, 50.0) == 50.0 and metrics._safe_f1(0.0, 0.0) == 0.0
+    assert np.isnan(metrics._safe_f1(np.nan, 50.0)) and np.isnan(metrics._safe_f1(50.0, np.nan))
+
+
+def test_voc_ties_at_the_top_are_ordered_by_example_index():
+    """A run of tied scores that starts at the top of the ranking (flat position 0 of the sort) is
+    ordered by example index, as a stable sort orders it, whatever order argsort left it in."""
+    rng = np.random.default_rng(3)
+    for n in (20, 50, 100):
+        scores = rng.integers(0, 3, size=(n, 3)).astype(float)  # three levels: long tied runs
+        targets = (rng.random((n, 3)) < 0.4).astype(int)
+        targets[0] = 1
+        np.testing.assert_allclose(metrics.average_precision(scores, targets, mode="voc"),
+                                   _voc_ap_loop(scores, targets))  # fmt: skip

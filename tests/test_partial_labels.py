@@ -274,3 +274,31 @@ def test_load_file_errors_name_file_index_and_shape(tmp_path):
     ragged.write_text("1,0,-1\n0,1\n")
     with pytest.raises(ValueError, match=r"ragged\.txt: could not parse"):
         pl.load_partial_labels_file(ragged, 2, 3)
+
+
+def test_reference_keep_mask_bounds_and_the_argument_each_error_names():
+    """The accepted ranges' edges (N, C >= 1, seed < 2**32) and each refusal naming its argument."""
+    assert pl.reference_keep_mask(1, 1, 1.0, seed=2**32 - 1).shape == (1, 1)
+    big = pl.reference_keep_mask(2, 3, 0.5, seed=np.uint32(7))
+    np.testing.assert_array_equal(big, np.random.RandomState(7).random_sample((2, 3)) < 0.5)
+    cases = [
+        ((0, 3, 0.5), {}, r"^num_examples must be in \[1, 9223372036854775808\)"),
+        ((2, 0, 0.5), {}, r"^num_classes must be in \[1, 9223372036854775808\)"),
+        ((2, 3, 0.0), {}, r"for setting 'pal'"),
+        ((2, 3, 0.5), {"seed": 2**32},
+         r"^seed \(mode 'reference', a RandomState seed\) must be in \[0, 4294967296\)"),
+    ]  # fmt: skip
+    for args, kwargs, match in cases:
+        with pytest.raises(ValueError, match=match):
+            pl.reference_keep_mask(*args, **kwargs)
+    with pytest.raises(TypeError, match="^num_classes must be an integer"):
+        pl.reference_keep_mask(2, 3.0, 0.5)
+
+
+def test_check_partial_labels_accepts_floats_and_names_the_source_of_bad_ones():
+    out = pl.check_partial_labels(np.array([[1.0, -1.0], [0.0, 1.0]], np.float32), source="f.txt")
+    assert out.dtype == np.int8 and out.tolist() == [[1, -1], [0, 1]]
+    with pytest.raises(
+        ValueError, match=r"^f.txt: partial labels must be numeric .* got dtype <U1"
+    ):
+        pl.check_partial_labels(np.array([["1", "0"]]), source="f.txt")

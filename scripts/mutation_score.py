@@ -120,11 +120,12 @@ def read_results(mutants_dir: str = MUTANTS) -> dict[str, str]:
     return out
 
 
-def diff_of(name: str) -> str:
-    """The mutant's unified diff (`mutmut show`)."""
+def diff_of(name: str, mutants_dir: str = MUTANTS) -> str:
+    """The mutant's unified diff (`mutmut show`, in the directory that holds `mutants_dir`)."""
     done = subprocess.run(
-        ["mutmut", "show", name], cwd=ROOT, capture_output=True, text=True, check=False
-    )
+        ["mutmut", "show", name], cwd=os.path.dirname(os.path.abspath(mutants_dir)),
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
     if done.returncode != 0:
         raise RuntimeError(f"mutmut show {name}: {done.stderr[-2000:]}")
     return done.stdout
@@ -201,13 +202,13 @@ def counts(statuses: list[str], equivalent: int) -> dict:
     }  # fmt: skip
 
 
-def report(results: dict[str, str], equivalent_path: str) -> tuple[str, dict]:
+def report(results: dict[str, str], equivalent_path: str, mutants_dir: str = MUTANTS):
     """(markdown, summary) of `results`; survivors' diffs from `mutmut show`."""
     equivalent = load_equivalent(equivalent_path)
     survivors = sorted(n for n, s in results.items() if s == "survived")
     triaged, untriaged = {}, []
     for name in survivors:
-        diff = diff_of(name)
+        diff = diff_of(name, mutants_dir)
         entry = triage(name, diff, equivalent)
         if entry is None:
             untriaged.append((name, diff))
@@ -312,6 +313,8 @@ def main() -> None:
                 wanted = ("survived", "no tests") if args.rerun_survivors else ("not checked",)
                 names = [n for n, s in sorted(results.items()) if s in wanted
                          and (args.only is None or any(fnmatch.fnmatchcase(n, p) for p in args.only))]  # fmt: skip
+            with open(os.path.join(MUTANTS, "source_commit.txt"), "w") as f:
+                f.write(git_commit() + "\n")  # what the mutants are made from (the report says)
             if names:
                 print(f"mutmut run: {len(names)} names or patterns; log: {log}", flush=True)
                 run_mutmut(names, args.max_children, log)
@@ -319,17 +322,26 @@ def main() -> None:
         results = read_results(args.mutants_dir)
         if not results:
             raise errors.RunDirError(f"{args.mutants_dir}: no in-scope mutant found.")
-        body, summary = report(results, args.equivalent)
+        body, summary = report(results, args.equivalent, args.mutants_dir)
+        source = os.path.join(args.mutants_dir, "source_commit.txt")
+        commit = "unknown"
+        if os.path.exists(source):
+            with open(source) as f:
+                commit = f.read().strip()
         header = (
             "# Mutation score of the numerical core\n\n"
             f"Produced by `python scripts/mutation_score.py` (mutmut, configured in pyproject.toml "
-            f"`[tool.mutmut]`) at commit {git_commit()}, "
+            f"`[tool.mutmut]`) on the code and tests of commit {commit}, "
             f"{datetime.date.today().isoformat()}. Each mutant changes one operator, constant, "
             "string or argument of one function and is run against the fast tests that call that "
             "function (mutmut's per-test statistics over the core's test files), fastest first; "
             "'killed' means one of them failed (or ran past mutmut's time limit). Equivalent "
             "mutants (no test can tell them apart; the reasons are below) leave the denominator.\n\n"
         )
+        pending = sum(s == "not checked" for s in results.values())
+        if pending:
+            header += (f"**Partial:** {pending} of the {len(results)} mutants in scope have not "
+                       "run yet (`python scripts/mutation_score.py` resumes).\n\n")  # fmt: skip
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out + ".tmp", "w") as f:
             f.write(header + body)

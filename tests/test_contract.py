@@ -211,23 +211,6 @@ def test_val_carve_out_is_seeded_disjoint_and_renumbered(tmp_path):
     )
 
 
-def test_partial_label_map_leaves_unknown_entries_out():
-    from sklearn.metrics import average_precision_score
-
-    from mlrpl_jax import metrics
-
-    rng = np.random.default_rng(0)
-    scores = rng.normal(size=(50, 4))
-    partial = rng.integers(-1, 2, size=(50, 4))
-    got = metrics.partial_label_metrics(scores, partial)
-    expected = np.mean([
-        average_precision_score(partial[partial[:, c] != 0, c] == 1, scores[partial[:, c] != 0, c])
-        for c in range(4)
-    ])  # fmt: skip
-    assert got["mAP"] == pytest.approx(100 * expected, abs=1e-9)
-    assert got["known_fraction"] == pytest.approx(100 * np.mean(partial != 0))
-
-
 def test_method_defaults_are_the_documented_ones():
     m = methods.get("plain")
     assert m.normalize_images is base.default_normalize

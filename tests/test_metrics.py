@@ -1,5 +1,7 @@
 """Tests for mlrpl_jax.metrics: against scikit-learn and independent per-class loops."""
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, precision_score, recall_score
@@ -267,3 +269,96 @@ def test_voc_ties_at_the_top_are_ordered_by_example_index():
         targets[0] = 1
         np.testing.assert_allclose(metrics.average_precision(scores, targets, mode="voc"),
                                    _voc_ap_loop(scores, targets))  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["sklearn", "voc"])
+def test_partial_label_map_leaves_unknown_entries_out(mode):
+    """Per class, AP over the known entries only (sklearn's, or the VOC loop's), classes without a
+    known positive left out of the mean; known_fraction in percent."""
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.normal(size=(60, 5)), 1)  # ties as well
+    partial = rng.integers(-1, 2, size=(60, 5))
+    partial[:, 4] = np.where(partial[:, 4] == 1, 0, partial[:, 4])  # no known positive
+    got = metrics.partial_label_metrics(scores, partial, ap_mode=mode)
+    assert set(got) == {"mAP", "known_fraction"}
+    per_class = []
+    for c in range(4):
+        known = partial[:, c] != 0
+        y, s = partial[known, c] == 1, scores[known, c]
+        if mode == "sklearn":
+            per_class.append(average_precision_score(y, s))
+        else:
+            per_class.append(_voc_ap_loop(s[:, None], y[:, None].astype(int))[0])
+    assert got["mAP"] == pytest.approx(100 * np.mean(per_class), abs=1e-9)
+    assert got["known_fraction"] == pytest.approx(100 * np.mean(partial != 0), abs=1e-12)
+    # Unknown entries neither help nor hurt: changing their scores changes nothing.
+    moved = np.where(partial == 0, rng.normal(size=scores.shape) * 10, scores)
+    assert metrics.partial_label_metrics(moved, partial, ap_mode=mode) == got
+
+
+def test_partial_label_metrics_without_known_positives_and_errors():
+    none = metrics.partial_label_metrics(np.zeros((3, 2)), np.array([[-1, 0], [0, 0], [-1, -1]]))
+    assert np.isnan(none["mAP"]) and none["known_fraction"] == pytest.approx(50.0)
+    with pytest.raises(ValueError, match=r"^ap_mode must be one of \('sklearn', 'voc'\); got 'x'"):
+        metrics.partial_label_metrics(np.zeros((2, 2)), np.ones((2, 2)), ap_mode="x")
+    with pytest.raises(ValueError, match=r"same shape"):
+        metrics.partial_label_metrics(np.zeros((2, 3)), np.ones((2, 2)))
+
+
+@pytest.mark.parametrize("mode", ["sklearn", "voc"])
+def test_a_class_with_a_single_positive(mode):
+    """AP of one positive ranked r-th is 1 / r in both definitions."""
+    scores = np.array([[0.9], [0.8], [0.7], [0.1]])
+    for rank in (1, 2, 3):
+        targets = np.zeros((4, 1), int)
+        targets[rank - 1] = 1
+        np.testing.assert_allclose(metrics.average_precision(scores, targets, mode=mode),
+                                   [1.0 / rank])  # fmt: skip
+
+
+def test_degenerate_inputs_raise_no_numpy_warnings():
+    """A class without positives, or a split without any, gives NaN quietly (no 0 / 0 warning)."""
+    scores, targets = _random_problem(0, n=20, c=4)
+    targets[:, 2] = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for mode in metrics.AP_MODES:
+            assert np.isnan(metrics.average_precision(scores, targets, mode=mode)[2])
+        out = metrics.compute_metrics(scores, np.zeros_like(targets))
+        assert np.isnan(out["mAP"]) and np.isnan(out["OR"]) and np.isnan(out["CR_top3"])
+        assert np.isnan(metrics.partial_label_metrics(scores, -np.ones_like(targets))["mAP"])
+
+
+def test_integer_scores_single_class_and_mismatched_dimensions():
+    scores, targets = _random_problem(4, n=40, c=3, decimals=0)
+    as_int = metrics.compute_metrics(scores.astype(np.int64), targets)
+    assert as_int == metrics.compute_metrics(scores, targets)
+    one = metrics.average_precision(scores[:, :1], targets[:, :1])
+    assert one == pytest.approx(average_precision_score(targets[:, 0], scores[:, 0]))
+    with pytest.raises(ValueError, match=r"2-D"):
+        metrics.compute_metrics(np.zeros(4), np.zeros((4, 1)))
+    with pytest.raises(ValueError, match=r"2-D"):
+        metrics.compute_metrics(np.zeros((4, 1)), np.zeros(4))
+
+
+def test_top3_among_many_classes_matches_loop():
+    """The k-th largest score by partition, over rows of 40 classes with ties (against a loop)."""
+    rng = np.random.default_rng(5)
+    scores = np.round(rng.normal(size=(30, 40)), 1)
+    np.testing.assert_array_equal(metrics._top_k_mask(scores, 3) & (scores >= 0),
+                                  _top3_loop(scores, 0.0))  # fmt: skip
+
+
+def test_stabilise_ties_orders_each_tied_run_by_example_index():
+    """By hand: a run at flat position 0 ([2, 0, 1] all tied) and a later run; then against a
+    stable argsort of random tied scores."""
+    order = np.array([[2, 0, 1, 4, 3]])
+    tied = np.array([[True, True, False, True]])
+    metrics._stabilise_ties(order, tied)
+    np.testing.assert_array_equal(order, [[0, 1, 2, 3, 4]])
+    rng = np.random.default_rng(0)
+    neg = -rng.integers(0, 4, size=(6, 200)).astype(float)
+    order = np.argsort(neg, axis=1)
+    s = np.take_along_axis(neg, order, axis=1)
+    metrics._stabilise_ties(order, s[:, 1:] == s[:, :-1])
+    np.testing.assert_array_equal(order, np.argsort(neg, axis=1, kind="stable"))

@@ -302,3 +302,111 @@ def test_check_partial_labels_accepts_floats_and_names_the_source_of_bad_ones():
         ValueError, match=r"^f.txt: partial labels must be numeric .* got dtype <U1"
     ):
         pl.check_partial_labels(np.array([["1", "0"]]), source="f.txt")
+
+
+def test_list_file_lines_blank_lines_and_order_by_image_name(tmp_path):
+    """A protocol list file: several indices per line, a blank line in the middle, rows mapped by
+    file name onto our order (a name may contain a comma), listed images we lack skipped; int8."""
+    path = tmp_path / "coco_train_singlelabel.txt"
+    path.write_text("train/a.jpg,2\n\nval/c.jpg,0 3\nb.jpg,1 2\nextra.jpg,0\nd,1.jpg,3\n")
+    labels = pl.load_list_file(path, ["b.jpg", "c.jpg", "a.png", "d,1.jpg"], num_classes=4)
+    assert labels.dtype == np.int8
+    np.testing.assert_array_equal(labels,
+                                  [[0, 1, 1, 0], [1, 0, 0, 1], [0, 0, 1, 0], [0, 0, 0, 1]])  # fmt: skip
+    via_loader = pl.load_partial_labels_file(path, 4, 4,
+                                             image_names=lambda: ["b", "c", "a", "d,1"])  # fmt: skip
+    np.testing.assert_array_equal(via_loader, labels)
+
+
+def test_list_file_errors_name_the_file_line_and_fix(tmp_path):
+    path = tmp_path / "list.txt"
+    path.write_text("a.jpg,1\n\nb.jpg,x\n")  # the bad line is line 3 (the blank one counts)
+    with pytest.raises(ValueError, match=r"list\.txt:3: expected '<image>,<class index> \.\.\.', "
+                       r"got 'b\.jpg,x'"):  # fmt: skip
+        pl.load_list_file(path, ["a", "b"], 3)
+    for line in ("b.jpg 1", ",1"):  # no comma; no image name
+        path.write_text(f"a.jpg,1\n{line}\n")
+        with pytest.raises(ValueError, match=rf"list\.txt:2: expected .*got '{line}'"):
+            pl.load_list_file(path, ["a", "b"], 3)
+    path.write_text("a.jpg,1\nb.jpg,0 3\n")
+    with pytest.raises(ValueError, match=r"list\.txt:2: class index 3 of 'b\.jpg' is outside "
+                       r"\[0, 3\)"):  # fmt: skip
+        pl.load_list_file(path, ["a", "b"], 3)
+    path.write_text("a.jpg,1\n")
+    with pytest.raises(ValueError, match=r"list\.txt: 1 of our 2 images are not listed, e\.g\. "
+                       r"\['b'\]; the protocols' files hold only images with a positive label: "
+                       r"set config\.data\.drop_unlabeled=True"):  # fmt: skip
+        pl.load_partial_labels_file(path, 2, 3, image_names=lambda: ["a", "b"])
+    with pytest.raises(ValueError, match=r"list\.txt is an image list file; it needs the "
+                       r"examples' image names"):  # fmt: skip
+        pl.load_partial_labels_file(path, 1, 3)
+
+
+def _cole_files(tmp_path, labels, names, prefix="formatted_train"):
+    np.save(tmp_path / f"{prefix}_labels_obs.npy", np.asarray(labels))
+    if names is not None:
+        np.save(tmp_path / f"{prefix}_images.npy", np.asarray(names))
+    return tmp_path / f"{prefix}_labels_obs.npy"
+
+
+def test_cole_files_map_by_image_name_and_their_errors_name_the_files(tmp_path):
+    observed = np.array([[1, 0, 0], [0, 0, 1], [-1, 1, 0]], np.int8)
+    path = _cole_files(tmp_path, observed, ["x/img0.jpg", "x/img1.jpg", "x/img2.jpg"])
+    labels, names = pl.load_cole_files(path)
+    np.testing.assert_array_equal(labels, observed)
+    assert names == ["x/img0.jpg", "x/img1.jpg", "x/img2.jpg"]
+    ours = lambda: ["img2.jpg", "img0.jpg"]
+    np.testing.assert_array_equal(pl.load_partial_labels_file(path, 2, 3, image_names=ours),
+                                  observed[[2, 0]])  # fmt: skip
+    with pytest.raises(ValueError, match=r"formatted_train_labels_obs\.npy is named by image; it "
+                       r"needs the examples' image names"):  # fmt: skip
+        pl.load_partial_labels_file(path, 2, 3)
+    with pytest.raises(ValueError, match=r"formatted_train_labels_obs\.npy: 1 of our 3 images are "
+                       r"not listed, e\.g\. \['img9'\]; the protocols' files hold only"):  # fmt: skip
+        pl.load_partial_labels_file(path, 3, 3, image_names=lambda: ["img0", "img1", "img9"])
+    other = tmp_path / "labels.npy"
+    np.save(other, observed)
+    with pytest.raises(ValueError, match=r"labels\.npy is not a Cole et al\. "
+                       r"'\*_labels_obs\.npy' file"):  # fmt: skip
+        pl.load_cole_files(other)
+    bad = _cole_files(tmp_path, [[1, 2]], ["a"], prefix="bad")
+    with pytest.raises(ValueError, match=r"bad_labels_obs\.npy: invalid partial label 2"):
+        pl.load_cole_files(bad)
+    short = _cole_files(tmp_path, [[1, 0]], ["a", "b"], prefix="short")
+    with pytest.raises(ValueError, match=r"short_labels_obs\.npy: \(1, 2\) labels for the 2 "
+                       r"images of .*short_images\.npy"):  # fmt: skip
+        pl.load_cole_files(short)
+    lonely = _cole_files(tmp_path, [[1, 0]], None, prefix="lonely")
+    with pytest.raises(FileNotFoundError, match=r"lonely_labels_obs\.npy is a Cole et al\. "
+                       r"observed-label file; its rows are named by .*lonely_images\.npy, which "
+                       r"does not exist"):  # fmt: skip
+        pl.load_cole_files(lonely)
+
+
+def test_npy_files_with_pickled_objects_are_refused(tmp_path):
+    """allow_pickle=False: a label file cannot run code when it is loaded."""
+    path = tmp_path / "objects.npy"
+    np.save(path, np.array([[1, 0], [0, {"a": 1}]], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="allow_pickle"):
+        pl.load_partial_labels_file(path, 2, 2)
+
+
+def test_text_files_of_one_row_empty_or_all_unknown(tmp_path, recwarn):
+    """One row is an (1, C) matrix, not a vector; an empty or comment-only file is a shape error
+    (not an image list, and without numpy's empty-input warning); all-unknown labels are refused."""
+    one = tmp_path / "one.txt"
+    one.write_text("1, -1, 0\n")
+    np.testing.assert_array_equal(pl.load_partial_labels_file(one, 1, 3), [[1, -1, 0]])
+    for text in ("", "# only a comment\n\n"):
+        empty = tmp_path / "empty.txt"
+        empty.write_text(text)
+        assert not pl._is_list_file(str(empty))
+        with pytest.raises(ValueError, match=r"empty\.txt: expected partial labels of shape "
+                           r"\(N, C\) = \(2, 3\)"):  # fmt: skip
+            pl.load_partial_labels_file(empty, 2, 3)
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
+    zeros = tmp_path / "zeros.txt"
+    zeros.write_text("0 0\n0 0\n")
+    with pytest.raises(ValueError, match=r"zeros\.txt: holds no known label \(every entry is 0 = "
+                       r"unknown\)"):  # fmt: skip
+        pl.load_partial_labels_file(zeros, 2, 2)

@@ -360,8 +360,9 @@ def load_list_file(
     ``cub_*.txt``) hold one line per image: ``<image path>,<i> <j> ...``, the 0-based indices of
     its observed positive classes. Those become +1; every other entry of a listed image is unknown
     (0): the setups' losses treat unknowns as negatives themselves. Images are matched by file
-    name without directory or extension; every one of ours must be listed (the lists hold only
-    images with a positive: use data.drop_unlabeled), listed images we do not have are skipped.
+    name without directory or extension (a name may contain commas: the indices follow the last
+    one); every one of ours must be listed (the lists hold only images with a positive: use
+    data.drop_unlabeled), listed images we do not have are skipped.
 
     Args:
       path: the list file.
@@ -379,8 +380,10 @@ def load_list_file(
             line = line.strip()
             if not line:
                 continue
-            name, _, rest = line.partition(",")
+            name, comma, rest = line.rpartition(",")  # the last comma: a file name may hold one
             try:
+                if not (comma and name):
+                    raise ValueError("no '<image>,' before the indices")
                 classes = [int(v) for v in rest.split()]
             except ValueError as e:
                 raise InputError(

@@ -120,15 +120,44 @@ def read_results(mutants_dir: str = MUTANTS) -> dict[str, str]:
     return out
 
 
-def diff_of(name: str, mutants_dir: str = MUTANTS) -> str:
-    """The mutant's unified diff (`mutmut show`, in the directory that holds `mutants_dir`)."""
-    done = subprocess.run(
-        ["mutmut", "show", name], cwd=os.path.dirname(os.path.abspath(mutants_dir)),
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
-        raise RuntimeError(f"mutmut show {name}: {done.stderr[-2000:]}")
-    return done.stdout
+def diffs_of(names: list[str], mutants_dir: str = MUTANTS) -> dict[str, str]:
+    """{name: the mutant's unified diff} (what `mutmut show` prints), read in this process from the
+    mutated modules in `mutants_dir`."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    paths = {}
+    for meta in glob.glob(
+        os.path.join(mutants_dir, "mlrpl_jax", "**", "*.py.meta"), recursive=True
+    ):
+        module = os.path.relpath(meta[: -len(".meta")], mutants_dir)
+        with open(meta) as f:
+            for name in json.load(f)["exit_code_by_key"]:
+                paths[name] = module
+    cwd = os.getcwd()
+    os.chdir(os.path.dirname(os.path.abspath(mutants_dir)))  # mutmut reads ./mutants/<module>
+    try:
+        return {name: get_diff_for_mutant(name, path=paths[name]) for name in names}
+    finally:
+        os.chdir(cwd)
+
+
+def message_patterns() -> list[re.Pattern]:
+    """pyproject.toml's `[tool.mutmut] do_not_mutate_patterns` (lines holding only message text)."""
+    try:
+        from tomllib import loads  # Python 3.11+
+    except ImportError:
+        from toml import loads  # what mutmut reads pyproject.toml with before 3.11
+
+    with open(os.path.join(ROOT, "pyproject.toml")) as f:
+        patterns = loads(f.read())["tool"]["mutmut"].get("do_not_mutate_patterns", [])
+    return [re.compile(p) for p in patterns]
+
+
+def on_excluded_lines(diff: str, patterns: list[re.Pattern]) -> bool:
+    """Whether every line the mutant changes is one mutmut no longer mutates (`message_patterns`):
+    mutants generated before the patterns were set, left out of the score."""
+    minus = [ln[1:] for ln in diff.splitlines() if ln.startswith("-") and not ln.startswith("---")]
+    return bool(minus) and all(any(p.search(ln) for p in patterns) for ln in minus)
 
 
 def changed_lines(diff: str) -> tuple[str, str]:
@@ -205,10 +234,14 @@ def counts(statuses: list[str], equivalent: int) -> dict:
 def report(results: dict[str, str], equivalent_path: str, mutants_dir: str = MUTANTS):
     """(markdown, summary) of `results`; survivors' diffs from `mutmut show`."""
     equivalent = load_equivalent(equivalent_path)
+    diffs = diffs_of(sorted(results), mutants_dir)
+    patterns = message_patterns()
+    excluded = sorted(n for n in results if on_excluded_lines(diffs[n], patterns))
+    results = {n: s for n, s in results.items() if n not in set(excluded)}
     survivors = sorted(n for n, s in results.items() if s == "survived")
     triaged, untriaged = {}, []
     for name in survivors:
-        diff = diff_of(name, mutants_dir)
+        diff = diffs[name]
         entry = triage(name, diff, equivalent)
         if entry is None:
             untriaged.append((name, diff))
@@ -251,6 +284,7 @@ def report(results: dict[str, str], equivalent_path: str, mutants_dir: str = MUT
     for name, e in sorted(triaged.items()):
         lines.append(f"| `{name}` | `{e['from']}` → `{e['to']}` | {e['reason']} |")
     summary["untriaged_survivors"] = [n for n, _ in untriaged]
+    summary["message_text_mutants_left_out"] = len(excluded)
     return "\n".join(lines) + "\n", summary
 
 
@@ -336,8 +370,14 @@ def main() -> None:
             "string or argument of one function and is run against the fast tests that call that "
             "function (mutmut's per-test statistics over the core's test files), fastest first; "
             "'killed' means one of them failed (or ran past mutmut's time limit). Equivalent "
-            "mutants (no test can tell them apart; the reasons are below) leave the denominator.\n\n"
+            "mutants (no test can tell them apart; the reasons are below) leave the denominator. "
+            "Lines that hold only message text are not mutated (pyproject.toml "
+            "`do_not_mutate_patterns`: such a mutant rewords an error; the tests match what an "
+            "error must name, and the mutants of the `raise` line itself stay)"
         )
+        left_out = summary["message_text_mutants_left_out"]
+        header += (f"; {left_out} mutant(s) made on such lines before that rule are left out.\n\n"
+                   if left_out else ".\n\n")  # fmt: skip
         pending = sum(s == "not checked" for s in results.values())
         if pending:
             header += (f"**Partial:** {pending} of the {len(results)} mutants in scope have not "

@@ -329,41 +329,61 @@ def test_mutation_score_errors_and_a_report_of_results(tmp_path):
                           str(absent)), "no mutmut results yet")  # fmt: skip
     assert_user_error(run("scripts/mutation_score.py", "--mutants_dir", str(absent)),
                       "only --report_only reads another directory")  # fmt: skip
-    # A report of mutmut's result files (exit codes per mutant): no survivor, so no `mutmut show`.
+    # A report of mutmut's files: exit codes per mutant (.meta) and the mutated modules, which hold
+    # each function's original (x_<fn>__mutmut_orig) beside its mutants (x_<fn>__mutmut_<n>).
+    orig = 'def f(x):\n    if x < 0:\n        raise ValueError(\n            "x must be "\n' \
+           '            "positive")\n    return x + 1\n'  # fmt: skip
+    mutated = {"1": ("x + 1", "x - 1"), "2": ("x + 1", "x + 2"), "3": ("x + 1", "x * 1"),
+               "4": ("x < 0", "x <= 0"), "5": ('"positive"', '"XXpositiveXX"')}  # fmt: skip
     codes = {
         "mlrpl_jax.losses.partial_bce.x_partial_bce__mutmut_1": 1,
         "mlrpl_jax.losses.partial_bce.x_partial_bce__mutmut_2": 1,
         "mlrpl_jax.losses.partial_bce.x_partial_bce__mutmut_3": 33,
         "mlrpl_jax.losses.partial_bce.x_partial_bce__mutmut_4": None,
+        "mlrpl_jax.losses.partial_bce.x_partial_bce__mutmut_5": 1,  # message text: left out
         "mlrpl_jax.metrics.x_average_precision__mutmut_1": 36,
+        "mlrpl_jax.metrics.x_average_precision__mutmut_4": 0,  # survived, triaged below
+        "mlrpl_jax.metrics.x_average_precision__mutmut_2": 0,  # survived, not triaged
         "mlrpl_jax.methods.sst.x_loss_fn__mutmut_1": 1,
         "mlrpl_jax.methods.sst.x_default_config__mutmut_1": 0,
     }  # plumbing: out of scope
+    equivalent = tmp_path / "equivalent.json"
+    equivalent.write_text(json.dumps([{"function": "mlrpl_jax.metrics.average_precision",
+                                       "from": "if x < 0:", "to": "if x <= 0:",
+                                       "reason": "x is never 0 here"}]))  # fmt: skip
     for module in ("losses/partial_bce", "metrics", "methods/sst"):
+        dotted = "mlrpl_jax." + module.replace("/", ".")
+        mine = {k: v for k, v in codes.items() if k.startswith(dotted + ".")}
         meta = tmp_path / "mutants" / "mlrpl_jax" / f"{module}.py.meta"
         meta.parent.mkdir(parents=True, exist_ok=True)
-        meta.write_text(
-            json.dumps(
-                {
-                    "exit_code_by_key": {
-                        k: v
-                        for k, v in codes.items()
-                        if k.startswith("mlrpl_jax." + module.replace("/", "."))
-                    }
-                }
-            )
-        )
+        meta.write_text(json.dumps({"exit_code_by_key": mine}))
+        source = []
+        for name in mine:
+            fn, n = name.rpartition(".")[2].split("__mutmut_")
+            if f"def {fn}__mutmut_orig(" not in "".join(source):
+                source.append(orig.replace("def f(", f"def {fn}__mutmut_orig("))
+            before, after = mutated[n]
+            source.append(orig.replace("def f(", f"def {name.rpartition('.')[2]}(")
+                          .replace(before, after))  # fmt: skip
+        (tmp_path / "mutants" / "mlrpl_jax" / f"{module}.py").write_text("\n".join(source))
     out = tmp_path / "mutation.md"
     proc = run("scripts/mutation_score.py", "--report_only", "--mutants_dir",
-               str(tmp_path / "mutants"), "--out", str(out), "--equivalent", str(tmp_path / "none"))  # fmt: skip
+               str(tmp_path / "mutants"), "--out", str(out), "--equivalent", str(equivalent))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     text = out.read_text()
     # partial_bce: 2 killed of 4, one without tests, one not run: 2 / 3 scored = 66.7 %.
     assert "| losses (target 90 %) | 4 | 2 | 0 | 0 | 1 | 1 | 66.7 % |" in text, text
-    assert "| metrics (target 90 %) | 1 | 1 | 0 | 0 | 0 | 0 | 100.0 % |" in text, text  # timeout
+    # metrics: a timeout (killed), an equivalent survivor and an untriaged one: 1 / 2 = 50 %.
+    assert "| metrics (target 90 %) | 3 | 1 | 1 | 1 | 0 | 0 | 50.0 % |" in text, text
     assert "| methods | 1 | 1 | 0 | 0 | 0 | 0 | 100.0 % |" in text, text
+    assert "1 mutant(s) made on such lines before that rule are left out" in text, text
+    assert ("`mlrpl_jax.metrics.x_average_precision__mutmut_2`\n\n```diff\n- return x + 1\n"
+            "+ return x + 2\n```") in text, text  # fmt: skip
+    assert "| `if x < 0:` → `if x <= 0:` | x is never 0 here |" in text, text
     summary = json.loads((tmp_path / "mutation.json").read_text())
-    assert summary["groups"]["losses"]["kill_rate"] == 66.7 and summary["untriaged_survivors"] == []
+    assert summary["groups"]["losses"]["kill_rate"] == 66.7
+    assert summary["untriaged_survivors"] == ["mlrpl_jax.metrics.x_average_precision__mutmut_2"]
+    assert summary["message_text_mutants_left_out"] == 1
 
 
 # --- --help ----------------------------------------------------------------------------------------

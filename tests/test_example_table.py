@@ -211,3 +211,23 @@ def test_a_learned_table_and_its_optimiser_state_are_sharded():
     moved = np.flatnonzero(np.any(table != 0, axis=1))
     np.testing.assert_array_equal(moved, np.sort(ids))  # only this batch's rows
     assert state.params["method"]["table"].sharding.spec == table_ops.PARTITION
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "uint8"])
+def test_abstract_tables_are_the_shapes_and_dtypes_of_the_real_ones(dtype):
+    """Within `abstract_tables`, the builders return the ShapeDtypeStruct of what they build."""
+    labels = np.array([[1, 0, -1], [0, 1, 1]], np.int8)
+    real = {
+        "build": table_ops.build(labels, lambda r: r.astype(np.float32), dtype, multiple=8),
+        "full": table_ops.full(2, 3, 0.5, dtype, multiple=8),
+    }
+    with table_ops.abstract_tables():
+        spec = jax.ShapeDtypeStruct(labels.shape, labels.dtype)
+        abstract = {
+            "build": table_ops.build(spec, lambda r: r.astype(np.float32), dtype, multiple=8),
+            "full": table_ops.full(2, 3, 0.5, dtype, multiple=8),
+        }
+    for name, table in real.items():
+        assert isinstance(abstract[name], jax.ShapeDtypeStruct), name
+        assert (abstract[name].shape, abstract[name].dtype) == (table.shape, table.dtype), name
+        assert table.shape == (8, 3)

@@ -144,3 +144,19 @@ def test_asl_augmentation_on_device_is_a_config_error():
         config_validation.validate(config)
     config.data.resize_on = "host"
     config_validation.validate(config)
+
+
+def test_a_batch_renders_each_image_with_its_own_view():
+    """`render_views` (the train step's call) = `render_view` of each (canvas, view) pair."""
+    canvases, views = [], []
+    for seed, (h, w, view) in enumerate([(30, 20, (2, 5, 30, False)), (40, 40, (0, 0, 24, True))]):
+        canvas = np.zeros((48, 48, 3), np.uint8)
+        canvas[:h, :w] = _photo(h, w, seed=seed)
+        x0, y0, crop, flip = view
+        canvases.append(canvas)
+        views.append([x0, y0, crop, h, w, float(flip)])
+    canvases, views = jnp.asarray(np.stack(canvases)), jnp.asarray(views, jnp.float32)
+    got = np.asarray(resample.render_views(canvases, views, 40, 36))
+    assert got.shape == (2, 36, 36, 3)
+    for i in range(2):
+        np.testing.assert_array_equal(got[i], resample.render_view(canvases[i], views[i], 40, 36))

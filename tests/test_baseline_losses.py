@@ -118,8 +118,11 @@ def test_cole_losses_match_the_formulas(case):
         ("an", an, {}), ("wan", wan, {}), ("an_ls", an_ls, {}), ("bce_ls", bce_ls, {}),
         ("epr", epr, {"expected_positives": 2.9}),
     ):  # fmt: skip
-        got, _ = getattr(losses, name)(x, y, **kwargs)
+        got, metrics = getattr(losses, name)(x, y, **kwargs)
         np.testing.assert_allclose(float(got), expected, rtol=1e-5, err_msg=name)
+        if name == "epr":  # its regulariser R(p), logged
+            assert set(metrics) == {"epr_regularizer"}
+            np.testing.assert_allclose(float(metrics["epr_regularizer"]), reg, rtol=1e-5)
 
 
 def test_role_value_and_where_its_gradients_stop(case):
@@ -353,3 +356,13 @@ def test_large_loss_matches_mlcpl_up_to_its_documented_differences(mlcpl_losses)
         np.testing.assert_allclose(got, value, rtol=1e-5, err_msg=name)
         np.testing.assert_allclose(got_grad, grad, rtol=1e-3, atol=1e-6, err_msg=name)
     del torch
+
+
+def test_single_positive_losses_take_classes_on_the_last_axis(case):
+    """Leading axes are examples: (2, B/2, C) inputs give the (B, C) losses (WAN's 1 / (C - 1)
+    reads C from the last axis)."""
+    x, y = case
+    for name in ("an", "wan", "an_ls"):
+        flat, _ = getattr(losses, name)(x, y)
+        split, _ = getattr(losses, name)(x.reshape(2, -1, C), y.reshape(2, -1, C))
+        np.testing.assert_allclose(float(split), float(flat), rtol=1e-6, err_msg=name)

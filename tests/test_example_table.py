@@ -29,6 +29,18 @@ def test_storage_precision():
     np.testing.assert_array_equal(np.asarray(u8), [[0, 255, 128, 0, 255]])  # clipped to [0, 1]
     with pytest.raises(ValueError, match="float16"):
         table_ops.init(values, "float16")
+    default = table_ops.init(values)  # float32 and 1024-row padding unless asked otherwise
+    assert default.dtype == np.float32 and default.shape == (1024, 1)
+    np.testing.assert_array_equal(default[:1001], values)
+
+
+def test_host_and_device_encodings_agree():
+    """A table built on the host holds what `encode` writes in a step, whatever the input dtype."""
+    values = np.random.default_rng(0).random((4096, 3))  # float64
+    for dtype in ("float32", "bfloat16", "uint8"):
+        host = table_ops.init(values, dtype, multiple=1)
+        device = np.asarray(table_ops.encode(jnp.asarray(values, jnp.float32), dtype))
+        np.testing.assert_array_equal(host, device, err_msg=dtype)
 
 
 def test_from_partial_labels_and_row_padding():

@@ -84,12 +84,13 @@ def decode(stored: jax.Array) -> jax.Array:
 
 
 def _encode_host(values: np.ndarray, dtype: str) -> np.ndarray:
-    """`encode` in numpy (host memory, chunk by chunk by the caller)."""
+    """`encode` in numpy (host memory, chunk by chunk by the caller), in float32 as on device."""
+    values = np.asarray(values, np.float32)
     if dtype == "uint8":
         return np.round(np.clip(values, 0.0, 1.0) * _UINT8_SCALE).astype(np.uint8)
     if dtype == "bfloat16":
-        return np.asarray(values, np.float32).astype(jnp.bfloat16).view(np.uint16)
-    return np.asarray(values, np.float32)
+        return values.astype(jnp.bfloat16).view(np.uint16)
+    return values
 
 
 _CHUNK_ROWS = 1 << 16

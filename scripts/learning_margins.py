@@ -42,14 +42,23 @@ def methods_measured() -> list[str]:
     return sorted(m for m in methods.METHODS if m != "clip_pretrain")
 
 
+def overrides(seed: int, data_dir: str) -> dict:
+    """The keys a measurement sets on `configs/learning_check.py:METHOD` (as --config.KEY flags)."""
+    return {"seed": seed, "data.label_seed": seed, "data.data_dir": data_dir,
+            "train.progress_bar": False}  # fmt: skip
+
+
 def check_config(method: str, seed: int, data_dir: str):
+    """The config of `measure`'s run, in this process."""
     from configs import learning_check
 
     config = learning_check.get_config(method)
-    config.seed = seed
-    config.data.label_seed = seed
-    config.data.data_dir = data_dir
-    config.train.progress_bar = False
+    for key, value in overrides(seed, data_dir).items():
+        *parents, leaf = key.split(".")
+        node = config
+        for name in parents:
+            node = node[name]
+        node[leaf] = value
     return config
 
 
@@ -95,8 +104,7 @@ def measure(method: str, seed: int, data_dir: str, workdir: str) -> dict:
     env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"  # tiny programs for a few dozen steps
     command = [sys.executable, "-m", "mlrpl_jax.train",
                f"--config=configs/learning_check.py:{method}", f"--workdir={workdir}",
-               f"--config.data.data_dir={data_dir}", f"--config.seed={seed}",
-               f"--config.data.label_seed={seed}", "--config.train.progress_bar=False"]  # fmt: skip
+               *(f"--config.{k}={v}" for k, v in overrides(seed, data_dir).items())]  # fmt: skip
     proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited with {proc.returncode}:\n"

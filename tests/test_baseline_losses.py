@@ -359,10 +359,47 @@ def test_large_loss_matches_mlcpl_up_to_its_documented_differences(mlcpl_losses)
 
 
 def test_single_positive_losses_take_classes_on_the_last_axis(case):
-    """Leading axes are examples: (2, B/2, C) inputs give the (B, C) losses (WAN's 1 / (C - 1)
-    reads C from the last axis)."""
+    """Leading axes are examples: (2, B/2, C) inputs give the (B, C) losses (WAN's 1 / (C - 1) and
+    Durand's g(known / C) read C and the known labels on the last axis)."""
     x, y = case
-    for name in ("an", "wan", "an_ls"):
+    for name in ("an", "wan", "an_ls", "normalized_partial_bce"):
         flat, _ = getattr(losses, name)(x, y)
         split, _ = getattr(losses, name)(x.reshape(2, -1, C), y.reshape(2, -1, C))
         np.testing.assert_allclose(float(split), float(flat), rtol=1e-6, err_msg=name)
+
+
+def test_known_fractions_and_an_image_with_a_single_known_label():
+    """The logged fraction of known entries, and Durand's loss of an image with one known label
+    (g(1 / C) / C times its one BCE term, not 0)."""
+    x = np.array([[1.0, -2.0, 0.5, 0.0], [0.3, 0.2, -1.0, 2.0]], np.float32)
+    y = np.array([[1, 0, 0, 0], [-1, 0, 1, 0]], np.int8)
+    c = 4
+    p = sig(x)
+    bce = -np.array([[np.log(p[0, 0]), 0, 0, 0], [np.log(1 - p[1, 0]), 0, np.log(p[1, 2]), 0]])
+    known = np.array([1, 2])
+    g = -4.45 * known / c + 5.45
+    got, metrics = losses.normalized_partial_bce(x, y)
+    np.testing.assert_allclose(float(got), np.mean(g / c * bce.sum(1)), rtol=1e-6)
+    assert float(metrics["known_fraction"]) == pytest.approx(3 / 8)
+    _, metrics = losses.bce_ls(x, y)
+    assert set(metrics) == {"known_fraction"}
+    assert float(metrics["known_fraction"]) == pytest.approx(3 / 8)
+
+
+def test_splc_turns_only_entries_strictly_above_tau():
+    """SPLC's rule is sigmoid(x) > tau: an unknown entry whose probability equals tau exactly
+    stays unknown (the float32 logit with sigmoid(x) == 0.6 on this backend, found by search)."""
+    tau = np.float32(0.6)
+    down = up = np.float32(np.log(0.6 / 0.4))
+    candidates = [down]
+    for _ in range(64):  # 64 float32 steps either side of log(0.6 / 0.4)
+        down, up = np.nextafter(down, np.float32(-9)), np.nextafter(up, np.float32(9))
+        candidates += [down, up]
+    candidates = np.sort(np.asarray(candidates, np.float32))
+    at_tau = candidates[np.asarray(jax.nn.sigmoid(jnp.asarray(candidates))) == tau]
+    assert at_tau.size, "no float32 logit with sigmoid exactly 0.6 near log(1.5)"
+    above = np.nextafter(at_tau.max(), np.float32(9))
+    logits = np.array([[at_tau[0], above, 3.0]], np.float32)
+    _, metrics, turned = losses.splc(logits, np.array([[0, 0, 1]], np.int8), active=True, tau=0.6)
+    np.testing.assert_array_equal(np.asarray(turned), [[False, True, False]])
+    assert float(metrics["splc_corrected"]) == 1.0

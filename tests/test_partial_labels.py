@@ -410,3 +410,11 @@ def test_text_files_of_one_row_empty_or_all_unknown(tmp_path, recwarn):
     with pytest.raises(ValueError, match=r"zeros\.txt: holds no known label \(every entry is 0 = "
                        r"unknown\)"):  # fmt: skip
         pl.load_partial_labels_file(zeros, 2, 2)
+
+
+def test_reference_keep_mask_keeps_strictly_below_the_proportion():
+    """The reference keeps (i, c) iff U[i, c] < p: a draw equal to p is dropped."""
+    u = np.random.RandomState(5).random_sample((3, 4))
+    mask = pl.reference_keep_mask(3, 4, float(u[1, 2]), seed=5)
+    assert not mask[1, 2]
+    np.testing.assert_array_equal(mask, u < u[1, 2])

@@ -32,6 +32,9 @@ def test_storage_precision():
     default = table_ops.init(values)  # float32 and 1024-row padding unless asked otherwise
     assert default.dtype == np.float32 and default.shape == (1024, 1)
     np.testing.assert_array_equal(default[:1001], values)
+    filled = table_ops.full(3, 2, 0.25)
+    assert filled.dtype == np.float32 and filled.shape == (1024, 2)
+    assert (filled[:3] == 0.25).all() and (filled[3:] == 0).all()
 
 
 def test_host_and_device_encodings_agree():

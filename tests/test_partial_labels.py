@@ -1,5 +1,7 @@
 """Tests for mlrpl_jax.data.partial_labels: statistics, determinism, reference parity, errors."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -211,15 +213,25 @@ def test_bad_arguments_raise():
         pl.partial_labels(y, "pal", 0.5, 0, np.array([0, 1, -1, 3, 4, 5, 6, 7, 8, 9]))
     with pytest.raises(ValueError, match=r"seed \(mode 'hash'\) must be in"):
         pl.partial_labels(y, "pal", 0.5, -1, ids)
-    with pytest.raises(ValueError, match=r"num_examples is only used with mode='reference'"):
+    with pytest.raises(ValueError, match=r"^num_examples is only used with mode='reference'\.$"):
         pl.partial_labels(y, "pal", 0.5, 0, ids, num_examples=10)
+    with pytest.raises(ValueError, match=r"^example_ids must be 1-D \(n,\); got shape \(10, 1\)"):
+        pl.partial_labels(y, "pal", 0.5, 0, ids[:, None])
+    with pytest.raises(ValueError, match=r"^full_labels must be numeric or bool; got dtype <U1"):
+        pl.partial_labels(np.full((10, 3), "a"), "pal", 0.5, 0, ids)
+    # Hash seeds span [0, 2**64); reference seeds (RandomState's) [0, 2**32).
+    assert pl.partial_labels(y, "pal", 0.5, 2**64 - 1, ids).shape == y.shape
+    with pytest.raises(ValueError, match=r"^seed \(mode 'hash'\) must be in \[0, "
+                       r"18446744073709551616\); got 18446744073709551616"):  # fmt: skip
+        pl.partial_labels(y, "pal", 0.5, 2**64, ids)
 
 
 def test_bad_label_value_names_row_class_value_and_example_id():
     y = _full_labels(10, 3)
     y[4, 2] = 2
     y[6, 0] = 5
-    with pytest.raises(ValueError, match=r"full_labels\[4, 2\] = 2 \(example id 104\)"):
+    with pytest.raises(ValueError, match=r"full_labels\[4, 2\] = 2 \(example id 104\) is not a "
+                       r"valid label; full labels must be in \{0, 1\} or \{-1, 1\}\."):  # fmt: skip
         pl.partial_labels(y, "pal", 0.5, 0, np.arange(10) + 100)
 
 
@@ -228,6 +240,10 @@ def test_mixed_minus_one_and_zero_is_rejected():
     y[3, 1] = 0
     with pytest.raises(ValueError, match=r"mixes -1 .* and 0 \(e.g. \[3, 1\], example id 3\)"):
         pl.partial_labels(y, "fal", None, 0, np.arange(10))
+    y = np.array([[1, 1, -1], [-1, 0, 1]])  # the first -1 and the first 0, in row-major order
+    with pytest.raises(ValueError, match=r"mixes -1 \(e.g. \[0, 2\]\) and 0 \(e.g. \[1, 1\], "
+                       r"example id 1\); full labels must be in"):  # fmt: skip
+        pl.partial_labels(y, "fal", None, 0, np.arange(2))
 
 
 def test_check_partial_labels():
@@ -418,3 +434,34 @@ def test_reference_keep_mask_keeps_strictly_below_the_proportion():
     mask = pl.reference_keep_mask(3, 4, float(u[1, 2]), seed=5)
     assert not mask[1, 2]
     np.testing.assert_array_equal(mask, u < u[1, 2])
+
+
+def _splitmix64_nth(state: int, k: int) -> int:
+    """The k-th output (k >= 1) of Vigna's splitmix64.c seeded with `state`, in Python integers:
+    the finaliser of state + k * 0x9E3779B97F4A7C15 (mod 2**64)."""
+    mask = 2**64 - 1
+    z = (state + k * 0x9E3779B97F4A7C15) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return z ^ (z >> 31)
+
+
+def test_hash_masks_are_splitmix64_streams():
+    """The hash mode's uniforms, exactly: the finaliser gives splitmix64.c's published outputs for
+    seed 1234567; U[i, c] = the (c + 1)-th output of the stream whose state is the (i + 1)-th
+    output of the stream of finalise(seed ^ salt), its top 53 bits over 2**53. No overflow
+    warning (the uint64 arithmetic wraps by design)."""
+    published = [6457827717110365317, 3203168211198807973, 9817491932198370423]
+    assert [_splitmix64_nth(1234567, k) for k in (1, 2, 3)] == published
+    states = np.array([(1234567 + k * 0x9E3779B97F4A7C15) % 2**64 for k in (1, 2, 3)], np.uint64)
+    assert pl._mix64(states).tolist() == published
+    seed, salt, ids, num_classes = 2**63 + 12345, pl._SALT_KEEP, np.array([0, 7, 2**40]), 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = pl._hash_uniform(seed, ids, num_classes, salt)
+    seed_state = pl._mix64(np.array([seed ^ int(salt)], np.uint64)).tolist()[0]
+    for i, example in enumerate(ids.tolist()):
+        row_state = _splitmix64_nth(seed_state, example + 1)
+        for c in range(num_classes):
+            bits = _splitmix64_nth(row_state, c + 1)
+            assert got[i, c] == (bits >> 11) / 2**53, (example, c)

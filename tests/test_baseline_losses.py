@@ -143,8 +143,12 @@ def test_role_value_and_where_its_gradients_stop(case):
         + 0.5 * np.mean(bce(p, q) + bce(q, p))
         + 0.5 * (reg(p) + reg(q))
     )
-    got, _ = losses.role(x, y, phi, expected_positives=2.9)
+    got, metrics = losses.role(x, y, phi, expected_positives=2.9)
     np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+    assert set(metrics) == {"epr_regularizer", "estimate_mean"}
+    np.testing.assert_allclose(float(metrics["epr_regularizer"]), 0.5 * (reg(p) + reg(q)),
+                               rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(float(metrics["estimate_mean"]), np.mean(q), rtol=1e-6)
     # The classifier's gradient sees the estimates as constants (and vice versa): d/dx of the
     # cross term is that of BCE(p; q) alone.
     grad_x = jax.grad(lambda a: losses.role(a, y, phi, expected_positives=2.9)[0])(x)
@@ -214,6 +218,8 @@ def test_large_loss_budget_follows_clean_rate():
     assert losses.large_loss_budget(100, 300, 0.005) == 100  # clean rate floored at 0
     traced = jax.jit(lambda e: losses.large_loss_budget(1000, e, 0.002))  # as training calls it
     assert [int(traced(jnp.int32(e))) for e in range(3)] == [0, 2, 4]
+    assert traced(jnp.int32(1)).dtype == jnp.int32  # a count (top-k size), not a float
+    assert losses.large_loss_budget(1000, 2, 0.002).dtype == jnp.int32
 
 
 def test_splc_and_hill_match_the_formulas(case):

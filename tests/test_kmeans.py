@@ -201,3 +201,9 @@ def test_pad_by_class_matches_loop():
     np.testing.assert_array_equal(count, positive.sum(0))
     np.testing.assert_array_equal(jnp.arange(m) < count[:, None], expected_mask)
     np.testing.assert_array_equal(buffer, expected)
+
+
+def test_pad_by_class_keeps_the_features_dtype():
+    features = jnp.ones((4, 2, 3), jnp.bfloat16)
+    points, _ = pad_by_class(features, jnp.array([[1, 0], [1, 1], [0, 1], [0, 0]], bool), 3)
+    assert points.dtype == jnp.bfloat16

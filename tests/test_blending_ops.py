@@ -720,6 +720,17 @@ def test_location_buckets_cap_across_batches_keeps_first_met():
     np.testing.assert_array_equal(np.asarray(sums)[0, [0, 1, 3]], 0.0)
 
 
+def test_location_sums_accumulate_in_float32_from_bfloat16_features():
+    """Under mixed precision the buckets still sum in float32 (no bfloat16 running sum)."""
+    features = jnp.asarray(np.linspace(1.0, 2.0, 64).reshape(64, 1, 1), jnp.bfloat16)
+    sums, counts = accumulate_location_sums(
+        jnp.zeros((1, 4, 1), jnp.float32), jnp.zeros((1, 4), jnp.int32), features,
+        jnp.zeros((64, 1), jnp.int32), jnp.ones((64, 1), bool), cap=100,
+    )  # fmt: skip
+    assert sums.dtype == jnp.float32 and int(counts[0, 0]) == 64
+    assert float(sums[0, 0, 0]) == float(np.sum(np.asarray(features, np.float32)))
+
+
 # ---------------------------------------------------------------------------------------------------
 # Mixup baseline (DSRB Table 2)
 

@@ -90,6 +90,8 @@ def test_d_and_penalty_rules():
     np.testing.assert_array_equal(imb.penalty(probs, "formula"), [1.0, 2.0])
     with pytest.raises(ValueError, match="rule"):
         imb.penalty(probs, "other")
+    with pytest.raises(ValueError, match=r"^d rule must be one of \('formula', 'prose'\), got 'x'"):
+        imb.dynamic_coefficient(0, 10, 3.0, "x")
 
 
 def test_ablations_remove_their_component():

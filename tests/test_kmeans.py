@@ -207,3 +207,9 @@ def test_pad_by_class_keeps_the_features_dtype():
     features = jnp.ones((4, 2, 3), jnp.bfloat16)
     points, _ = pad_by_class(features, jnp.array([[1, 0], [1, 1], [0, 1], [0, 0]], bool), 3)
     assert points.dtype == jnp.bfloat16
+
+
+def test_keys_of_the_wrong_count_are_refused():
+    points, mask = jnp.zeros((3, 4, 2)), jnp.ones((3, 4), bool)
+    with pytest.raises(ValueError, match=r"^key: expected one key or 3 keys, got shape \(2,\)"):
+        batched_kmeans(points, mask, 2, jax.random.split(jax.random.key(0), 2))

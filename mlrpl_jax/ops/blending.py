@@ -164,7 +164,7 @@ def accumulate_location_sums(
     features: jax.Array,
     quadrants: jax.Array,
     positive: jax.Array,
-    cap: int = 100,
+    cap: int,
 ) -> tuple[jax.Array, jax.Array]:
     """Adds one batch to DSRB's per-(class, quadrant) buckets (notes §10.4, vectorised).
 
@@ -179,15 +179,16 @@ def accumulate_location_sums(
       features: (B, C, D) pooled category features.
       quadrants: (B, C) int32, `attention_quadrants`.
       positive: (B, C) bool, known positives.
-      cap: maps kept per bucket.
+      cap: maps kept per bucket (the reference's 100: `config.method_config.location_cap`).
 
     Returns:
-      (sums, counts) updated.
+      (sums, counts) updated; the sums accumulate in their own dtype (float32), whatever the
+      features' (bfloat16 under mixed precision).
     """
     onehot = positive[..., None] & (quadrants[..., None] == jnp.arange(NUM_QUADRANTS))  # (B, C, 4)
     order = jnp.cumsum(onehot, axis=0, dtype=jnp.int32)  # 1-based rank of each entry in the batch
     accept = onehot & (counts[None] + order <= cap)
-    sums = sums + jnp.einsum("bcq,bcd->cqd", accept.astype(features.dtype), features)
+    sums = sums + jnp.einsum("bcq,bcd->cqd", accept.astype(sums.dtype), features.astype(sums.dtype))
     return sums, counts + jnp.sum(accept, axis=0, dtype=jnp.int32)
 
 

@@ -213,3 +213,54 @@ def test_keys_of_the_wrong_count_are_refused():
     points, mask = jnp.zeros((3, 4, 2)), jnp.ones((3, 4), bool)
     with pytest.raises(ValueError, match=r"^key: expected one key or 3 keys, got shape \(2,\)"):
         batched_kmeans(points, mask, 2, jax.random.split(jax.random.key(0), 2))
+
+
+def _greedy_kmeans_plusplus_by_hand(x, mask, key, k, trials):
+    """The module docstring's greedy k-means++ for one (class, restart), in float64 numpy, from
+    the same uniforms: uniform j is jax.random.uniform(fold_in(key, j)); the first centre is the
+    floor(u n)-th real point; each further one the best of `trials` D^2 draws (searchsorted 'right'
+    over the cumulative weights, padding weighing 0)."""
+    real = np.flatnonzero(mask)
+    u0 = float(jax.random.uniform(jax.random.fold_in(key, 0), ()))
+    chosen = [real[min(int(np.floor(u0 * len(real))), len(real) - 1)]]
+    sq = lambda i: np.where(mask, np.sum((x - x[i]) ** 2, axis=-1), 0.0)  # noqa: E731
+    closest = sq(chosen[0])
+    for j in range(1, k):
+        draws = np.asarray(jax.random.uniform(jax.random.fold_in(key, j), (trials,)), np.float64)
+        if not (closest > 0).any():  # every real point is a centre already: repeat the first
+            chosen.append(real[0])
+            continue
+        cand = np.searchsorted(np.cumsum(closest), draws * closest.sum(), side="right")
+        cand = np.minimum(cand, np.flatnonzero(closest > 0).max())
+        potentials = [np.minimum(closest, sq(c)).sum() for c in cand]
+        best = cand[int(np.argmin(potentials))]
+        chosen.append(best)
+        closest = np.minimum(closest, sq(best))
+    return x[chosen]
+
+
+def test_kmeans_plusplus_init_is_the_greedy_rule_by_hand():
+    """The initial centres themselves (the final clustering hides most init details), two restarts
+    each: classes with padding in the middle and at the end, and one of two distinct points
+    (duplicated) before padding, whose later centres repeat its first real point."""
+    from mlrpl_jax.ops import kmeans
+
+    rng = np.random.default_rng(11)
+    c, n, d, k, trials = 3, 40, 3, 5, 3
+    x = rng.normal(size=(c, n, d)) * np.array([1.0, 3.0, 0.5])
+    mask = np.ones((c, n), bool)
+    mask[0, 10:14] = False
+    mask[1, 31:] = False
+    mask[2, :3] = False
+    mask[2, 11:] = False
+    x[2, 3:11] = np.where(np.arange(8)[:, None] % 2, 1.0, -2.0)  # two distinct points, 4 times each
+    x = np.where(mask[..., None], x, 0.0)
+    keys = jax.random.split(jax.random.key(3), (c, 2))
+    xj = jnp.asarray(x, jnp.float32)
+    got = kmeans._kmeans_plusplus(xj, jnp.sum(xj**2, axis=-1), jnp.asarray(mask), keys, k, trials,
+                                  jax.lax.Precision.HIGHEST)  # fmt: skip
+    x32 = np.asarray(xj, np.float64)
+    for ci in range(c):
+        for i in range(2):
+            want = _greedy_kmeans_plusplus_by_hand(x32[ci], mask[ci], keys[ci, i], k, trials)
+            np.testing.assert_allclose(np.asarray(got[ci, i]), want, rtol=0, atol=0)

@@ -223,7 +223,7 @@ def _greedy_kmeans_plusplus_by_hand(x, mask, key, k, trials):
     real = np.flatnonzero(mask)
     u0 = float(jax.random.uniform(jax.random.fold_in(key, 0), ()))
     chosen = [real[min(int(np.floor(u0 * len(real))), len(real) - 1)]]
-    sq = lambda i: np.where(mask, np.sum((x - x[i]) ** 2, axis=-1), 0.0)  # noqa: E731
+    sq = lambda i: np.where(mask, np.sum((x - x[i]) ** 2, axis=-1), 0.0)
     closest = sq(chosen[0])
     for j in range(1, k):
         draws = np.asarray(jax.random.uniform(jax.random.fold_in(key, j), (trials,)), np.float64)

@@ -378,10 +378,16 @@ def main() -> None:
         left_out = summary["message_text_mutants_left_out"]
         header += (f"; {left_out} mutant(s) made on such lines before that rule are left out.\n\n"
                    if left_out else ".\n\n")  # fmt: skip
-        pending = sum(s == "not checked" for s in results.values())
+        pending = sum(c["not_checked"] for c in summary["groups"].values())
+        total = sum(c["mutants"] for c in summary["groups"].values())
         if pending:
-            header += (f"**Partial:** {pending} of the {len(results)} mutants in scope have not "
+            header += (f"**Partial:** {pending} of the {total} mutants in scope have not "
                        "run yet (`python scripts/mutation_score.py` resumes).\n\n")  # fmt: skip
+        head = git_commit()
+        if commit != "unknown" and head.split()[0] != commit.split()[0]:
+            header += (f"**Since then** the code and tests have changed (now {head}): a survivor "
+                       "below may be killed by a newer test; `python scripts/mutation_score.py "
+                       "--rerun_survivors` runs them again.\n\n")  # fmt: skip
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out + ".tmp", "w") as f:
             f.write(header + body)

@@ -25,6 +25,7 @@ with its diff. Not run by CI (hours on 2 cores).
 import argparse
 import ast
 import datetime
+import difflib
 import fnmatch
 import glob
 import json
@@ -32,6 +33,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -120,25 +122,43 @@ def read_results(mutants_dir: str = MUTANTS) -> dict[str, str]:
     return out
 
 
-def diffs_of(names: list[str], mutants_dir: str = MUTANTS) -> dict[str, str]:
-    """{name: the mutant's unified diff} (what `mutmut show` prints), read in this process from the
-    mutated modules in `mutants_dir`."""
-    from mutmut.mutation.diff_apply import get_diff_for_mutant
+def _functions(path: str) -> dict[str, str]:
+    """{name: source} of every function in a Python file, methods included (dedented)."""
+    with open(path) as f:
+        source = f.read()
+    lines = source.splitlines()
+    out = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            out[node.name] = textwrap.dedent("\n".join(lines[node.lineno - 1 : node.end_lineno]))
+    return out
 
-    paths = {}
+
+def diffs_of(names: list[str], mutants_dir: str = MUTANTS) -> dict[str, str]:
+    """{name: the mutant's unified diff} (what `mutmut show` prints, without needing mutmut): mutmut
+    writes each function's original as `<mangled>__mutmut_orig` beside its mutants
+    `<mangled>__mutmut_<n>` in the mutated module under `mutants_dir`; the diff is theirs."""
+    modules = {}
     for meta in glob.glob(
         os.path.join(mutants_dir, "mlrpl_jax", "**", "*.py.meta"), recursive=True
     ):
-        module = os.path.relpath(meta[: -len(".meta")], mutants_dir)
         with open(meta) as f:
             for name in json.load(f)["exit_code_by_key"]:
-                paths[name] = module
-    cwd = os.getcwd()
-    os.chdir(os.path.dirname(os.path.abspath(mutants_dir)))  # mutmut reads ./mutants/<module>
-    try:
-        return {name: get_diff_for_mutant(name, path=paths[name]) for name in names}
-    finally:
-        os.chdir(cwd)
+                modules[name] = meta[: -len(".meta")]
+    functions, out = {}, {}
+    for name in names:
+        path = modules[name]
+        if path not in functions:
+            functions[path] = _functions(path)
+        mangled = name.rpartition(".")[2]
+        original = functions[path][mangled.rpartition("__mutmut_")[0] + "__mutmut_orig"]
+        mutant = functions[path][mangled]
+        fn = parse_name(name)[1].split(".")[-1]
+        rename = lambda code, old: code.replace(f"def {old}(", f"def {fn}(", 1)  # noqa: B023
+        out[name] = "\n".join(difflib.unified_diff(
+            rename(original, mangled.rpartition("__mutmut_")[0] + "__mutmut_orig").splitlines(),
+            rename(mutant, mangled).splitlines(), path, path, lineterm=""))  # fmt: skip
+    return out
 
 
 def message_patterns() -> list[re.Pattern]:

@@ -151,13 +151,12 @@ def diffs_of(names: list[str], mutants_dir: str = MUTANTS) -> dict[str, str]:
         if path not in functions:
             functions[path] = _functions(path)
         mangled = name.rpartition(".")[2]
-        original = functions[path][mangled.rpartition("__mutmut_")[0] + "__mutmut_orig"]
-        mutant = functions[path][mangled]
+        orig = mangled.rpartition("__mutmut_")[0] + "__mutmut_orig"
         fn = parse_name(name)[1].split(".")[-1]
-        rename = lambda code, old: code.replace(f"def {old}(", f"def {fn}(", 1)  # noqa: B023
+        before = functions[path][orig].replace(f"def {orig}(", f"def {fn}(", 1)
+        after = functions[path][mangled].replace(f"def {mangled}(", f"def {fn}(", 1)
         out[name] = "\n".join(difflib.unified_diff(
-            rename(original, mangled.rpartition("__mutmut_")[0] + "__mutmut_orig").splitlines(),
-            rename(mutant, mangled).splitlines(), path, path, lineterm=""))  # fmt: skip
+            before.splitlines(), after.splitlines(), path, path, lineterm=""))  # fmt: skip
     return out
 
 
@@ -173,26 +172,24 @@ def message_patterns() -> list[re.Pattern]:
     return [re.compile(p) for p in patterns]
 
 
+def _removed_and_added(diff: str) -> tuple[list[str], list[str]]:
+    """The lines a unified diff removes and adds (without their -/+ marks)."""
+    lines = diff.splitlines()
+    return ([ln[1:] for ln in lines if ln.startswith("-") and not ln.startswith("---")],
+            [ln[1:] for ln in lines if ln.startswith("+") and not ln.startswith("+++")])  # fmt: skip
+
+
 def on_excluded_lines(diff: str, patterns: list[re.Pattern]) -> bool:
     """Whether every line the mutant changes is one mutmut no longer mutates (`message_patterns`):
     mutants generated before the patterns were set, left out of the score."""
-    minus = [ln[1:] for ln in diff.splitlines() if ln.startswith("-") and not ln.startswith("---")]
+    minus = _removed_and_added(diff)[0]
     return bool(minus) and all(any(p.search(ln) for p in patterns) for ln in minus)
 
 
 def changed_lines(diff: str) -> tuple[str, str]:
     """(the line before, the line after) of a one-line mutant's diff, stripped."""
-    minus = [
-        ln[1:].strip()
-        for ln in diff.splitlines()
-        if ln.startswith("-") and not ln.startswith("---")
-    ]
-    plus = [
-        ln[1:].strip()
-        for ln in diff.splitlines()
-        if ln.startswith("+") and not ln.startswith("+++")
-    ]
-    return " / ".join(minus), " / ".join(plus)
+    minus, plus = _removed_and_added(diff)
+    return " / ".join(ln.strip() for ln in minus), " / ".join(ln.strip() for ln in plus)
 
 
 def load_equivalent(path: str) -> list[dict]:
@@ -252,12 +249,12 @@ def counts(statuses: list[str], equivalent: int) -> dict:
 
 
 def report(results: dict[str, str], equivalent_path: str, mutants_dir: str = MUTANTS):
-    """(markdown, summary) of `results`; survivors' diffs from `mutmut show`."""
+    """(markdown, summary) of `results`; the survivors' diffs as `diffs_of` reads them."""
     equivalent = load_equivalent(equivalent_path)
     diffs = diffs_of(sorted(results), mutants_dir)
     patterns = message_patterns()
-    excluded = sorted(n for n in results if on_excluded_lines(diffs[n], patterns))
-    results = {n: s for n, s in results.items() if n not in set(excluded)}
+    excluded = {n for n in results if on_excluded_lines(diffs[n], patterns)}
+    results = {n: s for n, s in results.items() if n not in excluded}
     survivors = sorted(n for n, s in results.items() if s == "survived")
     triaged, untriaged = {}, []
     for name in survivors:

@@ -101,3 +101,26 @@ def refresh_on(method, config, model, variables, method_state, batches, epoch):
         config, model, variables["params"], variables["batch_stats"], method_state, epoch,
         lambda: iter(seen),
     )  # fmt: skip
+
+
+def dot_precisions(fn, *args) -> list:
+    """The `precision` of every dot_general in fn's jaxpr (sub-jaxprs of jit, vmap, while and
+    cond included): what the program asks of an accelerator's matmul units, which XLA:CPU
+    computes in float32 at any precision."""
+    import jax
+
+    found = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "dot_general":
+                found.append(eqn.params["precision"])
+            for value in eqn.params.values():
+                for sub in value if isinstance(value, (tuple, list)) else (value,):
+                    if isinstance(sub, jax.extend.core.ClosedJaxpr):
+                        walk(sub.jaxpr)
+                    elif isinstance(sub, jax.extend.core.Jaxpr):
+                        walk(sub)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return found

@@ -18,7 +18,8 @@ def sig(x):
     return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
 
 
-def eq12_by_hand(x, y, pseudo, picked, d, gamma=0.05, rule="prose", beta_rule="known"):
+def eq12_by_hand(x, y, pseudo, picked, d, gamma=0.05, rule="prose", beta_rule="known",
+                 use_penalty=True):
     p_hat = sig(x)
     known = y != 0
     pos_known = (y == 1).sum()
@@ -35,6 +36,7 @@ def eq12_by_hand(x, y, pseudo, picked, d, gamma=0.05, rule="prose", beta_rule="k
         neg = (k * (1 - yy) * ln).sum() / ne + d * (s * (1 - pseudo[i]) * ln).sum() / ns
         all_below = (p_hat[i] <= 0.1).all()
         p = (2.0 if all_below else 1.0) if rule == "prose" else (1.0 if all_below else 2.0)
+        p = p if use_penalty else 1.0
         total += -p * (alpha * pos + beta * neg)
     return total / x.shape[0]
 
@@ -105,6 +107,50 @@ def test_ablations_remove_their_component():
     by_hand = eq12_by_hand(x, y, pseudo, picked, 1.0)  # with alpha, beta
     np.testing.assert_allclose(base_loss, by_hand, rtol=1e-5)
     assert no_ab != pytest.approx(base_loss)
+
+
+def test_penalty_ablation_and_the_logged_fractions_by_hand():
+    """use_penalty=False is eq. 12 with p = 1 (image 0 has every prediction below 0.1, where the
+    default 'prose' p is 2); the logged penalty mean and the picked fraction of the unknown
+    entries, by hand, on a batch whose B differs from C."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 2, (3, 5)).astype(np.float32)
+    x[0] = -6.0
+    y = np.array([[1, 0, 0, -1, 0], [0, 0, 1, -1, -1], [1, -1, 0, 0, 1]], np.int8)
+    pseudo = rng.uniform(0, 1, (3, 5)).astype(np.float32)
+    picked = np.array([[1, 1, 0, 0, 0], [0, 1, 1, 1, 0], [0, 0, 0, 0, 0]], bool)
+    got, metrics = imb.imbalance_loss(x, y, pseudo, picked, d=1.2, use_penalty=False)
+    want = eq12_by_hand(x, y, pseudo, picked, 1.2, use_penalty=False)
+    np.testing.assert_allclose(float(got), want, rtol=1e-5)
+    assert abs(want - eq12_by_hand(x, y, pseudo, picked, 1.2)) > 0.1  # p matters here
+    assert float(metrics["penalty_mean"]) == 1.0
+    _, metrics = imb.imbalance_loss(x, y, pseudo, picked, d=1.2)
+    assert float(metrics["penalty_mean"]) == pytest.approx(4 / 3)  # p = (2, 1, 1)
+    # Picked unknown entries / unknown entries: image 0's picked entry 0 is known.
+    assert float(metrics["picked_fraction"]) == pytest.approx(2 / 7)
+    # A batch with a single unknown entry, picked: fraction 1.
+    one = np.array([[1, -1, 0]], np.int8)
+    _, metrics = imb.imbalance_loss(x[:1, :3], one, pseudo[:1, :3], np.ones((1, 3), bool), d=1.0)
+    assert float(metrics["picked_fraction"]) == 1.0
+
+
+def test_beta_of_a_batch_with_a_single_known_label():
+    """beta = P / T with T = 1: a single known positive gives beta = 1, a single known negative
+    beta = gamma (eq. 8, 'known' rule); under 'all', one entry in all."""
+    assert float(imb.imbalance_coefficients(np.array([[0, 1, 0]], np.int8), 0.05)[1]) == 1.0
+    assert float(imb.imbalance_coefficients(np.array([[0, -1, 0]], np.int8), 0.05)[1]) == (
+        pytest.approx(0.05))
+    assert float(imb.imbalance_coefficients(np.array([[1]], np.int8), 0.05, "all")[1]) == 1.0
+    alpha, beta = imb.imbalance_coefficients(np.array([[1, -1, -1, 0]], np.int8), 0.05, "all")
+    assert (float(alpha), float(beta)) == pytest.approx((0.75, 0.25))
+
+
+def test_penalty_counts_a_prediction_above_the_floor_strictly():
+    """eq. 10: max(y^ - 0.1, 0) is 0 at y^ = 0.1, so an image whose largest prediction is 0.1
+    has none above the floor (p = 2 under 'prose', 1 under 'formula')."""
+    probs = np.array([[np.float32(0.1), 0.05], [0.1001, 0.0]], np.float32)
+    np.testing.assert_array_equal(imb.penalty(probs, "prose"), [2.0, 1.0])
+    np.testing.assert_array_equal(imb.penalty(probs, "formula"), [1.0, 2.0])
 
 
 def _fns(config):

@@ -2,9 +2,13 @@
 pillow: the same box gives the same pixels to within a level, and the same random draws give the
 host path's image to within interpolation differences."""
 
+import functools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import dot_precisions
 from PIL import Image
 
 from configs import base
@@ -160,3 +164,37 @@ def test_a_batch_renders_each_image_with_its_own_view():
     assert got.shape == (2, 36, 36, 3)
     for i in range(2):
         np.testing.assert_array_equal(got[i], resample.render_view(canvases[i], views[i], 40, 36))
+
+
+def test_every_pass_asks_for_float32_matmuls():
+    """The weights need float32's mantissa (module docstring): every product of the program asks
+    for HIGHEST precision, which an accelerator would otherwise run in bf16 or tf32. (XLA:CPU
+    computes float32 either way, so only the program shows it.)"""
+    canvas = jnp.zeros((16, 16, 3), jnp.uint8)
+    view = jnp.asarray([1, 2, 8, 16, 12, 1], jnp.float32)
+    precisions = dot_precisions(functools.partial(resample.render_view, scale=12, size=8),
+                                canvas, view)  # fmt: skip
+    highest = jax.lax.Precision.HIGHEST
+    assert precisions == [(highest, highest)] * 4
+
+
+def test_overshoot_is_clipped_to_uint8_levels():
+    """Bicubic weights have negative lobes: a sharp 0 / 255 edge overshoots past 255 (and below 0)
+    before pillow's clip to uint8 levels, as here."""
+    edge = np.zeros((8, 8, 3), np.uint8)
+    edge[:, 4:] = 255
+    weights = resample.bicubic_weights(13, 8, 0.0, 8.0)
+    raw = np.einsum("oj,ijc->ioc", np.asarray(weights, np.float64), edge.astype(np.float64))
+    assert raw.max() > 255.5 and raw.min() < -0.5  # the overshoot the clip removes
+    out = np.asarray(resample._pass(weights, jnp.asarray(edge, jnp.float32), axis=1))
+    assert out.max() == 255.0 and out.min() == 0.0
+    np.testing.assert_array_equal(out, np.clip(np.round(raw), 0, 255))
+
+
+def test_an_interval_without_a_pixel_gives_zero_weights():
+    """A row whose interval holds no source pixel (an empty image) has weight 0 everywhere, not
+    NaN (0 / 0) or 1."""
+    weights = np.asarray(resample.bicubic_weights(4, 10, 3.0, 3.0))
+    np.testing.assert_array_equal(weights, np.zeros((4, 10)))
+    # An interval of one pixel: every row reads that pixel alone.
+    np.testing.assert_array_equal(resample.bicubic_weights(3, 10, 6.0, 7.0), np.eye(10)[[6] * 3])

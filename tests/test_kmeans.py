@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import dot_precisions
 from sklearn.cluster import KMeans
 
 from mlrpl_jax.ops.kmeans import accumulate_by_class, batched_kmeans, pad_by_class
@@ -264,3 +265,20 @@ def test_kmeans_plusplus_init_is_the_greedy_rule_by_hand():
         for i in range(2):
             want = _greedy_kmeans_plusplus_by_hand(x32[ci], mask[ci], keys[ci, i], k, trials)
             np.testing.assert_allclose(np.asarray(got[ci, i]), want, rtol=0, atol=0)
+
+
+def test_result_dtypes_and_float32_matmuls():
+    """KMeansResult's documented dtypes (iterations and counts are int32 counts, not floats), and
+    every product of the program (k-means++, the Lloyd loop, the last assignment) asks for
+    HIGHEST precision by default, which an accelerator would otherwise run in bf16 or tf32
+    (XLA:CPU computes float32 at any precision, so only the program shows it)."""
+    rng = np.random.default_rng(12)
+    points, mask = _padded(rng, COUNTS, N, D, k=K, spread=1.0, noise=1.0)
+    args = (jnp.asarray(points), jnp.asarray(mask))
+    result = batched_kmeans(*args, K, jax.random.key(0))
+    dtypes = {name: np.asarray(value).dtype.name for name, value in result._asdict().items()}
+    assert dtypes == {"centroids": "float32", "inertia": "float32", "assignments": "int32",
+                      "counts": "int32", "iterations": "int32", "num_points": "int32"}  # fmt: skip
+    precisions = dot_precisions(lambda p, m: batched_kmeans(p, m, K, jax.random.key(0)), *args)
+    highest = jax.lax.Precision.HIGHEST
+    assert len(precisions) >= 6 and set(precisions) == {(highest, highest)}

@@ -115,6 +115,14 @@ def test_empty_cluster_repair_matches_sklearn():
     assert int(ours.iterations[0]) == sk.n_iter_
     assert np.all(np.asarray(ours.counts[0]) > 0)
     assert np.abs(np.asarray(ours.centroids[0])).max() < 10
+    # The same at 1/64 of the scale (exact in float32), where every squared distance is below 1:
+    # the repair still runs and gives the same clustering, scaled.
+    small = batched_kmeans(
+        jnp.asarray(x[None] / 64), jnp.ones((1, 60), bool), K, None,
+        init=jnp.asarray(init[None] / 64),
+    )  # fmt: skip
+    np.testing.assert_array_equal(small.assignments, ours.assignments)
+    np.testing.assert_array_equal(small.centroids, np.asarray(ours.centroids) / 64)
 
 
 def test_padding_and_other_classes_do_not_matter():
@@ -282,3 +290,20 @@ def test_result_dtypes_and_float32_matmuls():
     precisions = dot_precisions(lambda p, m: batched_kmeans(p, m, K, jax.random.key(0)), *args)
     highest = jax.lax.Precision.HIGHEST
     assert len(precisions) >= 6 and set(precisions) == {(highest, highest)}
+
+
+def test_scaling_the_points_by_a_power_of_two_scales_the_result_exactly():
+    """K-means is scale-equivariant, and a power-of-two scale is exact in float32 at every step
+    (distances, D^2 weights and draws, the tolerance, the repairs): points / 64, whose squared
+    distances all fall below 1, give the centroids / 64, the same assignments and iterations."""
+    rng = np.random.default_rng(13)
+    points, mask = _padded(rng, COUNTS, N, D, interleave=True, k=K, spread=1.0, noise=0.3)
+    key = jax.random.key(4)
+    big = batched_kmeans(jnp.asarray(points), jnp.asarray(mask), K, key)
+    small = batched_kmeans(jnp.asarray(points / 64), jnp.asarray(mask), K, key)
+    np.testing.assert_array_equal(small.centroids, np.asarray(big.centroids) / 64)
+    np.testing.assert_array_equal(small.inertia, np.asarray(big.inertia) / 64**2)
+    for name in ("assignments", "counts", "iterations"):
+        np.testing.assert_array_equal(getattr(small, name), getattr(big, name))
+    d2 = ((points[0][mask[0]][:, None] - points[0][mask[0]][None]) / 64) ** 2
+    assert d2.sum(-1).max() < 1.0

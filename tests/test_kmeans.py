@@ -249,13 +249,14 @@ def _greedy_kmeans_plusplus_by_hand(x, mask, key, k, trials):
 
 
 def test_kmeans_plusplus_init_is_the_greedy_rule_by_hand():
-    """The initial centres themselves (the final clustering hides most init details), two restarts
-    each: classes with padding in the middle and at the end, and one of two distinct points
-    (duplicated) before padding, whose later centres repeat its first real point."""
+    """The initial centres themselves (the final clustering hides most init details), four restarts
+    each: classes with padding in the middle and at the end, one of two distinct points
+    (duplicated) before padding, whose later centres repeat its first real point, and one whose
+    only real points are the last two positions (first centres on either)."""
     from mlrpl_jax.ops import kmeans
 
     rng = np.random.default_rng(11)
-    c, n, d, k, trials = 3, 40, 3, 5, 3
+    c, n, d, k, trials, restarts = 4, 40, 3, 5, 3, 4
     x = rng.normal(size=(c, n, d)) * np.array([1.0, 3.0, 0.5])
     mask = np.ones((c, n), bool)
     mask[0, 10:14] = False
@@ -263,14 +264,15 @@ def test_kmeans_plusplus_init_is_the_greedy_rule_by_hand():
     mask[2, :3] = False
     mask[2, 11:] = False
     x[2, 3:11] = np.where(np.arange(8)[:, None] % 2, 1.0, -2.0)  # two distinct points, 4 times each
+    mask[3, :-2] = False  # two real points, the last two positions
     x = np.where(mask[..., None], x, 0.0)
-    keys = jax.random.split(jax.random.key(3), (c, 2))
+    keys = jax.random.split(jax.random.key(3), (c, restarts))
     xj = jnp.asarray(x, jnp.float32)
     got = kmeans._kmeans_plusplus(xj, jnp.sum(xj**2, axis=-1), jnp.asarray(mask), keys, k, trials,
                                   jax.lax.Precision.HIGHEST)  # fmt: skip
     x32 = np.asarray(xj, np.float64)
     for ci in range(c):
-        for i in range(2):
+        for i in range(restarts):
             want = _greedy_kmeans_plusplus_by_hand(x32[ci], mask[ci], keys[ci, i], k, trials)
             np.testing.assert_allclose(np.asarray(got[ci, i]), want, rtol=0, atol=0)
 

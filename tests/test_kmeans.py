@@ -309,3 +309,34 @@ def test_scaling_the_points_by_a_power_of_two_scales_the_result_exactly():
         np.testing.assert_array_equal(getattr(small, name), getattr(big, name))
     d2 = ((points[0][mask[0]][:, None] - points[0][mask[0]][None]) / 64) ** 2
     assert d2.sum(-1).max() < 1.0
+
+
+def test_each_run_stops_by_its_own_rule_and_at_max_iter_as_sklearn():
+    """Per (class, restart) convergence, as scikit-learn per fit: three classes from poor starts,
+    each checked against its own KMeans fit, at tol 0.1 (the shift rule), tol 0 (labels
+    unchanged), and at max_iter 3, which stops runs that have not converged; and a start whose
+    first assignment puts every point in cluster 1 (cluster 0 is repaired)."""
+    rng = np.random.default_rng(14)
+    xs = np.stack([_mixture(rng, 60, D, k=K, spread=1.0, noise=s) for s in (1.0, 0.3, 2.0)])
+    inits = xs[:, :K] + 0.5
+    for tol, max_iter in ((0.1, 300), (0.0, 300), (1e-4, 3)):
+        ours = batched_kmeans(jnp.asarray(xs), jnp.ones(xs.shape[:2], bool), K, None,
+                              init=jnp.asarray(inits), tol=tol, num_iters=max_iter)  # fmt: skip
+        iters = []
+        for c in range(3):
+            sk = KMeans(K, init=inits[c], n_init=1, tol=tol, max_iter=max_iter).fit(xs[c])
+            np.testing.assert_array_equal(ours.assignments[c], sk.labels_)
+            np.testing.assert_allclose(ours.centroids[c], sk.cluster_centers_, atol=1e-5)
+            assert int(ours.iterations[c]) == sk.n_iter_
+            iters.append(sk.n_iter_)
+        if max_iter == 3:
+            assert iters == [3, 3, 3]
+        else:
+            assert len(set(iters)) > 1, iters  # the runs stop at different iterations
+    init = np.stack([np.full(D, 100.0), xs[0, 0]])  # every point nearer centre 1 at first
+    ours = batched_kmeans(jnp.asarray(xs[:1]), jnp.ones((1, 60), bool), 2, None,
+                          init=jnp.asarray(init[None]))  # fmt: skip
+    sk = KMeans(2, init=init, n_init=1).fit(xs[0])
+    np.testing.assert_array_equal(ours.assignments[0], sk.labels_)
+    np.testing.assert_allclose(ours.centroids[0], sk.cluster_centers_, atol=1e-5)
+    assert int(ours.iterations[0]) == sk.n_iter_ > 1

@@ -340,3 +340,55 @@ def test_each_run_stops_by_its_own_rule_and_at_max_iter_as_sklearn():
     np.testing.assert_array_equal(ours.assignments[0], sk.labels_)
     np.testing.assert_allclose(ours.centroids[0], sk.cluster_centers_, atol=1e-5)
     assert int(ours.iterations[0]) == sk.n_iter_ > 1
+
+
+@pytest.mark.parametrize("scale", [1.0, 1 / 64])
+def test_one_iteration_with_a_repair_matches_sklearn(scale):
+    """The centres after exactly one Lloyd step with two empty clusters repaired (moved onto the
+    farthest points, which leave their old clusters' means) equal scikit-learn's at max_iter=1;
+    with padding between the real points, at a scale where every distance is below 1 (padding
+    never counts as a far point)."""
+    rng = np.random.default_rng(3)
+    x = _mixture(rng, 60, D, k=K, spread=1.0, noise=1.0)
+    init = x[:K].copy()
+    init[1], init[3] = 100.0, -100.0
+    sk = KMeans(K, init=init, n_init=1, max_iter=1).fit(x)
+    points = np.zeros((1, 70, D), np.float32)
+    mask = np.zeros((1, 70), bool)
+    real = np.sort(rng.permutation(70)[:60])
+    points[0, real], mask[0, real] = x * scale, True
+    ours = batched_kmeans(jnp.asarray(points), jnp.asarray(mask), K, None,
+                          init=jnp.asarray(init[None] * scale), num_iters=1)  # fmt: skip
+    assert int(ours.iterations[0]) == sk.n_iter_ == 1
+    np.testing.assert_allclose(ours.centroids[0], sk.cluster_centers_ * scale, atol=1e-5 * scale)
+    np.testing.assert_array_equal(np.asarray(ours.assignments[0])[real], sk.labels_)
+
+
+def test_a_cluster_that_loses_its_only_point_to_a_repair_keeps_its_centre():
+    """The module docstring's difference from scikit-learn (which moves such a centre to the data
+    mean): after one step, the centre whose single point was moved to an empty cluster stays."""
+    rng = np.random.default_rng(15)
+    x = np.concatenate([rng.normal(0, 0.1, (10, 2)), rng.normal(0, 0.1, (10, 2)) + [10, 0],
+                        [[0.0, 30.0]]]).astype(np.float32)  # fmt: skip
+    init = np.array([[0, 0], [10, 0], [0, 20], [100, 100]], np.float32)  # cluster 3 is empty
+    ours = batched_kmeans(jnp.asarray(x[None]), jnp.ones((1, 21), bool), 4, None,
+                          init=jnp.asarray(init[None]), num_iters=1)  # fmt: skip
+    np.testing.assert_allclose(ours.centroids[0, 2], [0, 20], atol=1e-5)
+    np.testing.assert_allclose(ours.centroids[0, 3], [0, 30], atol=1e-5)  # the moved point
+    np.testing.assert_allclose(ours.centroids[0, :2], [x[:10].mean(0), x[10:20].mean(0)],
+                               atol=1e-5)  # fmt: skip
+
+
+def test_no_repair_while_every_point_sits_exactly_on_its_centre():
+    """Two distinct points at +-e_1, 6 times each (distances computed exactly: 1 - 2 + 1 = 0):
+    k-means++ puts two centres on them and repeats the first real point for the other three;
+    those clusters stay empty without a repair (every squared distance is 0), even beside a
+    class whose points do not sit on their centres."""
+    rng = np.random.default_rng(16)
+    points = np.zeros((2, 12, D), np.float32)
+    points[0, :, 0] = np.where(np.arange(12) % 2, -1.0, 1.0)
+    points[1] = _mixture(rng, 12, D, k=2, spread=1.0, noise=1.0)
+    result = batched_kmeans(jnp.asarray(points), jnp.ones((2, 12), bool), K, jax.random.key(1))
+    np.testing.assert_array_equal(result.centroids[0, 2:], np.broadcast_to(points[0, 0], (3, D)))
+    assert sorted(np.asarray(result.counts[0])) == [0, 0, 0, 6, 6]
+    assert float(result.inertia[0]) == 0 and float(result.inertia[1]) > 0

@@ -481,6 +481,20 @@ def test_update_bank_fifo_order_over_several_updates():
     assert fn._cache_size() == 1
 
 
+def test_update_bank_larger_than_the_batch():
+    """A bank of more rows than the batch has images (N = 9 > B = 7 > C = 3): a class whose every
+    image is positive, one with more positives than there are classes, one with none."""
+    rng = np.random.default_rng(17)
+    bank = rng.normal(size=(3, 9, 4)).astype(np.float32)
+    v = rng.normal(size=(7, 3, 4)).astype(np.float32)
+    t = np.full((7, 3), -1, np.int8)
+    t[:, 0] = 1
+    t[[0, 2, 3, 5, 6], 1] = 1
+    new_bank = np.asarray(update_bank(jnp.asarray(bank), jnp.asarray(v), jnp.asarray(t)))
+    np.testing.assert_array_equal(new_bank, _bank_python(bank, v, t))
+    np.testing.assert_array_equal(new_bank[0, :7], v[:, 0])
+
+
 def test_pseudo_label_quality_counts():
     rng = np.random.default_rng(14)
     t = _labels(rng, (6, 5))

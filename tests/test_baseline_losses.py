@@ -409,3 +409,54 @@ def test_splc_turns_only_entries_strictly_above_tau():
     _, metrics, turned = losses.splc(logits, np.array([[0, 0, 1]], np.int8), active=True, tau=0.6)
     np.testing.assert_array_equal(np.asarray(turned), [[False, True, False]])
     assert float(metrics["splc_corrected"]) == 1.0
+
+
+def test_asl_known_fractions_by_hand():
+    """Every ASL's logged known fraction is the scored entries over B x C: the known entries under
+    'ignore', every entry under 'negative'; DualCoOp's and the TaI-DPT ASLs score targets beyond
+    +-0.9 only (a soft target of exactly 0.9 or -0.9 is neither)."""
+    from mlrpl_jax.losses import asymmetric
+
+    rng = np.random.default_rng(21)
+    x = rng.normal(size=(4, 5)).astype(np.float32)
+    y = np.array([[1, 0, -1, 0, 0], [0, 0, 0, 1, -1], [-1, -1, 0, 0, 1], [0, 0, 0, 0, 1]], np.int8)
+    assert float(asymmetric.asymmetric_loss(x, y)[1]["known_fraction"]) == pytest.approx(8 / 20)
+    got = asymmetric.asymmetric_loss(x, y, unknown="negative")[1]["known_fraction"]
+    assert float(got) == pytest.approx(1.0)
+    assert float(asymmetric.softmax_pair_asl(-x, x, y)[1]["known_fraction"]) == pytest.approx(0.4)
+    soft = y.astype(np.float32)
+    soft[0, 1], soft[1, 0], soft[2, 2] = 0.9, -0.9, 0.95  # neither, neither, positive
+    loss, metrics = asymmetric.sigmoid_difference_asl(-x, x, soft)
+    assert float(metrics["known_fraction"]) == pytest.approx(9 / 20)
+    rounded = np.where(np.abs(soft) > 0.9, np.sign(soft), 0.0)
+    np.testing.assert_allclose(float(loss), float(asymmetric.sigmoid_difference_asl(-x, x, rounded)[0]),
+                               rtol=1e-6)  # fmt: skip
+
+
+def test_pair_asls_focusing_weights_have_no_gradient():
+    """DualCoOp's ASL (as its authors' code) detaches the focusing weights (1 - p)^g+ and p_m^g-:
+    its gradient is that of the log terms weighted by constants."""
+    from mlrpl_jax.losses import asymmetric
+
+    rng = np.random.default_rng(22)
+    neg, pos = rng.normal(size=(2, 3, 4)).astype(np.float32)
+    y = np.array([[1, -1, 0, -1], [-1, 1, -1, 0], [0, -1, 1, 1]], np.int8)
+    gp, gn, clip, eps = 1.0, 2.0, 0.05, 1e-6
+
+    def prob(z):
+        return jax.nn.softmax(jnp.stack([jnp.asarray(neg), z], -1), -1)[..., 1]
+
+    p0 = np.asarray(prob(jnp.asarray(pos)), np.float64)
+    w_pos = (1 - p0) ** gp
+    w_neg = (1 - np.minimum(1 - p0 + clip, 1.0)) ** gn
+
+    def frozen(z):
+        p = prob(z)
+        not_p = jnp.minimum(1 - p + clip, 1.0)
+        return jnp.sum((y == 1) * -w_pos * jnp.log(jnp.maximum(p, eps))
+                       + (y == -1) * -w_neg * jnp.log(jnp.maximum(not_p, eps)))  # fmt: skip
+
+    got = jax.grad(lambda z: asymmetric.softmax_pair_asl(neg, z, y)[0])(jnp.asarray(pos))
+    np.testing.assert_allclose(got, jax.grad(frozen)(jnp.asarray(pos)), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(float(asymmetric.softmax_pair_asl(neg, pos, y)[0]),
+                               float(frozen(jnp.asarray(pos))), rtol=1e-6)  # fmt: skip

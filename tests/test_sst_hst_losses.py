@@ -495,6 +495,21 @@ def test_update_bank_larger_than_the_batch():
     np.testing.assert_array_equal(new_bank[0, :7], v[:, 0])
 
 
+def test_prototype_contrastive_default_sign_and_a_single_positive_by_hand():
+    """The default is the authors' coded sign, mean(1 + t d); the logged mean cosine of a batch
+    with a single known positive is that entry's d (cosines written out in numpy)."""
+    rng = np.random.default_rng(18)
+    v = rng.normal(size=(2, 3, 4)).astype(np.float32)
+    protos = rng.normal(size=(3, 2, 4)).astype(np.float32)
+    t = np.array([[0, -1, 0], [1, 0, -1]], np.int8)
+    unit = lambda a: a / np.linalg.norm(a, axis=-1, keepdims=True)
+    d = np.einsum("bcd,ckd->bck", unit(v.astype(np.float64)), unit(protos.astype(np.float64)))
+    d = d.mean(-1)
+    loss, metrics = prototype_contrastive_loss(v, t, protos)
+    np.testing.assert_allclose(float(loss), np.mean(1 + t * d), rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["mean_prototype_cosine"]), d[1, 0], rtol=1e-5)
+
+
 def test_pseudo_label_quality_counts():
     rng = np.random.default_rng(14)
     t = _labels(rng, (6, 5))

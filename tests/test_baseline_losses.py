@@ -460,3 +460,19 @@ def test_pair_asls_focusing_weights_have_no_gradient():
     np.testing.assert_allclose(got, jax.grad(frozen)(jnp.asarray(pos)), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(float(asymmetric.softmax_pair_asl(neg, pos, y)[0]),
                                float(frozen(jnp.asarray(pos))), rtol=1e-6)  # fmt: skip
+
+
+def test_large_loss_logs_its_threshold_and_hits():
+    """The logged threshold is the k-th largest unobserved-entry BCE (U's largest at k = 0, where
+    nothing is hit), and the hits are the entries at or above it."""
+    rng = np.random.default_rng(23)
+    x = rng.normal(size=(3, 4)).astype(np.float32)
+    y = np.array([[1, 0, 0, -1], [0, 0, 1, 0], [-1, 0, 0, 0]], np.int8)
+    u = np.where(y == 0, np.logaddexp(0, x.astype(np.float64)), 0.0)  # BCE towards 0
+    ranked = np.sort(u.ravel())[::-1]
+    for k in (0, 1, 3):
+        _, metrics, masks = losses.large_loss(x, y, k, correct=False)
+        want = ranked[max(k - 1, 0)]
+        np.testing.assert_allclose(float(metrics["large_loss_threshold"]), want, rtol=1e-6)
+        assert float(metrics["large_loss_hits"]) == k
+        assert int(np.sum(masks["hit"])) == k

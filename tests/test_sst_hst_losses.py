@@ -382,6 +382,21 @@ def test_cooccurrence_matrix():
                 p += 1
 
 
+def test_cooccurrence_matrix_of_one_and_two_classes():
+    """C = 1 has no pair (P = 0): the (B, 1, 1) matrix is its unit diagonal. C = 2 has one pair:
+    S[b, 0, 1] = S[b, 1, 0] = sigmoid(l[b, 0])."""
+    s = np.asarray(cooccurrence_matrix(jnp.zeros((3, 0), jnp.float32), 1))
+    assert s.shape == (3, 1, 1) and s.dtype == np.float32
+    np.testing.assert_array_equal(s, 1.0)
+    logits = np.asarray([[-2.0], [0.5], [3.0]])
+    s = np.asarray(cooccurrence_matrix(jnp.asarray(logits, jnp.float32), 2))
+    assert s.shape == (3, 2, 2)
+    for b in range(3):
+        np.testing.assert_array_equal(np.diag(s[b]), [1.0, 1.0])
+        np.testing.assert_allclose(s[b, 0, 1], _sigmoid(logits[b, 0]), rtol=1e-6)
+        np.testing.assert_allclose(s[b, 1, 0], _sigmoid(logits[b, 0]), rtol=1e-6)
+
+
 def test_intra_scores_with_and_without_known_positives():
     rng = np.random.default_rng(12)
     logits = rng.normal(size=(4, 10))
@@ -493,6 +508,17 @@ def test_update_bank_larger_than_the_batch():
     new_bank = np.asarray(update_bank(jnp.asarray(bank), jnp.asarray(v), jnp.asarray(t)))
     np.testing.assert_array_equal(new_bank, _bank_python(bank, v, t))
     np.testing.assert_array_equal(new_bank[0, :7], v[:, 0])
+
+
+def test_update_bank_keeps_batch_order_in_a_large_batch():
+    """The positives enter the bank in batch order at any batch size: B = 40 (above 16, where an
+    unstable sort reorders ties on XLA:CPU), half the entries positive, N = 24 rows."""
+    rng = np.random.default_rng(19)
+    bank = rng.normal(size=(3, 24, 2)).astype(np.float32)
+    v = rng.normal(size=(40, 3, 2)).astype(np.float32)
+    t = np.where(rng.random((40, 3)) < 0.5, 1, -1).astype(np.int8)
+    new_bank = np.asarray(update_bank(jnp.asarray(bank), jnp.asarray(v), jnp.asarray(t)))
+    np.testing.assert_array_equal(new_bank, _bank_python(bank, v, t))
 
 
 def test_prototype_contrastive_default_sign_and_a_single_positive_by_hand():

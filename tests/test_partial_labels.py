@@ -168,6 +168,25 @@ def test_reference_mode_subset_uses_rows_of_whole_split():
     np.testing.assert_array_equal(got, want[ids])
 
 
+def test_reference_mode_seed_num_examples_edges_and_the_first_id_out_of_range():
+    """A subset's mask is the whole split's mask of *its* seed; N = 1 is accepted and N = 0 refused
+    as num_examples; an id equal to N is out of range, and the message names the first such id."""
+    y = _full_labels(300, 5)
+    ids = np.array([299, 3, 150, 0, 41])
+    got = pl.partial_labels(y[ids], "pal", 0.5, 5, ids, mode="reference", num_examples=300)
+    want = pl.apply_keep_mask(y[ids], pl.reference_keep_mask(300, 5, 0.5, seed=5)[ids])
+    np.testing.assert_array_equal(got, want)
+    seed0 = pl.partial_labels(y[ids], "pal", 0.5, 0, ids, mode="reference", num_examples=300)
+    assert not np.array_equal(got, seed0)
+    one = pl.partial_labels(y[:1], "pal", 1.0, 0, [0], mode="reference", num_examples=1)
+    np.testing.assert_array_equal(one, 2 * y[:1] - 1)
+    for n in (0, 2**63):
+        with pytest.raises(ValueError, match=r"^num_examples must be in \[1, 9223372036854775808\)"):
+            pl.partial_labels(y[:3], "pal", 0.5, 0, [0, 1, 2], mode="reference", num_examples=n)
+    with pytest.raises(ValueError, match=r"^example_ids\[1\] = 3 is out of range for num_examples=3;"):
+        pl.partial_labels(y[:3], "pal", 0.5, 0, [0, 3, 1], mode="reference", num_examples=3)
+
+
 def test_reference_mode_fal_and_unsupported_settings():
     y = _full_labels(20, 4)
     ids = np.arange(20)

@@ -53,6 +53,13 @@ def test_from_partial_labels_and_row_padding():
     np.testing.assert_array_equal(
         np.asarray(t), [[1, 0, 0.25], [0.25, 0.25, 1], [0, 0, 0], [0, 0, 0]]
     )
+    # The defaults: unknown entries 0.5, float32 storage (both builders).
+    t = table_ops.from_partial_labels(labels, multiple=1)
+    assert t.dtype == np.float32
+    np.testing.assert_array_equal(t, [[1, 0, 0.5], [0.5, 0.5, 1]])
+    t = table_ops.build(labels, lambda rows: (rows == 1).astype(np.float32), multiple=1)
+    assert t.dtype == np.float32
+    np.testing.assert_array_equal(t, labels == 1)
 
 
 def test_gather_and_scatter():

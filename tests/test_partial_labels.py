@@ -455,6 +455,24 @@ def test_reference_keep_mask_keeps_strictly_below_the_proportion():
     np.testing.assert_array_equal(mask, u < u[1, 2])
 
 
+def test_hash_mode_keeps_strictly_below_the_proportion():
+    """Module docstring: an entry is kept iff U < proportion ("pal" and "ppl" share U): a draw
+    equal to the proportion is dropped. "spl" labels one positive per image, int8, zeros elsewhere."""
+    y = _full_labels(6, 5)
+    y[:, 2] = 1
+    ids = np.arange(10, 16)
+    u = pl._hash_uniform(3, ids, 5, pl._SALT_KEEP)
+    p = float(u[4, 2])
+    pal = pl.partial_labels(y, "pal", p, 3, ids)
+    np.testing.assert_array_equal(pal != 0, u < p)
+    assert pal[4, 2] == 0
+    ppl = pl.partial_labels(y, "ppl", p, 3, ids)
+    np.testing.assert_array_equal(ppl, ((u < p) & (y == 1)).astype(np.int8))  # negatives unknown
+    assert ppl[4, 2] == 0
+    spl = pl.partial_labels(y, "spl", None, 3, ids)
+    assert spl.dtype == np.int8 and (spl.sum(axis=1) == 1).all() and (spl[y == 0] == 0).all()
+
+
 def _splitmix64_nth(state: int, k: int) -> int:
     """The k-th output (k >= 1) of Vigna's splitmix64.c seeded with `state`, in Python integers:
     the finaliser of state + k * 0x9E3779B97F4A7C15 (mod 2**64)."""

@@ -635,6 +635,10 @@ def test_other_quadrants_never_same_and_uniform():
     assert out.dtype == np.int32 and out.shape == quadrants.shape
     assert np.all((out >= 0) & (out < 4))
     assert not np.any(out == quadrants)
+    # Exactly the notes' q' = (q - r) mod 4 of the key's r ~ U{1, 2, 3} (not (q + r): the same
+    # distribution, a different quadrant per draw).
+    r = np.asarray(jax.random.randint(jax.random.key(70), quadrants.shape, 1, 4))
+    np.testing.assert_array_equal(out, (quadrants - r) % 4)
     for q in range(4):
         for other in range(4):
             if other != q:

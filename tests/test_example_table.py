@@ -46,6 +46,16 @@ def test_host_and_device_encodings_agree():
         np.testing.assert_array_equal(host, device, err_msg=dtype)
 
 
+def test_device_encoding_clips_to_the_unit_interval_and_stores_float32():
+    """`encode` in a step: uint8 clips to [0, 1] before quantising (as the host builder does), and
+    float32 storage is float32 whatever the values' dtype (bfloat16 under mixed precision)."""
+    values = jnp.asarray([0.0, 1.0, 0.5, -3.0, 7.0, 1.5])
+    np.testing.assert_array_equal(table_ops.encode(values, "uint8"), [0, 255, 128, 0, 255, 255])
+    stored = table_ops.encode(values.astype(jnp.bfloat16), "float32")
+    assert stored.dtype == jnp.float32
+    np.testing.assert_array_equal(stored, values)
+
+
 def test_from_partial_labels_and_row_padding():
     labels = np.array([[1, -1, 0], [0, 0, 1]], np.int8)
     t = table_ops.from_partial_labels(labels, unknown=0.25, multiple=4)

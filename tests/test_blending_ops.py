@@ -341,11 +341,12 @@ def test_select_unknown_classes_rows_short_of_unknowns_fall_back_to_lowest_known
             assert sel[3].sum() == k
 
 
-def test_select_unknown_classes_rejects_bad_top_k():
+def test_select_unknown_classes_rejects_bad_top_k_and_defaults_to_one():
     labels = jnp.zeros((2, 3), jnp.int8)
     for top_k in (0, 4):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=rf"^top_k={top_k} must be between 1 and the number"):
             select_unknown_classes(jax.random.key(0), labels, top_k=top_k)
+    np.testing.assert_array_equal(select_unknown_classes(jax.random.key(0), labels).sum(1), [1, 1])
 
 
 @pytest.mark.parametrize("top_k", [1, 2])
@@ -430,6 +431,33 @@ def test_prototype_blend_broadcast_class_prototypes():
         features, LABELS_4, 0.5, np.broadcast_to(table, features.shape), selected
     )
     np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_prototype_blend_and_mixup_keep_bfloat16_features():
+    """Under mixed precision the blended features keep the features' dtype (bfloat16) and the
+    targets are float32, whatever the dtype of beta or lam; values as in float32 to bfloat16's
+    precision."""
+    rng = np.random.default_rng(43)
+    features = rng.normal(size=(4, 5, 3)).astype(np.float32)
+    table = rng.normal(size=(5, 3)).astype(np.float32)
+    selected = np.eye(4, 5, dtype=bool)
+    out, targets = prototype_blend(
+        jnp.asarray(features, jnp.bfloat16), jnp.asarray(LABELS_4), jnp.bfloat16(0.25),
+        jnp.asarray(table, jnp.bfloat16), jnp.asarray(selected),
+    )  # fmt: skip
+    assert out.dtype == jnp.bfloat16 and targets.dtype == jnp.float32
+    ref, ref_t = _prototype_blend_ref(
+        features, LABELS_4, 0.25, np.broadcast_to(table, features.shape), selected
+    )
+    np.testing.assert_allclose(np.asarray(out, np.float32), ref, rtol=0.02, atol=0.02)
+    np.testing.assert_array_equal(targets, ref_t)
+    labels = np.array([[1, 0, -1], [0, 1, 1], [-1, 1, 0]], np.int8)
+    mixed, targets = mixup(jnp.asarray(features[:3], jnp.bfloat16), jnp.asarray(labels),
+                           jnp.bfloat16(0.25))  # fmt: skip
+    assert mixed.dtype == jnp.bfloat16 and targets.dtype == jnp.float32
+    want = 0.25 * features[:3] + 0.75 * features[:3][::-1]
+    np.testing.assert_allclose(np.asarray(mixed, np.float32), want, rtol=0.02, atol=0.02)
+    np.testing.assert_array_equal(targets, [[0.25, 0.0, 0.0], [0.0, 1.0, 1.0], [0.75, 0.0, 0.0]])
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -239,6 +239,44 @@ def test_splc_and_hill_match_the_formulas(case):
     np.testing.assert_allclose(float(losses.hill(x, y)[0]), expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize("gamma", [0.0, 2.0])
+def test_splc_and_hill_match_torch_at_saturated_logits(gamma):
+    """SPLC and Hill written in torch as their papers' code (weights (1 - p)^gamma and p^gamma,
+    not detached) on logits of +-40, where sigmoid saturates in float32: same loss and gradient
+    at gamma 2 and at gamma 0, where torch's pow backward gives no gradient (lax.pow's was NaN)."""
+    torch = pytest.importorskip("torch")
+    x = np.array([[40.0, -40.0, 40.0, 0.3], [-40.0, 40.0, 1.2, -0.7]], np.float32)
+    y = np.array([[1, -1, 0, 1], [1, 0, -1, 0]], np.int8)
+    pos = torch.tensor((y == 1).astype(np.float32))
+
+    def splc(a):
+        shifted = torch.where(pos > 0, a - 1.0, a)
+        p = torch.sigmoid(shifted)
+        corrected = torch.where((p > 0.6) & (pos == 0), torch.ones_like(p), pos)
+        lp = corrected * (1 - p) ** gamma * torch.nn.functional.logsigmoid(shifted)
+        ln = (1 - corrected) * p**gamma * torch.nn.functional.logsigmoid(-shifted)
+        return -(lp + ln).sum()
+
+    def hill(a):
+        pm, p = torch.sigmoid(a - 1.0), torch.sigmoid(a)
+        lp = -((1 - pm) ** gamma) * torch.nn.functional.logsigmoid(a - 1.0)
+        return (pos * lp + (1 - pos) * (1.5 - p) * p**2).sum()
+
+    ours = {
+        "splc": lambda a: losses.splc(a, jnp.asarray(y), active=True, gamma=gamma)[0],
+        "hill": lambda a: losses.hill(a, jnp.asarray(y), gamma=gamma)[0],
+    }
+    for name, oracle in (("splc", splc), ("hill", hill)):
+        xt = torch.tensor(x, requires_grad=True)
+        want = oracle(xt)
+        want.backward()
+        got, grad = jax.value_and_grad(ours[name])(jnp.asarray(x))
+        assert np.isfinite(np.asarray(grad)).all(), name
+        np.testing.assert_allclose(float(got), want.item(), rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(np.asarray(grad), xt.grad.numpy(), rtol=1e-4, atol=1e-9,
+                                   err_msg=name)  # fmt: skip
+
+
 def test_focusing_weights_stop_the_gradient_only_where_the_references_do(case):
     """ASL/focal: d/dx with the weight constant; SPLC/Hill: the weight's own gradient included."""
     x, y = case

@@ -364,6 +364,61 @@ def test_prototype_contrastive_loss_both_signs(paper_sign):
     assert change > 0 if paper_sign else change < 0
 
 
+@pytest.mark.parametrize("gammas", [(0.0, 1.0), (2.0, 0.0), (0.0, 0.0), (2.0, 1.0)])
+def test_intra_asymmetric_loss_matches_torch_at_zero_exponents_and_saturated_logits(gammas):
+    """The reference's ASL in torch (pt = q y + q_neg (1 - y), torch.pow(1 - pt, gamma_pos y +
+    gamma_neg (1 - y))) on logits whose probabilities saturate in float32 (+-40: 1 - pt = 0):
+    same loss and gradient. torch's pow backward gives no gradient where the exponent is 0;
+    lax.pow once gave 0 * 0^-1 = NaN there."""
+    torch = pytest.importorskip("torch")
+    gamma_neg, gamma_pos = gammas
+    logits, t = _asl_case()
+    t[0] = [1, 1, 1, -1, 0]  # pairs (0, 1), (0, 2) positive; (0, 3), (0, 4) negative
+    logits[0, :4] = [40.0, -40.0, 40.0, -40.0]
+    y = np.asarray(pair_targets(jnp.asarray(t)), np.float32)
+    np.testing.assert_array_equal(y[0, :4], [1, 1, 0, 0])
+
+    def theirs(x):
+        q = torch.sigmoid(x)
+        q_neg = (1 - q + 0.05).clamp(max=1)
+        yt = torch.tensor(y)
+        base = -(yt * torch.log(q.clamp(min=1e-8)) + (1 - yt) * torch.log(q_neg.clamp(min=1e-8)))
+        pt = q * yt + q_neg * (1 - yt)
+        return (base * torch.pow(1 - pt, gamma_pos * yt + gamma_neg * (1 - yt))).mean()
+
+    xt = torch.tensor(logits, dtype=torch.float32, requires_grad=True)
+    want = theirs(xt)
+    want.backward()
+    kwargs = {"gamma_neg": gamma_neg, "gamma_pos": gamma_pos}
+    fn = jax.value_and_grad(lambda x: intra_asymmetric_loss(x, jnp.asarray(t), **kwargs)[0])
+    got, grad = fn(jnp.asarray(logits, jnp.float32))
+    assert np.isfinite(np.asarray(grad)).all()
+    np.testing.assert_allclose(float(got), want.item(), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(grad), xt.grad.numpy(), rtol=1e-4, atol=1e-9)
+
+
+def test_intra_asymmetric_loss_clamps_pass_gradient_on_their_boundary():
+    """torch.clamp's backward passes the gradient where the value sits exactly on the bound. With
+    clip = eps = 0.0625 and q = 0.0625 exactly (float32 sigmoid of -2.7080503), the positive pair
+    has q = eps and the negative pairs 1 - q + clip = 1; at gamma 0 the loss is
+    mean(-[y log q + (1 - y) log(1 - q + clip)]), whose gradient by hand is -(1 - q) / P on the
+    positive pair and q (1 - q) / P on each negative one."""
+    edge = np.float32(-2.7080503)
+    assert float(jax.nn.sigmoid(jnp.float32(edge))) == 0.0625
+    t = jnp.asarray([[1, 1, -1]], jnp.int8)  # pair (0, 1) positive, (0, 2) and (1, 2) negative
+    kwargs = {"gamma_neg": 0.0, "gamma_pos": 0.0, "clip": 0.0625, "eps": 0.0625}
+    grad = jax.grad(lambda x: intra_asymmetric_loss(x, t, **kwargs)[0])(jnp.full((1, 3), edge))
+    q = 0.0625
+    np.testing.assert_allclose(
+        np.asarray(grad), [[-(1 - q) / 3, q * (1 - q) / 3, q * (1 - q) / 3]], rtol=1e-6
+    )
+
+
+def test_intra_asymmetric_loss_names_the_expected_pair_shape():
+    with pytest.raises(ValueError, match=r"^pair_logits \(2, 9\) != \(B, P\) = \(2, 10\)"):
+        intra_asymmetric_loss(jnp.zeros((2, 9)), jnp.zeros((2, 5), jnp.int8))
+
+
 # ---------------------------------------------------------------------------------------------------
 # IST pseudo-label scores (notes §7.3, §9.3)
 

@@ -69,8 +69,9 @@ def intra_asymmetric_loss(
       weight = (1 - q)^gamma_pos          if y = 1
                (1 - q_neg)^gamma_neg      if y = 0      (not detached)
       loss   = mean over all B * P entries of base * weight.
-    The clamps pass gradient on their boundary (torch's clamp backward). The defaults are the values the
-    reference trainers pass (gamma_neg 2, gamma_pos 1, clip 0.05, eps 1e-8).
+    The clamps pass gradient on their boundary (torch's clamp backward); an exponent of 0 gives the
+    weight 1 without gradient (torch's pow backward), also where the base is 0. The defaults are
+    the values the reference trainers pass (gamma_neg 2, gamma_pos 1, clip 0.05, eps 1e-8).
 
     Args:
       pair_logits: (B, P) float IST logits, P = C (C - 1) / 2 in `pair_indices` order.
@@ -98,6 +99,9 @@ def intra_asymmetric_loss(
     base = -(y * log_q + (1.0 - y) * log_q_neg)
     prob = q * y + q_neg * (1.0 - y)
     gamma = gamma_pos * y + gamma_neg * (1.0 - y)
-    weight = jnp.power(1.0 - prob, gamma)
+    # torch's pow backward: no gradient where the exponent is 0 (lax.pow's is 0 * 0^-1 = NaN
+    # where the base is 0, i.e. wherever a probability saturates in float32).
+    zero = gamma == 0.0
+    weight = jnp.where(zero, 1.0, jnp.power(jnp.where(zero, 1.0, 1.0 - prob), gamma))
     loss = jnp.mean(base * weight)
     return loss, {"positive_pair_fraction": jnp.mean(y)}

@@ -449,6 +449,49 @@ def test_splc_turns_only_entries_strictly_above_tau():
     assert float(metrics["splc_corrected"]) == 1.0
 
 
+@pytest.mark.parametrize("gammas", [(0.0, 4.0), (1.0, 2.0), (0.0, 0.0)])
+def test_asl_with_focusing_gradient_matches_torch(gammas):
+    """`stop_focal_gradient=False`: ASL's official torch loss with the focusing weights'
+    gradient kept (pt = p y + p_neg (1 - y), torch.pow(1 - pt, gamma_pos y + gamma_neg (1 - y)),
+    p_neg = min(1 - p + m, 1)), on known labels with negatives below the margin (p < m: loss and
+    gradient 0) and logits of +-40 (saturated in float32): same loss and gradient. At
+    gamma 0 and m 0 it is the BCE, by hand."""
+    torch = pytest.importorskip("torch")
+    gamma_pos, gamma_neg = gammas
+    x = np.array([[40.0, -40.0, 40.0, -5.0, 0.7], [-40.0, 1.5, -0.3, -3.5, 2.0]], np.float32)
+    y = np.array([[1, 1, -1, -1, 1], [-1, -1, 1, -1, -1]], np.int8)
+    target = torch.tensor((y == 1).astype(np.float32))
+
+    def theirs(a, clip=0.05):
+        p = torch.sigmoid(a)
+        p_neg = (1 - p + clip).clamp(max=1) if clip > 0 else 1 - p
+        loss = target * torch.log(p.clamp(min=1e-8)) + (1 - target) * torch.log(
+            p_neg.clamp(min=1e-8)
+        )
+        pt = p * target + p_neg * (1 - target)
+        return -(loss * torch.pow(1 - pt, gamma_pos * target + gamma_neg * (1 - target))).sum()
+
+    kwargs = {"gamma_pos": gamma_pos, "gamma_neg": gamma_neg, "stop_focal_gradient": False}
+    for clip in (0.05, 0.0):
+        xt = torch.tensor(x, requires_grad=True)
+        want = theirs(xt, clip)
+        want.backward()
+        fn = jax.value_and_grad(lambda a, m=clip: losses.asymmetric_loss(a, y, clip=m, **kwargs)[0])
+        got, grad = fn(jnp.asarray(x))
+        assert np.isfinite(np.asarray(grad)).all()
+        np.testing.assert_allclose(float(got), want.item(), rtol=1e-5, err_msg=str(clip))
+        np.testing.assert_allclose(np.asarray(grad), xt.grad.numpy(), rtol=1e-4, atol=1e-9)
+        if clip == 0.05:  # the negatives below the margin (p < 0.05) score exactly 0
+            assert float(grad[1, 1]) != 0.0 and float(grad[0, 3]) == 0.0
+    if gammas == (0.0, 0.0):
+        got = losses.asymmetric_loss(x, y, gamma_pos=0.0, gamma_neg=0.0, clip=0.0)[0]
+        xd = x.astype(np.float64)
+        bce = -np.sum(
+            np.where(y == 1, np.log(np.maximum(sig(xd), 1e-8)), np.log(np.maximum(sig(-xd), 1e-8)))
+        )
+        np.testing.assert_allclose(float(got), bce, rtol=1e-5)
+
+
 def test_asl_known_fractions_by_hand():
     """Every ASL's logged known fraction is the scored entries over B x C: the known entries under
     'ignore', every entry under 'negative'; DualCoOp's and the TaI-DPT ASLs score targets beyond

@@ -202,6 +202,24 @@ def test_instance_contrastive_without_subsampling_and_zero_vector():
     assert float(metrics["num_terms"]) == len(pp + pn + nn)
 
 
+def test_instance_contrastive_cosine_floor_on_tiny_features():
+    """torch 1.7's floor is on |x|^2 |y|^2 at eps^2 = 1e-18: class 1's vectors of norm ~1e-3
+    (products ~1e-12) are above it (their true cosines), class 2's of norm ~3e-6 (products
+    ~1e-22) below it (x.y / 1e-9)."""
+    rng = np.random.default_rng(4)
+    v = rng.normal(size=(5, 4, 3))  # B = 5 != C = 4: the pairs are over images
+    v[:, 1] *= 1e-3
+    v[:, 2] *= 3e-6
+    t = np.array(
+        [[1, 1, 1, 0], [1, -1, 1, -1], [-1, 1, -1, 1], [0, -1, 1, 1], [1, 1, -1, -1]], np.int8
+    )
+    pp, pn, nn = _contrastive_sets(v.astype(np.float32), t)
+    loss, _ = instance_contrastive_loss(
+        jnp.asarray(v, jnp.float32), jnp.asarray(t), jax.random.key(0), subsample=False
+    )
+    np.testing.assert_allclose(float(loss), np.mean(pp + pn + nn), rtol=1e-5)
+
+
 # N_pp = 3, n_pn = 6, n_nn = 4: 2 N_pp >= both set sizes, so the random part keeps every entry.
 _HARD_LABELS = np.array([[1, 1, -1, 1], [0, 1, 0, -1], [-1, 0, -1, -1], [0, 1, 1, -1]], np.int8)
 

@@ -305,16 +305,22 @@ def report(results: dict[str, str], equivalent_path: str, mutants_dir: str = MUT
     return "\n".join(lines) + "\n", summary
 
 
-def git_commit() -> str:
+# What the mutants and the tests that judge them are made from: a change elsewhere (the report
+# this script writes, notes) does not make the results describe another code.
+SOURCES = ("mlrpl_jax", "tests", "configs", "pyproject.toml", "scripts/mutation_preload.txt")
+
+
+def git_commit(root: str = ROOT) -> str:
+    """HEAD's short hash, with ' (with uncommitted changes)' if `SOURCES` differ from it."""
     done = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"],
-        cwd=ROOT,
+        cwd=root,
         capture_output=True,
         text=True,
         check=False,
     )
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                           capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *SOURCES],
+                           cwd=root, capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
     return done.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
 
 

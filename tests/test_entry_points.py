@@ -410,3 +410,28 @@ def test_help_of_the_commands_that_answer_before_importing_jax():
 @pytest.mark.slow
 def test_help_of_the_scripts_that_import_jax_first():
     assert_helps(SLOW_HELP)
+
+
+def test_mutation_score_names_a_dirty_tree_only_for_what_the_mutants_come_from(tmp_path):
+    """The report's source commit gains '(with uncommitted changes)' for a change to the code,
+    tests or configs, not for the report the script itself writes under docs/."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "mutation_score", os.path.join(ROOT, "scripts", "mutation_score.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for path in ("mlrpl_jax/a.py", "docs/results/mutation.md"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("x = 1\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "c"], cwd=tmp_path, check=True)
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, check=True,
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    (tmp_path / "docs/results/mutation.md").write_text("a report\n")
+    assert module.git_commit(str(tmp_path)) == head
+    (tmp_path / "mlrpl_jax/a.py").write_text("x = 2\n")
+    assert module.git_commit(str(tmp_path)) == head + " (with uncommitted changes)"

@@ -56,6 +56,16 @@ def test_device_encoding_clips_to_the_unit_interval_and_stores_float32():
     np.testing.assert_array_equal(stored, values)
 
 
+def test_tables_are_built_chunk_by_chunk_across_chunk_boundaries(monkeypatch):
+    """With chunks of 4 rows, 11 rows take three chunks (the last partial): every row is encoded,
+    the same as one chunk would give."""
+    values = np.random.default_rng(5).random((11, 3)).astype(np.float32)
+    whole = table_ops.init(values, "uint8", multiple=1)
+    monkeypatch.setattr(table_ops, "_CHUNK_ROWS", 4)
+    np.testing.assert_array_equal(table_ops.init(values, "uint8", multiple=1), whole)
+    assert (whole[10] > 0).any()
+
+
 def test_from_partial_labels_and_row_padding():
     labels = np.array([[1, -1, 0], [0, 0, 1]], np.int8)
     t = table_ops.from_partial_labels(labels, unknown=0.25, multiple=4)

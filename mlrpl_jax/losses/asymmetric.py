@@ -44,6 +44,12 @@ def _masks(labels: jax.Array, unknown: str) -> tuple[jax.Array, jax.Array]:
     return pos, neg
 
 
+def focusing_weight(base: jax.Array, gamma: float) -> jax.Array | float:
+    """base ** gamma for a Python-float exponent; at gamma = 0 the constant 1, without gradient, as
+    torch's pow backward (lax.pow's derivative is 0 * 0^-1 = NaN where the base is 0)."""
+    return base**gamma if gamma else 1.0
+
+
 def _asl_terms(
     p: jax.Array, gamma_pos: float, gamma_neg: float, clip: float, eps: float, stop: bool
 ) -> tuple[jax.Array, jax.Array]:
@@ -54,8 +60,8 @@ def _asl_terms(
     log_pos = jnp.log(jnp.maximum(p, eps))
     log_neg = jnp.log(jnp.maximum(not_p, eps))
     maybe_stop = jax.lax.stop_gradient if stop else (lambda a: a)
-    w_pos = maybe_stop((1.0 - p) ** gamma_pos) if gamma_pos else 1.0
-    w_neg = maybe_stop((1.0 - not_p) ** gamma_neg) if gamma_neg else 1.0
+    w_pos = maybe_stop(focusing_weight(1.0 - p, gamma_pos))
+    w_neg = maybe_stop(focusing_weight(1.0 - not_p, gamma_neg))
     return -w_pos * log_pos, -w_neg * log_neg
 
 

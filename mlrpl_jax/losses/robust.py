@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from mlrpl_jax import checks
+from mlrpl_jax.losses.asymmetric import focusing_weight
 
 
 def _bce_with_logits(x: jax.Array, t: jax.Array) -> jax.Array:
@@ -110,10 +111,8 @@ def splc(
         jnp.asarray(active) & (jax.nn.sigmoid(shifted) > tau) & (pos == 0), 1.0, pos
     )
     p = jax.nn.sigmoid(shifted)
-    # gamma = 0: weight 1 without gradient, as torch's pow backward (lax.pow's is NaN at p = 1).
-    w_pos, w_neg = ((1.0 - p) ** gamma, p**gamma) if gamma else (1.0, 1.0)
-    loss_pos = corrected * w_pos * jax.nn.log_sigmoid(shifted)
-    loss_neg = (1.0 - corrected) * w_neg * jax.nn.log_sigmoid(-shifted)
+    loss_pos = corrected * focusing_weight(1.0 - p, gamma) * jax.nn.log_sigmoid(shifted)
+    loss_neg = (1.0 - corrected) * focusing_weight(p, gamma) * jax.nn.log_sigmoid(-shifted)
     loss = -jnp.sum(loss_pos + loss_neg)
     return loss, {"splc_corrected": jnp.sum(corrected - pos)}, corrected > pos
 
@@ -132,8 +131,7 @@ def hill(
     x = logits.astype(jnp.float32)
     pos = (labels > 0).astype(jnp.float32)
     p_m = jax.nn.sigmoid(x - margin)
-    w_pos = (1.0 - p_m) ** gamma if gamma else 1.0  # gamma = 0: as torch (see `splc`)
-    loss_pos = -w_pos * jax.nn.log_sigmoid(x - margin)
+    loss_pos = -focusing_weight(1.0 - p_m, gamma) * jax.nn.log_sigmoid(x - margin)
     p = jax.nn.sigmoid(x)
     loss_neg = (lamb - p) * p**2
     return jnp.sum(pos * loss_pos + (1.0 - pos) * loss_neg), {}

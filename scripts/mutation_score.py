@@ -13,9 +13,19 @@ mutated function (it records them once from the core's fast test files), fastest
 fails. This script says which functions are in scope (`scope`): every function of `losses/`,
 `ops/`, `metrics.py` and `data/partial_labels.py`; in `methods/`, every function but the config
 plumbing (`PLUMBING`: default configs, validation, model construction, parameter groups,
-sharding, weight loading). It resumes: a mutant with a result is not run again unless `--rerun_survivors` asks.
+sharding, weight loading).
 
-The report (`--out`, default docs/results/mutation.md) gives per group and per module the mutants,
+Results are kept in the repository, not only in mutmut's working directory (which a new machine
+does not have): every verdict goes to `--results` (docs/results/mutation_results.json, committed) as it arrives (every
+`--save_every` seconds and at the end), per function with the hash mutmut gives its source. A
+verdict counts while the function's source keeps that hash (mutmut's own rule for keeping a
+result), so a run resumes on any machine from a clean clone: the mutants whose function has a
+verdict-less or changed source are the ones run. `--rerun_survivors` runs the survivors again
+(after tests were added; a killed mutant stays killed).
+
+The report (`--out`, default docs/results/mutation.md) is built from `--results` and the current
+source alone (mutmut's generator names the mutants and gives their diffs; `--report_only` needs no
+earlier run on this machine): per group and per module the mutants,
 killed (a test failed or timed out), survived, equivalent (a survivor triaged as equivalent in
 `--equivalent`, docs/results/mutation_equivalent.json: the function, the line before and after,
 and the reason), and the kill rate killed / (mutants - equivalent); then every untriaged survivor
@@ -31,10 +41,12 @@ import glob
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
 import time
+from typing import NamedTuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -89,43 +101,138 @@ def in_scope(name: str) -> bool:
     return True
 
 
-def scope_patterns() -> list[str]:
-    """mutmut name patterns of every in-scope function (mutmut runs nothing else)."""
-    patterns = [f"{g}.*" if not g.endswith("*") else g for _, g in GROUPS[:4]]
-    for path in sorted(glob.glob(os.path.join(ROOT, "mlrpl_jax", "methods", "*.py"))):
-        module = "mlrpl_jax.methods." + os.path.basename(path)[:-3]
-        with open(path) as f:
-            tree = ast.parse(f.read())
-        for node in tree.body:
-            plumbing = any(fnmatch.fnmatchcase(getattr(node, "name", ""), p) for p in PLUMBING)
-            if isinstance(node, ast.FunctionDef) and not node.decorator_list and not plumbing:
-                patterns.append(f"{module}.x_{node.name}__mutmut_*")
-    return patterns
-
-
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",
           36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout",
           37: "caught by type check", None: "not checked"}  # fmt: skip
+RESULTS = os.path.join(ROOT, "docs", "results", "mutation_results.json")
 
 
-def read_results(mutants_dir: str = MUTANTS) -> dict[str, str]:
-    """{mutant name: status} of every in-scope mutant mutmut generated (its .meta files)."""
-    out = {}
+class Mutant(NamedTuple):
+    function: str  # mutmut's qualified function key: 'mlrpl_jax.metrics.x_average_precision'
+    number: str  # the mutant's number within the function
+    hash: str  # mutmut's hash of the function's source
+    path: str  # the source file, relative to the root
+
+
+def scope_files(root: str = ROOT) -> list[str]:
+    """The source files of `GROUPS` (relative paths), e.g. mlrpl_jax/losses/partial_bce.py."""
+    out = set()
+    for _, pattern in GROUPS:
+        path_glob = pattern.replace(".", "/") + ".py"
+        out.update(os.path.relpath(p, root) for p in glob.glob(os.path.join(root, path_glob)))
+    return sorted(out)
+
+
+def generate(root: str = ROOT) -> tuple[dict[str, Mutant], dict[str, str]]:
+    """({mutant name: Mutant} of every in-scope mutant, {path: mutated module source}) of the
+    source under `root`, from mutmut's own generator with `root`'s `[tool.mutmut]` settings: the
+    names `mutmut run` gives the same source, and the per-function hashes by which mutmut keeps a
+    function's verdicts until its source changes."""
+    from mutmut import configuration
+    from mutmut.mutation.file_mutation import mutate_file_contents
+
+    here = os.getcwd()
+    os.chdir(root)  # mutmut reads ./pyproject.toml
+    configuration.reset_config()
+    try:
+        mutants, code = {}, {}
+        for path in scope_files(root):
+            with open(path) as f:
+                mutated = mutate_file_contents(path, f.read())
+            module = path[: -len(".py")].replace("/", ".")
+            code[path] = mutated.code
+            for mangled in mutated.mutant_names:
+                name = f"{module}.{mangled}".replace(".__init__.", ".")
+                fn, _, number = mangled.rpartition("__mutmut_")
+                if in_scope(name):
+                    mutants[name] = Mutant(name.rpartition("__mutmut_")[0], number,
+                                           mutated.hash_by_function_name[fn], path)  # fmt: skip
+    finally:
+        configuration.reset_config()
+        os.chdir(here)
+    return mutants, code
+
+
+def load_store(path: str) -> dict:
+    """The committed verdicts: {'functions': {function key: {'hash', 'commit', 'exit_codes':
+    {number: mutmut's exit code}}}}; empty when `path` does not exist yet."""
+    if not os.path.exists(path):
+        return {"functions": {}}
+    try:
+        with open(path) as f:
+            store = json.load(f)
+        for key, entry in store["functions"].items():
+            if not {"hash", "commit", "exit_codes"} <= set(entry):
+                raise KeyError(key)
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise errors.InputError(
+            f"{path}: not a mutation results file ({type(e).__name__}: {e}); restore it with "
+            f"`git checkout -- {os.path.relpath(path, ROOT)}` or pass another --results."
+        ) from None
+    return store
+
+
+def harvest(store: dict, mutants: dict[str, Mutant], mutants_dir: str, commit: str) -> int:
+    """Copy into `store` each verdict mutmut recorded under `mutants_dir` (its .meta files) for a
+    mutant of `mutants` whose function's source still has the hash mutmut recorded; a function
+    whose hash changed loses its old verdicts. Returns the number of verdicts copied."""
+    copied = 0
     for meta in glob.glob(
         os.path.join(mutants_dir, "mlrpl_jax", "**", "*.py.meta"), recursive=True
     ):
         with open(meta) as f:
-            codes = json.load(f)["exit_code_by_key"]
-        for name, code in codes.items():
-            if in_scope(name):
-                out[name] = STATUS.get(code, "suspicious")
+            data = json.load(f)
+        hashes = data.get("hash_by_function_name", {})
+        for name, code in data["exit_code_by_key"].items():
+            m = mutants.get(name)
+            if code is None or m is None or hashes.get(m.function.rpartition(".")[2]) != m.hash:
+                continue
+            entry = store["functions"].get(m.function)
+            if entry is None or entry["hash"] != m.hash:
+                entry = store["functions"][m.function] = {"hash": m.hash, "exit_codes": {}}
+            if entry["exit_codes"].get(m.number, "none") != code:
+                entry["exit_codes"][m.number] = code
+                entry["commit"] = commit
+                copied += 1
+    return copied
+
+
+def save_store(store: dict, path: str) -> None:
+    functions = {k: {**v, "exit_codes": dict(sorted(v["exit_codes"].items(), key=lambda x: int(x[0])))}
+                 for k, v in sorted(store["functions"].items())}  # fmt: skip
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write_json(path, {"functions": functions})
+
+
+def verdicts(store: dict, mutants: dict[str, Mutant]) -> dict[str, str]:
+    """{mutant name: status} of every mutant of `mutants`: its verdict in `store` if its
+    function's hash is the stored one, else 'not checked'."""
+    out = {}
+    for name, m in mutants.items():
+        entry = store["functions"].get(m.function)
+        code = entry["exit_codes"].get(m.number) if entry and entry["hash"] == m.hash else None
+        out[name] = STATUS.get(code, "suspicious")
     return out
 
 
-def _functions(path: str) -> dict[str, str]:
-    """{name: source} of every function in a Python file, methods included (dedented)."""
-    with open(path) as f:
-        source = f.read()
+def run_names(names: list[str], mutants: dict[str, Mutant]) -> list[str]:
+    """`names` for mutmut's command line: a function's pattern where every one of its mutants is
+    wanted (mutmut matches each name against each mutant: thousands of names are slow)."""
+    wanted, by_function = set(names), {}
+    for name, m in mutants.items():
+        by_function.setdefault(m.function, []).append(name)
+    out = []
+    for function, all_names in sorted(by_function.items()):
+        mine = [n for n in all_names if n in wanted]
+        if len(mine) == len(all_names):
+            out.append(f"{function}__mutmut_*")
+        else:
+            out.extend(sorted(mine))
+    return out
+
+
+def _functions(source: str) -> dict[str, str]:
+    """{name: source} of every function in Python source, methods included (dedented)."""
     lines = source.splitlines()
     out = {}
     for node in ast.walk(ast.parse(source)):
@@ -134,22 +241,15 @@ def _functions(path: str) -> dict[str, str]:
     return out
 
 
-def diffs_of(names: list[str], mutants_dir: str = MUTANTS) -> dict[str, str]:
-    """{name: the mutant's unified diff} (what `mutmut show` prints, without needing mutmut): mutmut
-    writes each function's original as `<mangled>__mutmut_orig` beside its mutants
-    `<mangled>__mutmut_<n>` in the mutated module under `mutants_dir`; the diff is theirs."""
-    modules = {}
-    for meta in glob.glob(
-        os.path.join(mutants_dir, "mlrpl_jax", "**", "*.py.meta"), recursive=True
-    ):
-        with open(meta) as f:
-            for name in json.load(f)["exit_code_by_key"]:
-                modules[name] = meta[: -len(".meta")]
+def diffs_of(names: list[str], mutants: dict[str, Mutant], code: dict[str, str]) -> dict[str, str]:
+    """{name: the mutant's unified diff} (what `mutmut show` prints): mutmut's mutated module
+    holds each function's original as `<mangled>__mutmut_orig` beside its mutants
+    `<mangled>__mutmut_<n>`; the diff is theirs."""
     functions, out = {}, {}
     for name in names:
-        path = modules[name]
+        path = mutants[name].path
         if path not in functions:
-            functions[path] = _functions(path)
+            functions[path] = _functions(code[path])
         mangled = name.rpartition(".")[2]
         orig = mangled.rpartition("__mutmut_")[0] + "__mutmut_orig"
         fn = parse_name(name)[1].split(".")[-1]
@@ -160,30 +260,11 @@ def diffs_of(names: list[str], mutants_dir: str = MUTANTS) -> dict[str, str]:
     return out
 
 
-def message_patterns() -> list[re.Pattern]:
-    """pyproject.toml's `[tool.mutmut] do_not_mutate_patterns` (lines holding only message text)."""
-    try:
-        from tomllib import loads  # Python 3.11+
-    except ImportError:
-        from toml import loads  # what mutmut reads pyproject.toml with before 3.11
-
-    with open(os.path.join(ROOT, "pyproject.toml")) as f:
-        patterns = loads(f.read())["tool"]["mutmut"].get("do_not_mutate_patterns", [])
-    return [re.compile(p) for p in patterns]
-
-
 def _removed_and_added(diff: str) -> tuple[list[str], list[str]]:
     """The lines a unified diff removes and adds (without their -/+ marks)."""
     lines = diff.splitlines()
     return ([ln[1:] for ln in lines if ln.startswith("-") and not ln.startswith("---")],
             [ln[1:] for ln in lines if ln.startswith("+") and not ln.startswith("+++")])  # fmt: skip
-
-
-def on_excluded_lines(diff: str, patterns: list[re.Pattern]) -> bool:
-    """Whether every line the mutant changes is one mutmut no longer mutates (`message_patterns`):
-    mutants generated before the patterns were set, left out of the score."""
-    minus = _removed_and_added(diff)[0]
-    return bool(minus) and all(any(p.search(ln) for p in patterns) for ln in minus)
 
 
 def changed_lines(diff: str) -> tuple[str, str]:
@@ -213,8 +294,10 @@ def triage(name: str, diff: str, equivalent: list[dict]) -> dict | None:
     return None
 
 
-def run_mutmut(names: list[str], max_children: int, log: str) -> None:
-    """`mutmut run` of `names` (patterns or mutant names), its output appended to `log`."""
+def run_mutmut(names: list[str], max_children: int, log: str, save, every: float) -> None:
+    """`mutmut run` of `names` (patterns or mutant names), its output appended to `log`; `save()`
+    every `every` seconds while it runs and once at the end, also when stopped (Ctrl-C, SIGTERM:
+    mutmut is interrupted first, so that it records what it finished)."""
     env = dict(os.environ)
     env["MLRPL_JAX_TEST_CACHE_DIR"] = os.path.join(MUTANTS, ".jax_cache")
     env.pop("XLA_FLAGS", None)
@@ -223,12 +306,30 @@ def run_mutmut(names: list[str], max_children: int, log: str) -> None:
         f.write(f"\n# {datetime.datetime.now().isoformat(timespec='seconds')}: mutmut run "
                 f"--max-children {max_children} ({len(names)} names or patterns)\n")  # fmt: skip
         f.flush()
-        done = subprocess.run(
-            ["mutmut", "run", "--max-children", str(max_children), *names],
-            cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, check=False,
-        )  # fmt: skip
-    if done.returncode != 0:
-        raise RuntimeError(f"mutmut run exited with {done.returncode}; its output: {log}")
+        proc = subprocess.Popen(["mutmut", "run", "--max-children", str(max_children), *names],
+                                cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)  # fmt: skip
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=every)
+                    break
+                except subprocess.TimeoutExpired:
+                    save()
+        except BaseException:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+        finally:
+            save()
+    if proc.returncode != 0:
+        raise RuntimeError(f"mutmut run exited with {proc.returncode}; its output: {log}")
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def counts(statuses: list[str], equivalent: int) -> dict:
@@ -248,14 +349,14 @@ def counts(statuses: list[str], equivalent: int) -> dict:
     }  # fmt: skip
 
 
-def report(results: dict[str, str], equivalent_path: str, mutants_dir: str = MUTANTS):
-    """(markdown, summary) of `results`; the survivors' diffs as `diffs_of` reads them."""
+def report(
+    results: dict[str, str], equivalent_path: str, mutants: dict[str, Mutant], code: dict[str, str]
+):
+    """(markdown, summary) of `results` ({mutant name: status}); the survivors' diffs from
+    `code`, the mutated modules `generate` made."""
     equivalent = load_equivalent(equivalent_path)
-    diffs = diffs_of(sorted(results), mutants_dir)
-    patterns = message_patterns()
-    excluded = {n for n in results if on_excluded_lines(diffs[n], patterns)}
-    results = {n: s for n, s in results.items() if n not in excluded}
     survivors = sorted(n for n, s in results.items() if s == "survived")
+    diffs = diffs_of(survivors, mutants, code)
     triaged, untriaged = {}, []
     for name in survivors:
         diff = diffs[name]
@@ -301,7 +402,6 @@ def report(results: dict[str, str], equivalent_path: str, mutants_dir: str = MUT
     for name, e in sorted(triaged.items()):
         lines.append(f"| `{name}` | `{e['from']}` → `{e['to']}` | {e['reason']} |")
     summary["untriaged_survivors"] = [n for n, _ in untriaged]
-    summary["message_text_mutants_left_out"] = len(excluded)
     return "\n".join(lines) + "\n", summary
 
 
@@ -321,6 +421,8 @@ def git_commit(root: str = ROOT) -> str:
     )
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *SOURCES],
                            cwd=root, capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
+    if done.returncode != 0:
+        return "unknown (not a git checkout)"
     return done.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
 
 
@@ -334,19 +436,42 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None, metavar="PATTERN",
                         help="mutant name patterns to run (fnmatch), within the scope")  # fmt: skip
     parser.add_argument("--out", default=os.path.join(ROOT, "docs", "results", "mutation.md"))
-    parser.add_argument("--mutants_dir", default=MUTANTS,
-                        help="where mutmut's results are read (--report_only; mutmut itself "
-                        "always works in ./mutants)")  # fmt: skip
+    parser.add_argument("--root", default=ROOT,
+                        help="the source tree whose mutants are scored (default: this checkout; "
+                        "another only with --report_only)")  # fmt: skip
+    parser.add_argument("--mutants_dir", default=None,
+                        help="mutmut's working directory, whose verdicts are copied into --results "
+                        "(default ROOT/mutants, where mutmut runs; --report_only may read another)")  # fmt: skip
+    parser.add_argument(
+        "--results",
+        default=RESULTS,
+        help="the verdicts so far, per function and its source's hash (committed)",
+    )
+    parser.add_argument(
+        "--save_every",
+        type=float,
+        default=120.0,
+        help="seconds between copies of mutmut's verdicts into --results",
+    )
     parser.add_argument("--equivalent",
                         default=os.path.join(ROOT, "docs", "results", "mutation_equivalent.json"))  # fmt: skip
     args = parser.parse_args()
     with cli.user_errors():
         if args.max_children < 1:
             raise errors.InputError(f"--max_children={args.max_children}: must be 1 or more.")
+        if args.save_every <= 0:
+            raise errors.InputError(f"--save_every={args.save_every}: must be positive.")
         load_equivalent(args.equivalent)  # a malformed triage file fails before hours of work
-        if args.report_only and not os.path.isdir(args.mutants_dir):
-            raise errors.RunDirError(
-                f"{args.mutants_dir}: no mutmut results yet (run without --report_only)."
+        store = load_store(args.results)
+        root = os.path.abspath(args.root)
+        if not os.path.isfile(os.path.join(root, "pyproject.toml")):
+            raise errors.InputError(f"--root={args.root}: no pyproject.toml there.")
+        if args.mutants_dir is None:
+            args.mutants_dir = os.path.join(root, "mutants")
+        if not args.report_only and root != ROOT:
+            raise errors.InputError(
+                f"--root: mutmut runs in this checkout ({ROOT}); only --report_only reads another "
+                "tree."
             )
         if not args.report_only and os.path.abspath(args.mutants_dir) != MUTANTS:
             raise errors.InputError(
@@ -360,56 +485,71 @@ def main() -> None:
                 raise errors.InputError(
                     "mutmut is not installed: pip install -e '.[mutation]'."
                 ) from None
+        elif not store["functions"] and not os.path.isdir(args.mutants_dir):
+            raise errors.RunDirError(
+                f"no results yet: {args.results} does not exist and {args.mutants_dir} is not a "
+                "mutmut directory (run without --report_only)."
+            )
+        mutants, code = generate(root)
+
+        def save() -> None:
+            source = os.path.join(args.mutants_dir, "source_commit.txt")
+            commit = git_commit(root)
+            if os.path.exists(source):
+                with open(source) as f:
+                    commit = f.read().strip()
+            if os.path.isdir(args.mutants_dir) and harvest(
+                store, mutants, args.mutants_dir, commit
+            ):
+                save_store(store, args.results)
+
+        save()  # a run on this machine that stopped before its last save
+        if not args.report_only:
+            signal.signal(signal.SIGTERM, _interrupt)
             log = os.path.join(MUTANTS, "mutation_log.txt")
             os.makedirs(MUTANTS, exist_ok=True)
             start = time.time()
-            results = read_results()
-            if not results:  # first run: mutmut generates the mutants and runs the scope
-                names = scope_patterns() if args.only is None else args.only
-            else:
-                wanted = ("survived", "no tests") if args.rerun_survivors else ("not checked",)
-                names = [n for n, s in sorted(results.items()) if s in wanted
-                         and (args.only is None or any(fnmatch.fnmatchcase(n, p) for p in args.only))]  # fmt: skip
+            results = verdicts(store, mutants)
+            wanted = ("survived", "no tests") if args.rerun_survivors else ("not checked",)
+            names = [n for n, s in sorted(results.items()) if s in wanted
+                     and (args.only is None or any(fnmatch.fnmatchcase(n, p) for p in args.only))]  # fmt: skip
             with open(os.path.join(MUTANTS, "source_commit.txt"), "w") as f:
                 f.write(git_commit() + "\n")  # what the mutants are made from (the report says)
             if names:
-                print(f"mutmut run: {len(names)} names or patterns; log: {log}", flush=True)
-                run_mutmut(names, args.max_children, log)
+                print(f"mutmut run: {len(names)} mutants; log: {log}", flush=True)
+                run_mutmut(run_names(names, mutants), args.max_children, log, save, args.save_every)
             print(f"mutmut took {time.time() - start:.0f} s", flush=True)
-        results = read_results(args.mutants_dir)
-        if not results:
-            raise errors.RunDirError(f"{args.mutants_dir}: no in-scope mutant found.")
-        body, summary = report(results, args.equivalent, args.mutants_dir)
-        source = os.path.join(args.mutants_dir, "source_commit.txt")
-        commit = "unknown"
-        if os.path.exists(source):
-            with open(source) as f:
-                commit = f.read().strip()
+        results = verdicts(store, mutants)
+        body, summary = report(results, args.equivalent, mutants, code)
+        commits = {}
+        for name, status in results.items():
+            if status != "not checked":
+                c = store["functions"][mutants[name].function].get("commit", "unknown")
+                commits[c] = commits.get(c, 0) + 1
+        runs = ", ".join(f"{c} ({n})" for c, n in sorted(commits.items(), key=lambda x: -x[1]))
         header = (
             "# Mutation score of the numerical core\n\n"
             f"Produced by `python scripts/mutation_score.py` (mutmut, configured in pyproject.toml "
-            f"`[tool.mutmut]`) on the code and tests of commit {commit}, "
-            f"{datetime.date.today().isoformat()}. Each mutant changes one operator, constant, "
-            "string or argument of one function and is run against the fast tests that call that "
-            "function (mutmut's per-test statistics over the core's test files), fastest first; "
-            "'killed' means one of them failed (or ran past mutmut's time limit). Equivalent "
-            "mutants (no test can tell them apart; the reasons are below) leave the denominator. "
-            "Lines that hold only message text are not mutated (pyproject.toml "
+            f"`[tool.mutmut]`) from `{os.path.relpath(args.results, ROOT)}`, "
+            f"{datetime.date.today().isoformat()}: the mutants of the code at {git_commit(root)}, "
+            f"their verdicts from runs at {runs or 'none yet'} (commit, verdicts; a verdict "
+            "counts while its function's source is unchanged). Each mutant changes one operator, "
+            "constant, string or argument of one function and is run against the fast tests that "
+            "call that function (mutmut's per-test statistics over the core's test files), "
+            "fastest first; 'killed' means one of them failed (or ran past mutmut's time limit). "
+            "Equivalent mutants (no test can tell them apart; the reasons are below) leave the "
+            "denominator. Lines that hold only message text are not mutated (pyproject.toml "
             "`do_not_mutate_patterns`: such a mutant rewords an error; the tests match what an "
-            "error must name, and the mutants of the `raise` line itself stay)"
+            "error must name, and the mutants of the `raise` line itself stay).\n\n"
         )
-        left_out = summary["message_text_mutants_left_out"]
-        header += (f"; {left_out} mutant(s) made on such lines before that rule are left out.\n\n"
-                   if left_out else ".\n\n")  # fmt: skip
         pending = sum(c["not_checked"] for c in summary["groups"].values())
         total = sum(c["mutants"] for c in summary["groups"].values())
         if pending:
             header += (f"**Partial:** {pending} of the {total} mutants in scope have not "
                        "run yet (`python scripts/mutation_score.py` resumes).\n\n")  # fmt: skip
-        head = git_commit()
-        if commit != "unknown" and head.split()[0] != commit.split()[0]:
-            header += (f"**Since then** the code and tests have changed (now {head}): a survivor "
-                       "below may be killed by a newer test; `python scripts/mutation_score.py "
+        if any(c.split()[0] != git_commit(root).split()[0] for c in commits):
+            header += ("**Tests may have changed since** a verdict's run: a survivor below may be "
+                       "killed by a newer test; `python scripts/mutation_score.py "
                        "--rerun_survivors` runs them again.\n\n")  # fmt: skip
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out + ".tmp", "w") as f:

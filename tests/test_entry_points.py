@@ -11,6 +11,7 @@ and tests/test_sweep.py.)
 import concurrent.futures
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -318,72 +319,110 @@ def test_learning_margins_errors_and_the_committed_margins(tmp_path):
 # --- scripts/mutation_score.py (not run by CI: hours) ----------------------------------------------
 
 
+def _mutation_score_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "mutation_score", os.path.join(ROOT, "scripts", "mutation_score.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_mutation_score_errors_and_a_report_of_results(tmp_path):
+    pytest.importorskip("mutmut")  # the test extra installs it
     bad = tmp_path / "equivalent.json"
     bad.write_text(json.dumps([{"function": "f", "from": "a", "to": "b"}]))
     assert_user_error(run("scripts/mutation_score.py", "--equivalent", str(bad)),
                       "entry 0 needs function, from, to and a reason")  # fmt: skip
     assert_user_error(run("scripts/mutation_score.py", "--max_children", "0"), "--max_children=0")
+    assert_user_error(run("scripts/mutation_score.py", "--save_every", "0"), "--save_every=0")
     absent = tmp_path / "no_mutants"
-    assert_user_error(run("scripts/mutation_score.py", "--report_only", "--mutants_dir",
-                          str(absent)), "no mutmut results yet")  # fmt: skip
     assert_user_error(run("scripts/mutation_score.py", "--mutants_dir", str(absent)),
                       "only --report_only reads another directory")  # fmt: skip
-    # A report of mutmut's files: exit codes per mutant (.meta) and the mutated modules, which hold
-    # each function's original (x_<fn>__mutmut_orig) beside its mutants (x_<fn>__mutmut_<n>).
-    orig = 'def f(x):\n    if x < 0:\n        raise ValueError(\n            "x must be "\n' \
-           '            "positive")\n    return x + 1\n'  # fmt: skip
-    mutated = {"1": ("x + 1", "x - 1"), "2": ("x + 1", "x + 2"), "3": ("x + 1", "x * 1"),
-               "4": ("x < 0", "x <= 0"), "5": ('"positive"', '"XXpositiveXX"')}  # fmt: skip
-    codes = {
-        "mlrpl_jax.losses.partial_bce.x_partial_bce__mutmut_1": 1,
-        "mlrpl_jax.losses.partial_bce.x_partial_bce__mutmut_2": 1,
-        "mlrpl_jax.losses.partial_bce.x_partial_bce__mutmut_3": 33,
-        "mlrpl_jax.losses.partial_bce.x_partial_bce__mutmut_4": None,
-        "mlrpl_jax.losses.partial_bce.x_partial_bce__mutmut_5": 1,  # message text: left out
-        "mlrpl_jax.metrics.x_average_precision__mutmut_1": 36,
-        "mlrpl_jax.metrics.x_average_precision__mutmut_4": 0,  # survived, triaged below
-        "mlrpl_jax.metrics.x_average_precision__mutmut_2": 0,  # survived, not triaged
-        "mlrpl_jax.methods.sst.x_loss_fn__mutmut_1": 1,
-        "mlrpl_jax.methods.sst.x_default_config__mutmut_1": 0,
-    }  # plumbing: out of scope
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"functions": {"m.x_f": {"hash": "0"}}}')
+    assert_user_error(run("scripts/mutation_score.py", "--report_only", "--results", str(broken)),
+                      "broken.json: not a mutation results file")  # fmt: skip
+    # A scratch source tree with the project's mutmut settings: one loss, one metric, one method's
+    # loss and its (out of scope) default config.
+    root = tmp_path / "tree"
+    (root / "mlrpl_jax" / "losses").mkdir(parents=True)
+    (root / "mlrpl_jax" / "methods").mkdir()
+    shutil.copy(os.path.join(ROOT, "pyproject.toml"), root)
+    (root / "mlrpl_jax" / "losses" / "partial_bce.py").write_text(
+        'def partial_bce(x):\n    if x < 0:\n        raise ValueError(\n'
+        '            "x must be positive"\n        )\n    return x + 1\n'
+    )  # fmt: skip
+    (root / "mlrpl_jax" / "metrics.py").write_text("def average_precision(x):\n    return x * 2\n")
+    (root / "mlrpl_jax" / "methods" / "sst.py").write_text(
+        "def loss_fn(x):\n    return x - 1\n\n\ndef default_config():\n    return 3\n"
+    )
+    empty = tmp_path / "empty.json"
+    assert_user_error(run("scripts/mutation_score.py", "--report_only", "--root", str(root),
+                          "--results", str(empty)), "no results yet")  # fmt: skip
+    module = _mutation_score_module()
+    mutants, code = module.generate(str(root))
+    diffs = module.diffs_of(sorted(mutants), mutants, code)
+    change = {n: module.changed_lines(d) for n, d in diffs.items()}
+    # mutmut's own mutants; the message line is not mutated, the default config is not in scope.
+    assert all("positive" not in before for before, _ in change.values()), change
+    assert not any("default_config" in n for n in mutants), sorted(mutants)
+    bce = sorted((n for n in mutants if ".partial_bce." in n), key=lambda n: int(n.split("_")[-1]))
+    ap = {change[n][1]: n for n in mutants if ".metrics." in n}
+    sst = [n for n in mutants if ".sst." in n]
+    assert len(bce) >= 4 and {"return x / 2", "return x * 3"} <= set(ap) and sst, change
+    # mutmut's working directory: exit codes and the hashes of the functions they were run on.
+    codes = {bce[0]: 1, bce[1]: 1, bce[2]: 33,  # killed, killed, no test calls it
+             ap["return x / 2"]: 0, ap["return x * 3"]: 0,  # survivors: one triaged below
+             sst[0]: 1}  # fmt: skip
+    for path in ("losses/partial_bce", "metrics", "methods/sst"):
+        dotted = "mlrpl_jax." + path.replace("/", ".") + "."
+        mine = {n: c for n, c in codes.items() if n.startswith(dotted)}
+        hashes = {mutants[n].function.rpartition(".")[2]: mutants[n].hash for n in mine}
+        if path == "methods/sst":  # run on an older source of loss_fn: its verdict does not count
+            hashes = dict.fromkeys(hashes, "0ld")
+        meta = tmp_path / "mutants" / "mlrpl_jax" / f"{path}.py.meta"
+        meta.parent.mkdir(parents=True, exist_ok=True)
+        meta.write_text(json.dumps({"exit_code_by_key": mine, "hash_by_function_name": hashes}))
+    (tmp_path / "mutants" / "source_commit.txt").write_text("abc1234\n")
     equivalent = tmp_path / "equivalent.json"
     equivalent.write_text(json.dumps([{"function": "mlrpl_jax.metrics.average_precision",
-                                       "from": "if x < 0:", "to": "if x <= 0:",
+                                       "from": "return x * 2", "to": "return x * 3",
                                        "reason": "x is never 0 here"}]))  # fmt: skip
-    for module in ("losses/partial_bce", "metrics", "methods/sst"):
-        dotted = "mlrpl_jax." + module.replace("/", ".")
-        mine = {k: v for k, v in codes.items() if k.startswith(dotted + ".")}
-        meta = tmp_path / "mutants" / "mlrpl_jax" / f"{module}.py.meta"
-        meta.parent.mkdir(parents=True, exist_ok=True)
-        meta.write_text(json.dumps({"exit_code_by_key": mine}))
-        source = []
-        for name in mine:
-            fn, n = name.rpartition(".")[2].split("__mutmut_")
-            if f"def {fn}__mutmut_orig(" not in "".join(source):
-                source.append(orig.replace("def f(", f"def {fn}__mutmut_orig("))
-            before, after = mutated[n]
-            source.append(orig.replace("def f(", f"def {name.rpartition('.')[2]}(")
-                          .replace(before, after))  # fmt: skip
-        (tmp_path / "mutants" / "mlrpl_jax" / f"{module}.py").write_text("\n".join(source))
-    out = tmp_path / "mutation.md"
-    proc = run("scripts/mutation_score.py", "--report_only", "--mutants_dir",
-               str(tmp_path / "mutants"), "--out", str(out), "--equivalent", str(equivalent))  # fmt: skip
+    out, results = tmp_path / "mutation.md", tmp_path / "results.json"
+    args = ("scripts/mutation_score.py", "--report_only", "--root", str(root), "--out", str(out),
+            "--equivalent", str(equivalent), "--results", str(results))  # fmt: skip
+    proc = run(*args, "--mutants_dir", str(tmp_path / "mutants"))
+    assert proc.returncode == 0, proc.stderr
+    first = out.read_text()
+    # The verdicts that count are now in --results: from the working directory's run at abc1234.
+    store = json.loads(results.read_text())["functions"]
+    assert set(store) == {"mlrpl_jax.losses.partial_bce.x_partial_bce",
+                          "mlrpl_jax.metrics.x_average_precision"}, store  # fmt: skip
+    assert store["mlrpl_jax.metrics.x_average_precision"]["commit"] == "abc1234"
+    assert store["mlrpl_jax.losses.partial_bce.x_partial_bce"]["exit_codes"] == {
+        mutants[n].number: c for n, c in codes.items() if ".partial_bce." in n}
+    # A clean clone has no mutmut directory: the committed results alone give the same report.
+    out.unlink()
+    proc = run(*args, "--mutants_dir", str(absent))
     assert proc.returncode == 0, proc.stderr
     text = out.read_text()
-    # partial_bce: 2 killed of 4, one without tests, one not run: 2 / 3 scored = 66.7 %.
-    assert "| losses (target 90 %) | 4 | 2 | 0 | 0 | 1 | 1 | 66.7 % |" in text, text
-    # metrics: a timeout (killed), an equivalent survivor and an untriaged one: 1 / 2 = 50 %.
-    assert "| metrics (target 90 %) | 3 | 1 | 1 | 1 | 0 | 0 | 50.0 % |" in text, text
-    assert "| methods | 1 | 1 | 0 | 0 | 0 | 0 | 100.0 % |" in text, text
-    assert "1 mutant(s) made on such lines before that rule are left out" in text, text
-    assert ("`mlrpl_jax.metrics.x_average_precision__mutmut_2`\n\n```diff\n- return x + 1\n"
-            "+ return x + 2\n```") in text, text  # fmt: skip
-    assert "| `if x < 0:` → `if x <= 0:` | x is never 0 here |" in text, text
+    assert text == first
+    n_bce, n_ap, n_sst = len(bce), len(ap), len(sst)
+    # partial_bce: 2 killed, one without tests, the rest not run: 2 / (n - (n - 3)) = 66.7 %.
+    assert f"| losses (target 90 %) | {n_bce} | 2 | 0 | 0 | 1 | {n_bce - 3} | 66.7 % |" in text
+    # metrics: an equivalent survivor and an untriaged one, the rest not run: 0 / 1.
+    assert f"| metrics (target 90 %) | {n_ap} | 0 | 1 | 1 | 0 | {n_ap - 2} | 0.0 % |" in text
+    assert f"| methods | {n_sst} | 0 | 0 | 0 | 0 | {n_sst} | - |" in text, text  # stale: not run
+    assert "verdicts from runs at abc1234 (5)" in text, text
+    assert ("`mlrpl_jax.metrics.x_average_precision__mutmut_" in text
+            and "```diff\n- return x * 2\n+ return x / 2\n```" in text), text  # fmt: skip
+    assert "| `return x * 2` → `return x * 3` | x is never 0 here |" in text, text
     summary = json.loads((tmp_path / "mutation.json").read_text())
     assert summary["groups"]["losses"]["kill_rate"] == 66.7
-    assert summary["untriaged_survivors"] == ["mlrpl_jax.metrics.x_average_precision__mutmut_2"]
-    assert summary["message_text_mutants_left_out"] == 1
+    assert summary["untriaged_survivors"] == [ap["return x / 2"]]
 
 
 # --- --help ----------------------------------------------------------------------------------------

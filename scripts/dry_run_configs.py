@@ -33,9 +33,10 @@ and pretraining ones), each variant its docstring documents run as `configs/FILE
    rounds, TRM-ML's stage 2, Cole et al.'s linear init) start at epoch 1 instead of the
    paper's epoch (`PHASE_KEYS`), so that the resume runs them; `--paper_phases` keeps the
    paper's epochs;
-4. writes `--workdir`/results/<config>.json and regenerates `--doc` from every result so far.
+4. writes `--results`/<config>.json (docs/results/paper_configs/, committed) and regenerates
+   `--doc` from every result so far.
 
-A config already in `--workdir`/results is skipped unless `--force` (or `--retry_failed` for one
+A config already in `--results` is skipped unless `--force` (or `--retry_failed` for one
 with a failed stage), so an interrupted run continues where it stopped. The train and resume
 commands share a persistent XLA compilation cache (`--workdir`/jax_cache). Each config's logs are
 in `--workdir`/logs; a passed config's checkpoints are deleted afterwards (1-3 GB each; its
@@ -66,6 +67,7 @@ sys.path.insert(1, os.path.join(ROOT, "scripts"))
 from mlrpl_jax import cli, errors
 
 DOC = os.path.join("docs", "results", "paper_configs.md")
+RESULTS = os.path.join("docs", "results", "paper_configs")
 EPOCHS = 2
 PREEMPTED = 75  # mlrpl_jax.preemption.EXIT_PREEMPTED
 
@@ -654,7 +656,7 @@ def dataset_needs(names: list[str], args) -> dict[str, tuple[int, int]]:
 
 
 def dry_run(name: str, args, workdir: str, needs: dict | None = None) -> dict:
-    """Every stage of one config (module docstring); the result written to results/. `needs`:
+    """Every stage of one config (module docstring); the result written to `args.results`. `needs`:
     the images to build each dataset with (`dataset_needs`; default: this config's)."""
     started = time.perf_counter()
     result = {"name": name, "stages": {}, "args": {k: getattr(args, k) for k in
@@ -664,15 +666,17 @@ def dry_run(name: str, args, workdir: str, needs: dict | None = None) -> dict:
         meta = describe(name, args)
     except (errors.UserError, ValueError, KeyError, AttributeError, TypeError, ImportError) as e:
         stages["config"] = {"ok": False, "message": f"{type(e).__name__}: {e}"[:500]}
-        return finish(result, started, workdir)
+        return finish(result, started, args.results)
     result.update(meta)
     n_train, n_eval = (needs or {}).get(meta["dataset"]) or images_needed(meta, args.steps)
     try:
         manifest = build_dataset(meta["dataset"], n_train, n_eval, workdir)
         stages["data"] = {"ok": True, "format": manifest["format"]}
+        result["data"] = {k: manifest[k] for k in ("dataset", "format", "classes", "image_size",
+                                                   "n_train", "n_eval", "prepare_s")}  # fmt: skip
     except (RuntimeError, OSError, ValueError) as e:
         stages["data"] = {"ok": False, "message": str(e)[:500]}
-        return finish(result, started, workdir)
+        return finish(result, started, args.results)
     if args.plan:
         stages["plan"] = run_plan(meta, args, workdir)
         result["plan"] = stages["plan"].pop("figures", None)
@@ -740,7 +744,7 @@ def dry_run(name: str, args, workdir: str, needs: dict | None = None) -> dict:
         "samples": [round(s, 3) for s in samples],
         "first_step_s": round(times[1], 1) if 1 in times else None,
     }
-    return finish(result, started, workdir)
+    return finish(result, started, args.results)
 
 
 def _median(values):
@@ -761,15 +765,17 @@ def _skipped() -> dict:
     return {"ok": None, "message": "not reached"}
 
 
-def finish(result: dict, started: float, workdir: str) -> dict:
+def finish(result: dict, started: float, results_dir: str) -> dict:
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["commit"] = commit()
     result["finished"] = time.strftime("%Y-%m-%d %H:%M")
     result["passed"] = all(s.get("ok") for s in result["stages"].values())
-    path = os.path.join(workdir, "results", f"{slug(result['name'])}.json")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
+    result["machine"] = machine()
+    path = os.path.join(results_dir, f"{slug(result['name'])}.json")
+    os.makedirs(results_dir, exist_ok=True)
+    with open(path + ".tmp", "w") as f:
         json.dump(result, f, indent=1)
+    os.replace(path + ".tmp", path)  # a result file is whole or absent
     return result
 
 
@@ -859,8 +865,8 @@ METHOD_NOTE = (
     "exits 75), then the same command again, which resumes there and ends epoch 2 (evaluation, "
     "checkpoint, results.json). Epoch-gated phases start at epoch 1 (e.g. "
     "`generate_label_epoch=1`, `linear_init_epochs=1`; listed below), so the resumed epoch runs "
-    "them. Every command is in the config's result, `WORKDIR/results/<config>.json`. Plan's "
-    "memory is the compiled train step at the dataset's published size (per-example tables of "
+    "them. Every command is in the config's result, `docs/results/paper_configs/<config>.json`. "
+    "Plan's memory is the compiled train step at the dataset's published size (per-example tables of "
     "the real N; the runs here hold the fake data's N) and leaves out a method's refresh pass "
     "(the K-means prototypes of HST, SARB, DSRB), which the peak RSS here includes."
 )
@@ -887,19 +893,24 @@ def _where(path: str) -> str:
     return path if relative.startswith("..") else relative
 
 
-def write_doc(path: str, workdir: str, argv: list[str]) -> None:
-    """docs/results/paper_configs.md from every result in `workdir`/results."""
+def write_doc(path: str, results_dir: str, argv: list[str]) -> None:
+    """docs/results/paper_configs.md from every result in `results_dir`."""
     known = paper_configs()
-    results = [_read_json(f) for f in glob.glob(os.path.join(workdir, "results", "*.json"))]
+    results = [_read_json(f) for f in glob.glob(os.path.join(results_dir, "*.json"))]
     order = {n: i for i, n in enumerate(known)}
     results.sort(key=lambda r: (order.get(r["name"], len(order)), r["name"]))
-    datasets = [_read_json(f) for f in sorted(glob.glob(os.path.join(workdir, "data", "*",
-                                                                     "fake.json")))]  # fmt: skip
+    datasets = {}  # the largest build of each dataset the results ran on
+    for r in results:
+        d = r.get("data")
+        if d and d["n_train"] >= datasets.get(d["dataset"], {}).get("n_train", -1):
+            datasets[d["dataset"]] = d
+    datasets = [datasets[k] for k in sorted(datasets)]
+    machines = sorted({r.get("machine", "unknown") for r in results})
     runs = sorted({(r["args"]["steps"], r.get("batch"), r["args"]["size_factor"]) for r in results
                    if r.get("batch")})  # fmt: skip
     passed = sum(r["passed"] for r in results)
     commits = ", ".join(sorted({r.get("commit", "?") for r in results}))
-    note_file = os.path.join(workdir, "note.txt")
+    note_file = os.path.join(results_dir, "note.txt")
     note = open_text(note_file) if os.path.exists(note_file) else ""
     shown_argv = _without_note(argv)
     lines = [
@@ -915,9 +926,10 @@ def write_doc(path: str, workdir: str, argv: list[str]) -> None:
             f"passed every stage. Commit: {commits}."
         ),
         (
-            f"- **Machine**: {machine()}. Seconds per step are this CPU's at the batch run here "
-            "(median over the steps after each run's first, the input pipeline in the main "
-            "process); peak RSS is the largest resident memory of the train and resume processes."
+            f"- **Machine**: {'; '.join(machines) or machine()}. Seconds per step are this CPU's "
+            "at the batch run here (median over the steps after each run's first, the input "
+            "pipeline in the main process); peak RSS is the largest resident memory of the train "
+            "and resume processes."
         ),
         *([f"- **Note**: {note}"] if note else []),
         WEIGHTS_NOTE,
@@ -1016,7 +1028,10 @@ def parse(argv):
         description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n", 1)[1],
     )  # fmt: skip
-    parser.add_argument("--workdir", default="runs/dry_run", help="data, runs, logs, results")
+    parser.add_argument("--workdir", default="runs/dry_run", help="data, runs, logs")
+    parser.add_argument("--results", default=RESULTS,
+                        help=f"one JSON per config, kept as they come (default {RESULTS}, "
+                        "committed: a stopped run resumes from a clean clone)")  # fmt: skip
     parser.add_argument("--doc", default=DOC, help=f"the table to regenerate (default {DOC})")
     parser.add_argument("--only", nargs="+", help="config names or patterns (default: all)")
     parser.add_argument(
@@ -1056,7 +1071,7 @@ def parse(argv):
     parser.add_argument("--force", action="store_true", help="rerun configs with results")
     parser.add_argument("--retry_failed", action="store_true", help="rerun failed configs")
     parser.add_argument("--list", action="store_true", help="list the paper configs and exit")
-    parser.add_argument("--note", help="a remark for the table's header (kept in WORKDIR/note.txt)")
+    parser.add_argument("--note", help="a remark for the table's header (kept in RESULTS/note.txt)")
     return parser.parse_args(argv)
 
 
@@ -1095,12 +1110,14 @@ def main(argv=None) -> None:
     if args.compilation_cache is None:
         args.compilation_cache = os.path.join(workdir, "jax_cache")
     os.makedirs(workdir, exist_ok=True)
+    args.results = os.path.abspath(args.results)
+    os.makedirs(args.results, exist_ok=True)
     if args.note is not None:
-        with open(os.path.join(workdir, "note.txt"), "w") as f:
+        with open(os.path.join(args.results, "note.txt"), "w") as f:
             f.write(args.note)
     todo = []
     for name in names:
-        path = os.path.join(workdir, "results", f"{slug(name)}.json")
+        path = os.path.join(args.results, f"{slug(name)}.json")
         if os.path.exists(path) and not args.force:
             passed = _read_json(path)["passed"]
             if passed or not args.retry_failed:
@@ -1117,8 +1134,8 @@ def main(argv=None) -> None:
         speed = f", {step:.1f} s/step at batch {r.get('batch')}" if step else ""
         print(f"[{i}/{len(todo)}] {name}: {outcome} in {r['seconds'] / 60:.1f} min{speed}",
               flush=True)  # fmt: skip
-        write_doc(args.doc, workdir, argv)
-    write_doc(args.doc, workdir, argv)
+        write_doc(args.doc, args.results, argv)
+    write_doc(args.doc, args.results, argv)
     print(f"wrote {args.doc}")
 
 

@@ -40,14 +40,15 @@ def test_representative_configs_pass_every_stage(tmp_path):
     env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
     env.pop("XLA_FLAGS", None)  # one CPU device, as on the command line (conftest simulates 8)
     proc = _run(
-        "--workdir", str(tmp_path / "dry"), "--doc", str(doc), "--batch", "2", "--steps", "3",
+        "--workdir", str(tmp_path / "dry"), "--doc", str(doc), "--results", str(tmp_path / "res"),
+        "--batch", "2", "--steps", "3",
         "--size_factor", "0.215", "--only", *CONFIGS, env=env, timeout=900,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = doc.read_text()
     for name in CONFIGS:
         slug = os.path.basename(name).replace(".py", "").replace(":", ".")
-        with open(tmp_path / "dry" / "results" / f"{slug}.json") as f:
+        with open(tmp_path / "res" / f"{slug}.json") as f:
             result = json.load(f)
         stages = {k: s["ok"] for k, s in result["stages"].items()}
         assert stages == dict.fromkeys(

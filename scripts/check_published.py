@@ -17,7 +17,10 @@ makes it, in a subprocess as a user types it, and compares with the committed fi
   `docs/results/synthetic_transfer_floors.json`;
 * the learning margins: `python scripts/learning_margins.py --from-json --out
   docs/results/learning_margins.json` must give the committed margins from the runs recorded
-  beside them.
+  beside them;
+* the paper configs' dry run: `python scripts/dry_run_configs.py --doc_only --results
+  docs/results/paper_configs --doc TMP` must write the committed `paper_configs.md` byte for byte
+  from the per-config results committed beside it.
 
 Prints one line per check (`ok` or what differs) and exits with status 1 when any differs.
 """
@@ -45,6 +48,7 @@ FROM_CSV = ("synthetic_transfer", "synthetic_transfer_baselines", "clip_syntheti
 FLOORS = (os.path.join(RESULTS, "synthetic_transfer_floors.json"),
           os.path.join(RESULTS, "synthetic_transfer", "table.csv"))  # fmt: skip
 MARGINS = os.path.join(RESULTS, "learning_margins.json")
+PAPER_CONFIGS = (os.path.join(RESULTS, "paper_configs.md"), os.path.join(RESULTS, "paper_configs"))
 
 
 def _run(*args: str) -> str:
@@ -118,6 +122,20 @@ def check_margins() -> list[str]:
     return []
 
 
+def check_paper_configs() -> list[str]:
+    doc, results = PAPER_CONFIGS
+    with tempfile.TemporaryDirectory() as out:
+        got_path = os.path.join(out, "paper_configs.md")
+        _run("scripts/dry_run_configs.py", "--doc_only", "--results",
+             os.path.join(ROOT, results), "--doc", got_path)  # fmt: skip
+        with open(got_path) as f:
+            got = f.read()
+    expected = _read(doc)
+    if got != expected:
+        return [f"{doc}:\n{_diff(expected, got, 'paper_configs.md')}"]
+    return []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default=REPO,
@@ -130,6 +148,7 @@ def main() -> None:
                for n in FROM_CSV]  # fmt: skip
     checks.append((f"{FLOORS[0]} (from {FLOORS[1]})", check_floors))
     checks.append((f"{MARGINS} (from its recorded runs)", check_margins))
+    checks.append((f"{PAPER_CONFIGS[0]} (from {PAPER_CONFIGS[1]})", check_paper_configs))
     failed = 0
     for name, check in checks:
         problems = check()

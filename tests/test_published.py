@@ -22,7 +22,7 @@ def test_every_committed_table_is_what_its_command_makes():
     proc = check()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
-    assert len(lines) == 7 and all(line.startswith("ok  ") for line in lines), proc.stdout
+    assert len(lines) == 8 and all(line.startswith("ok  ") for line in lines), proc.stdout
 
 
 def test_a_typed_cell_or_floor_is_found(tmp_path):
@@ -45,10 +45,17 @@ def test_a_typed_cell_or_floor_is_found(tmp_path):
     data = json.loads(margins.read_text())
     data["margins"]["sst"] -= 2.0
     margins.write_text(json.dumps(data))
+    configs = results / "paper_configs.md"  # a typed time per step
+    text = configs.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| `sst_coco.py` |"))
+    cells = row.split(" | ")
+    cells[10] = f"{float(cells[10]) + 1:.1f}"
+    configs.write_text(text.replace(row, " | ".join(cells)))
     proc = check("--root", str(tmp_path))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     differs = [line for line in proc.stdout.splitlines() if line.startswith("DIFFERS")]
-    assert len(differs) == 4, proc.stdout
+    assert len(differs) == 5, proc.stdout
+    assert "paper_configs.md" in proc.stdout
     assert "learning_margins.json: committed" in proc.stdout
     assert "78.8 +- 1.2" in proc.stdout and "hst committed" in proc.stdout
     assert "readings/imbalance/table.csv" in proc.stdout

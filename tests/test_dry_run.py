@@ -71,6 +71,8 @@ def test_command_line_errors_are_messages():
     proc = _run("--only", "configs/tiny.py")  # not a paper config
     assert proc.returncode == 2 and "no paper config" in proc.stderr
     assert len(_run("--only", "baselines_vg", "--list").stdout.split()) == 15  # every variant
+    proc = _run("--doc_only", "--results", "no/such/results")
+    assert proc.returncode == 2 and "no config has a result there" in proc.stderr, proc.stderr
     proc = _run("--steps", "2")
     assert proc.returncode == 2 and "--steps 2" in proc.stderr
     listed = _run("--list").stdout.split()

@@ -38,6 +38,7 @@ import datetime
 import difflib
 import fnmatch
 import glob
+import hashlib
 import json
 import os
 import re
@@ -328,6 +329,37 @@ def run_mutmut(names: list[str], max_children: int, log: str, save, every: float
         raise RuntimeError(f"mutmut run exited with {proc.returncode}; its output: {log}")
 
 
+def tests_fingerprint(root: str = ROOT) -> str:
+    """A hash of the test files and pyproject.toml (which tests mutmut runs)."""
+    digest = hashlib.sha256()
+    for path in sorted(glob.glob(os.path.join(root, "tests", "*.py"))) + [
+        os.path.join(root, "pyproject.toml")
+    ]:
+        with open(path, "rb") as f:
+            digest.update(os.path.basename(path).encode() + b"\0" + f.read())
+    return digest.hexdigest()[:16]
+
+
+def forget_stale_test_map(mutants_dir: str, root: str = ROOT) -> bool:
+    """Delete mutmut's map of which tests call which function (`mutmut-stats.json`) when the tests
+    changed since it was made: mutmut maps again only tests with new names, so a changed test
+    would keep its old entry and never run against the functions it now calls. Returns whether
+    it deleted it."""
+    stats = os.path.join(mutants_dir, "mutmut-stats.json")
+    mark = os.path.join(mutants_dir, "tests_fingerprint.txt")
+    now = tests_fingerprint(root)
+    old = None
+    if os.path.exists(mark):
+        with open(mark) as f:
+            old = f.read().strip()
+    stale = os.path.exists(stats) and old != now
+    if stale:
+        os.remove(stats)
+    with open(mark, "w") as f:
+        f.write(now + "\n")
+    return stale
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -508,6 +540,7 @@ def main() -> None:
             signal.signal(signal.SIGTERM, _interrupt)
             log = os.path.join(MUTANTS, "mutation_log.txt")
             os.makedirs(MUTANTS, exist_ok=True)
+            forget_stale_test_map(MUTANTS)
             start = time.time()
             results = verdicts(store, mutants)
             wanted = ("survived", "no tests") if args.rerun_survivors else ("not checked",)

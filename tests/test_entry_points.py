@@ -403,7 +403,8 @@ def test_mutation_score_errors_and_a_report_of_results(tmp_path):
                           "mlrpl_jax.metrics.x_average_precision"}, store  # fmt: skip
     assert store["mlrpl_jax.metrics.x_average_precision"]["commit"] == "abc1234"
     assert store["mlrpl_jax.losses.partial_bce.x_partial_bce"]["exit_codes"] == {
-        mutants[n].number: c for n, c in codes.items() if ".partial_bce." in n}
+        mutants[n].number: c for n, c in codes.items() if ".partial_bce." in n
+    }
     # A clean clone has no mutmut directory: the committed results alone give the same report.
     out.unlink()
     proc = run(*args, "--mutants_dir", str(absent))
@@ -423,6 +424,26 @@ def test_mutation_score_errors_and_a_report_of_results(tmp_path):
     summary = json.loads((tmp_path / "mutation.json").read_text())
     assert summary["groups"]["losses"]["kill_rate"] == 66.7
     assert summary["untriaged_survivors"] == [ap["return x / 2"]]
+
+
+def test_mutation_score_forgets_mutmuts_test_map_when_a_test_changes(tmp_path):
+    """mutmut maps again only tests with new names: after any test file changes, the script
+    deletes the map so that mutmut makes it afresh."""
+    module = _mutation_score_module()
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_a.py").write_text("def test_a():\n    pass\n")
+    (tmp_path / "pyproject.toml").write_text("[tool.mutmut]\n")
+    mutants = tmp_path / "mutants"
+    mutants.mkdir()
+    stats = mutants / "mutmut-stats.json"
+    stats.write_text("{}")
+    assert module.forget_stale_test_map(str(mutants), str(tmp_path))  # made before any mark
+    assert not stats.exists()
+    stats.write_text("{}")
+    assert not module.forget_stale_test_map(str(mutants), str(tmp_path)) and stats.exists()
+    (tmp_path / "tests" / "test_a.py").write_text("def test_a():\n    assert 1\n")
+    assert module.forget_stale_test_map(str(mutants), str(tmp_path)) and not stats.exists()
+    assert not module.forget_stale_test_map(str(mutants), str(tmp_path))  # no map: nothing to do
 
 
 # --- --help ----------------------------------------------------------------------------------------

@@ -21,7 +21,10 @@ does not have): every verdict goes to `--results` (docs/results/mutation_results
 verdict counts while the function's source keeps that hash (mutmut's own rule for keeping a
 result), so a run resumes on any machine from a clean clone: the mutants whose function has a
 verdict-less or changed source are the ones run. `--rerun_survivors` runs the survivors again
-(after tests were added; a killed mutant stays killed).
+(after tests were added; a killed mutant stays killed). Run it on an otherwise idle machine:
+mutmut's time limit per mutant is wall-clock time (30 times its tests' duration), so a mutant
+starved of CPU times out, which counts as killed; the report counts timeouts apart and
+`--rerun_timeouts` runs them again.
 
 The report (`--out`, default docs/results/mutation.md) is built from `--results` and the current
 source alone (mutmut's generator names the mutants and gives their diffs; `--report_only` needs no
@@ -371,6 +374,7 @@ def counts(statuses: list[str], equivalent: int) -> dict:
     return {
         "mutants": total,
         "killed": killed,
+        "timeout": statuses.count("timeout"),
         "equivalent": equivalent,
         "survived": statuses.count("survived") - equivalent,
         "no_tests": statuses.count("no tests"),
@@ -406,11 +410,11 @@ def report(
     def row(label, names):
         c = counts([results[n] for n in names], sum(n in triaged for n in names))
         rate = "-" if c["kill_rate"] is None else f"{c['kill_rate']:.1f} %"
-        return c, (f"| {label} | {c['mutants']} | {c['killed']} | {c['equivalent']} | {c['survived']} "
+        return c, (f"| {label} | {c['mutants']} | {c['killed']} | {c['timeout']} | {c['equivalent']} | {c['survived']} "
                    f"| {c['no_tests']} | {c['not_checked'] + c['other']} | {rate} |")  # fmt: skip
 
-    head = ("| | mutants | killed | equivalent | survived | no test calls it | not run / other "
-            "| kill rate |\n|---|---|---|---|---|---|---|---|")  # fmt: skip
+    head = ("| | mutants | killed | of which timed out | equivalent | survived | no test calls it "
+            "| not run / other | kill rate |\n|---|---|---|---|---|---|---|---|---|")  # fmt: skip
     summary = {"groups": {}, "modules": {}}
     lines = ["## Per group", "", head]
     for group, _ in GROUPS:
@@ -464,6 +468,9 @@ def main() -> None:
                         help="mutants run at once (default: one per core)")  # fmt: skip
     parser.add_argument("--rerun_survivors", action="store_true",
                         help="run the survivors and the mutants no test called again (after adding tests)")  # fmt: skip
+    parser.add_argument("--rerun_timeouts", action="store_true",
+                        help="run the mutants that timed out again (mutmut's limit is wall-clock "
+                        "time: on a busy machine a starved mutant times out and counts as killed)")  # fmt: skip
     parser.add_argument("--report_only", action="store_true", help="write the report; run nothing")
     parser.add_argument("--only", nargs="*", default=None, metavar="PATTERN",
                         help="mutant name patterns to run (fnmatch), within the scope")  # fmt: skip
@@ -543,7 +550,11 @@ def main() -> None:
             forget_stale_test_map(MUTANTS)
             start = time.time()
             results = verdicts(store, mutants)
-            wanted = ("survived", "no tests") if args.rerun_survivors else ("not checked",)
+            wanted = ("not checked",)
+            if args.rerun_survivors or args.rerun_timeouts:
+                wanted = (("survived", "no tests") if args.rerun_survivors else ()) + (
+                    ("timeout",) if args.rerun_timeouts else ()
+                )
             names = [n for n, s in sorted(results.items()) if s in wanted
                      and (args.only is None or any(fnmatch.fnmatchcase(n, p) for p in args.only))]  # fmt: skip
             with open(os.path.join(MUTANTS, "source_commit.txt"), "w") as f:

@@ -16,11 +16,11 @@ plumbing (`PLUMBING`: default configs, validation, model construction, parameter
 sharding, weight loading).
 
 Results are kept in the repository, not only in mutmut's working directory (which a new machine
-does not have): every verdict goes to `--results` (docs/results/mutation_results.json, committed) as it arrives (every
-`--save_every` seconds and at the end), per function with the hash mutmut gives its source. A
-verdict counts while the function's source keeps that hash (mutmut's own rule for keeping a
-result), so a run resumes on any machine from a clean clone: the mutants whose function has a
-verdict-less or changed source are the ones run. `--rerun_survivors` runs the survivors again
+does not have): every verdict goes to `--results` (docs/results/mutation_results.json, committed)
+as it arrives (every `--save_every` seconds and at the end), per function with the hash mutmut
+gives its source. A verdict counts while the function's source keeps that hash (mutmut's own rule
+for keeping a result), so a run resumes on any machine from a clean clone: the mutants without a
+verdict, or whose function's source changed, are the ones run. `--rerun_survivors` runs the survivors again
 (after tests were added; a killed mutant stays killed). Run it on an otherwise idle machine:
 mutmut's time limit per mutant is wall-clock time (30 times its tests' duration), so a mutant
 starved of CPU times out, which counts as killed; the report counts timeouts apart and

@@ -333,13 +333,22 @@ def run_mutmut(names: list[str], max_children: int, log: str, save, every: float
 
 
 def tests_fingerprint(root: str = ROOT) -> str:
-    """A hash of the test files and pyproject.toml (which tests mutmut runs)."""
-    digest = hashlib.sha256()
-    for path in sorted(glob.glob(os.path.join(root, "tests", "*.py"))) + [
-        os.path.join(root, "pyproject.toml")
-    ]:
+    """A hash of what decides which tests mutmut runs and what they do: pyproject.toml's
+    `[tool.mutmut]`, the test files it selects and the test directory's other modules (conftest,
+    helpers)."""
+    import tomllib
+
+    with open(os.path.join(root, "pyproject.toml"), "rb") as f:
+        settings = tomllib.load(f).get("tool", {}).get("mutmut", {})
+    selected = {a for a in settings.get("pytest_add_cli_args_test_selection", [])
+                if a.startswith("tests/") and "::" not in a}  # fmt: skip
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for path in sorted(glob.glob(os.path.join(root, "tests", "*.py"))):
+        name = os.path.basename(path)
+        if name.startswith("test_") and f"tests/{name}" not in selected:
+            continue
         with open(path, "rb") as f:
-            digest.update(os.path.basename(path).encode() + b"\0" + f.read())
+            digest.update(name.encode() + b"\0" + f.read())
     return digest.hexdigest()[:16]
 
 

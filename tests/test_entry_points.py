@@ -427,12 +427,16 @@ def test_mutation_score_errors_and_a_report_of_results(tmp_path):
 
 
 def test_mutation_score_forgets_mutmuts_test_map_when_a_test_changes(tmp_path):
-    """mutmut maps again only tests with new names: after any test file changes, the script
-    deletes the map so that mutmut makes it afresh."""
+    """mutmut maps again only tests with new names: after a test file it runs, a test helper or
+    its settings change, the script deletes the map so that mutmut makes it afresh."""
     module = _mutation_score_module()
     (tmp_path / "tests").mkdir()
     (tmp_path / "tests" / "test_a.py").write_text("def test_a():\n    pass\n")
-    (tmp_path / "pyproject.toml").write_text("[tool.mutmut]\n")
+    (tmp_path / "tests" / "test_b.py").write_text("def test_b():\n    pass\n")
+    (tmp_path / "tests" / "helpers.py").write_text("X = 1\n")
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.mutmut]\npytest_add_cli_args_test_selection = ["tests/test_a.py"]\n'
+    )
     mutants = tmp_path / "mutants"
     mutants.mkdir()
     stats = mutants / "mutmut-stats.json"
@@ -441,9 +445,16 @@ def test_mutation_score_forgets_mutmuts_test_map_when_a_test_changes(tmp_path):
     assert not stats.exists()
     stats.write_text("{}")
     assert not module.forget_stale_test_map(str(mutants), str(tmp_path)) and stats.exists()
+    (tmp_path / "tests" / "test_b.py").write_text("def test_b():\n    assert 1\n")
+    assert not module.forget_stale_test_map(str(mutants), str(tmp_path))  # not a selected test
     (tmp_path / "tests" / "test_a.py").write_text("def test_a():\n    assert 1\n")
     assert module.forget_stale_test_map(str(mutants), str(tmp_path)) and not stats.exists()
     assert not module.forget_stale_test_map(str(mutants), str(tmp_path))  # no map: nothing to do
+    for path, text in (("tests/helpers.py", "X = 2\n"),
+                       ("pyproject.toml", "[tool.mutmut]\ntimeout_multiplier = 20\n")):  # fmt: skip
+        stats.write_text("{}")
+        (tmp_path / path).write_text(text)
+        assert module.forget_stale_test_map(str(mutants), str(tmp_path)), path
 
 
 # --- --help ----------------------------------------------------------------------------------------

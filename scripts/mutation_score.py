@@ -570,7 +570,14 @@ def main() -> None:
                 f.write(git_commit() + "\n")  # what the mutants are made from (the report says)
             if names:
                 print(f"mutmut run: {len(names)} mutants; log: {log}", flush=True)
-                run_mutmut(run_names(names, mutants), args.max_children, log, save, args.save_every)
+                try:
+                    run_mutmut(run_names(names, mutants), args.max_children, log, save,
+                               args.save_every)  # fmt: skip
+                except KeyboardInterrupt:
+                    done = sum(s != "not checked" for s in verdicts(store, mutants).values())
+                    print(f"stopped; {done} of {len(mutants)} mutants have a verdict in "
+                          f"{args.results} (the same command resumes)", file=sys.stderr)  # fmt: skip
+                    sys.exit(130)
             print(f"mutmut took {time.time() - start:.0f} s", flush=True)
         results = verdicts(store, mutants)
         body, summary = report(results, args.equivalent, mutants, code)

@@ -1,13 +1,24 @@
 """Several jax processes on this machine (CPU devices, gloo collectives), launched as a user would:
 the same results on every process layout, resume under another process count, kill -9 and SIGTERM.
 
-Layouts are written processes x devices per process. The plain runs all use 4 devices (1 x 4,
-2 x 2 through a simulated SLURM `srun` environment, 4 x 1 through `scripts/launch_local.py`); the
-methods with per-example state (`imbalance`'s table op, ROLE's learned table) and prototype
-refreshes (`sarb`'s K-means, `dsrb`'s location prototypes) compare 1 x 2 with 2 x 1. Tolerance: relative 1e-4 on every logged train value
-(loss terms, norms, diagnostics) and 0.01 points on every metric (in %). Observed: 1 x 2 and 2 x 1
-agree bit for bit; 2 x 2 departs from 1 x 4 by at most 3e-6 relative in the train values (gloo sums
-across processes in another order than XLA:CPU within one) and not at all in the metrics.
+Layouts are written processes x devices per process. What is exact and what is not:
+
+- Runs that do the same arithmetic agree bit for bit, and are compared for equality: two devices
+  in any layout (1 x 2, 2 x 1: a sum of two terms does not depend on its order), every
+  multi-process layout of four devices (2 x 2 through a simulated SLURM `srun` environment, 4 x 1
+  through `scripts/launch_local.py`: gloo reduces over the same four ranks), and a run against
+  its own resumption on the same devices.
+- One process of four devices (1 x 4) sums the four devices' gradients in another order than
+  gloo does. Its first step is the same to rounding (identical parameters and batch on every
+  device, only the order of the final sum differs): compared at relative 1e-5. After that the two
+  trajectories are only close, and a rounding difference can tip a ReLU or a max-pool to the other
+  side, after which they part. Measured on an Intel Xeon (2026-12-08): 2 x 2 and 1 x 4 agree to
+  2e-6 for 6 steps, then the step-7 gradient norm differs by 3e-3 and by step 12 the test mAP is
+  39.43 vs 39.22; on an AMD EPYC the same runs agreed to 3e-6 for all 12 steps. So no test asserts
+  a whole 1 x 4 run against a multi-process one.
+
+The methods with per-example state (`imbalance`'s table op, ROLE's learned table) and prototype
+refreshes (`sarb`'s K-means, `dsrb`'s location prototypes) compare 1 x 2 with 2 x 1.
 """
 
 import json
@@ -107,24 +118,17 @@ def read_json(path) -> dict:
         return json.load(f)
 
 
-def assert_same_run(got_dir, expected_dir, *, steps_from: int = 0) -> None:
+def assert_same_run(got_dir, expected_dir) -> None:
+    """The two runs agree exactly: step, every metric, the selected checkpoint and every logged
+    train value of every step (timings left out)."""
     got, expected = (read_json(os.path.join(d, "results.json")) for d in (got_dir, expected_dir))
     assert got["step"] == expected["step"]
-    assert got["all_metrics"].keys() == expected["all_metrics"].keys()
-    for split, values in expected["all_metrics"].items():
-        for k, v in values.items():
-            assert got["all_metrics"][split][k] == pytest.approx(v, abs=0.01), (split, k)
-    assert (
-        got["selection"]["best_checkpoint"]["step"]
-        == (expected["selection"]["best_checkpoint"]["step"])
-    )
+    assert got["all_metrics"] == expected["all_metrics"]
+    assert got["selection"]["best_checkpoint"] == expected["selection"]["best_checkpoint"]
     a, b = train_values(got_dir), train_values(expected_dir)
+    assert a.keys() == b.keys()
     for step in b:
-        if step <= steps_from:
-            continue
-        assert a[step].keys() == b[step].keys(), step
-        for k, v in b[step].items():
-            assert a[step][k] == pytest.approx(v, abs=1e-7, rel=1e-4), (step, k)
+        assert a[step] == b[step], step
 
 
 def wait_for_step(workdir, step, procs, timeout=600) -> None:
@@ -144,31 +148,50 @@ def train_pids(workdir) -> list[int]:
     return [int(x) for x in out.split()]
 
 
+def _plain(workdir, data_dir) -> list[str]:
+    return _train(workdir, data_dir, "plain", "--config.train.num_epochs=3")
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The single-process 1 x 4 run of the tiny config for 3 epochs (12 steps), and its data dir."""
     base = tmp_path_factory.mktemp("multiprocess")
     data_dir = base / "tfds"
     workdir = base / "reference_1x4"
-    run((1, 4), _train(workdir, data_dir, "plain", "--config.train.num_epochs=3"))
+    run((1, 4), _plain(workdir, data_dir))
     return base, data_dir, workdir
 
 
-def test_two_by_two_under_slurm_trains_the_same_run(reference):
-    base, data_dir, ref = reference
+@pytest.fixture(scope="module")
+def two_by_two(reference):
+    """The same run on 2 x 2 under a simulated SLURM environment: its workdir and stdout."""
+    base, data_dir, _ = reference
     workdir = base / "slurm_2x2"
-    out, _ = run((2, 2), _train(workdir, data_dir, "plain", "--config.train.num_epochs=3"),
-                 launcher="slurm")  # fmt: skip
-    assert_same_run(workdir, ref)
+    out, _ = run((2, 2), _plain(workdir, data_dir), launcher="slurm")
+    return workdir, out
+
+
+def test_two_by_two_under_slurm_trains_the_same_run(reference, two_by_two):
+    _, _, ref = reference
+    workdir, out = two_by_two
     assert out.count("test metrics (%) at step 12") == 1  # process 0 prints, process 1 does not
+    got, expected = read_json(workdir / "results.json"), read_json(ref / "results.json")
+    assert got["step"] == expected["step"] == 12
+    assert got["all_metrics"].keys() == expected["all_metrics"].keys()
+    # Step 1: the same parameters and the same rows on every device; only the order in which the
+    # four devices' gradients are summed differs (see the module docstring for later steps).
+    a, b = train_values(workdir)[1], train_values(ref)[1]
+    assert a.keys() == b.keys() and "train/grad_norm" in b
+    for k, v in b.items():
+        assert a[k] == pytest.approx(v, rel=1e-5), k
 
 
-def test_sigterm_on_one_of_four_processes_then_resume_on_two(reference):
+def test_sigterm_on_one_of_four_processes_then_resume_on_two(reference, two_by_two):
     """4 x 1, SIGTERM to one process: every process saves the same step and exits 75; the same
-    command on 2 x 2 resumes there and ends as the uninterrupted run."""
-    base, data_dir, ref = reference
+    command on 2 x 2 resumes there and ends as the uninterrupted 2 x 2 run."""
+    base, data_dir, _ = reference
     workdir = base / "preempted_4x1"
-    command = _train(workdir, data_dir, "plain", "--config.train.num_epochs=3")
+    command = _plain(workdir, data_dir)
     procs = start((4, 1), command)
     wait_for_step(workdir, 5, procs)
     os.kill(train_pids(workdir)[-1], signal.SIGTERM)
@@ -181,13 +204,13 @@ def test_sigterm_on_one_of_four_processes_then_resume_on_two(reference):
     events = [json.loads(x) for x in (workdir / "events.jsonl").read_text().splitlines()]
     assert events == [{"step": step, "event": "preempted"}]
     run((2, 2), command)
-    assert_same_run(workdir, ref)
+    assert_same_run(workdir, two_by_two[0])
 
 
 def test_sigterm_on_a_single_process_then_resume(reference):
     base, data_dir, ref = reference
     workdir = base / "preempted_1x4"
-    command = _train(workdir, data_dir, "plain", "--config.train.num_epochs=3")
+    command = _plain(workdir, data_dir)
     procs = start((1, 4), command)
     wait_for_step(workdir, 6, procs)
     procs[0].send_signal(signal.SIGTERM)
@@ -199,12 +222,14 @@ def test_sigterm_on_a_single_process_then_resume(reference):
 
 
 def test_kill_9_of_every_process_then_resume_with_the_same_and_another_process_count(reference):
-    """2 x 2 killed (kill -9, every process) after the epoch-1 checkpoint; resumed on 2 x 2 and
-    killed again after the epoch-2 checkpoint; resumed on 1 x 4: the uninterrupted run."""
-    base, data_dir, ref = reference
-    workdir = base / "killed_2x2"
-    command = _train(workdir, data_dir, "plain", "--config.train.num_epochs=3")
-    for layout, after in (((2, 2), 6), ((2, 2), 10)):
+    """2 x 1 killed (kill -9, every process) after the epoch-1 checkpoint; resumed on 2 x 1 and
+    killed again after the epoch-2 checkpoint; resumed on one process (1 x 2): the uninterrupted
+    1 x 2 run."""
+    base, data_dir, _ = reference
+    workdir, expected = base / "killed_2x1", base / "reference_1x2"
+    command = _plain(workdir, data_dir)
+    uninterrupted = start((1, 2), _plain(expected, data_dir))
+    for layout, after in (((2, 1), 6), ((2, 1), 10)):
         procs = start(layout, command)
         wait_for_step(workdir, after, procs)  # past the checkpoint of steps 4, then 8
         for pid in train_pids(workdir):
@@ -212,8 +237,10 @@ def test_kill_9_of_every_process_then_resume_with_the_same_and_another_process_c
         finish(procs)
         assert not (workdir / "results.json").exists()
         assert str(after - 2) in os.listdir(workdir / "checkpoints")
-    run((1, 4), command)
-    assert_same_run(workdir, ref)
+    run((1, 2), command)
+    codes, out, err = finish(uninterrupted)
+    assert codes == [0], f"{out}\n{err[-3000:]}"
+    assert_same_run(workdir, expected)
 
 
 @pytest.mark.parametrize(

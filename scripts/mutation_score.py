@@ -56,7 +56,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from mlrpl_jax import cli, errors
-from mlrpl_jax.metric_writer import atomic_write_json
+from mlrpl_jax.paths import atomic_write, atomic_write_json
 
 # Groups of the report: (name, module glob). The first four carry the issue's 90 % target.
 GROUPS = (
@@ -118,12 +118,18 @@ class Mutant(NamedTuple):
     path: str  # the source file, relative to the root
 
 
-def scope_files(root: str = ROOT) -> list[str]:
-    """The source files of `GROUPS` (relative paths), e.g. mlrpl_jax/losses/partial_bce.py."""
-    out = set()
-    for _, pattern in GROUPS:
-        path_glob = pattern.replace(".", "/") + ".py"
-        out.update(os.path.relpath(p, root) for p in glob.glob(os.path.join(root, path_glob)))
+def scope_files() -> list[str]:
+    """The source files mutmut mutates, relative paths (e.g. mlrpl_jax/losses/partial_bce.py):
+    every .py under `[tool.mutmut] source_paths` that mutmut's own `should_mutate` accepts
+    (`only_mutate`, `do_not_mutate`). Call with the root as the working directory and mutmut's
+    configuration freshly loaded, as `generate` does."""
+    from mutmut import configuration
+
+    config = configuration.config()
+    out = []
+    for source in config.source_paths:
+        files = [source] if source.is_file() else source.rglob("*.py")
+        out.extend(str(p) for p in files if config.should_mutate(p))
     return sorted(out)
 
 
@@ -140,7 +146,7 @@ def generate(root: str = ROOT) -> tuple[dict[str, Mutant], dict[str, str]]:
     configuration.reset_config()
     try:
         mutants, code = {}, {}
-        for path in scope_files(root):
+        for path in scope_files():
             with open(path) as f:
                 mutated = mutate_file_contents(path, f.read())
             module = path[: -len(".py")].replace("/", ".")
@@ -202,10 +208,11 @@ def harvest(store: dict, mutants: dict[str, Mutant], mutants_dir: str, commit: s
 
 
 def save_store(store: dict, path: str) -> None:
+    """Writes `store` to `path` atomically: functions by key, each one's verdicts by number."""
     functions = {k: {**v, "exit_codes": dict(sorted(v["exit_codes"].items(), key=lambda x: int(x[0])))}
                  for k, v in sorted(store["functions"].items())}  # fmt: skip
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    atomic_write_json(path, {"functions": functions})
+    atomic_write(path, json.dumps({"functions": functions}, indent=2) + "\n")
 
 
 def verdicts(store: dict, mutants: dict[str, Mutant]) -> dict[str, str]:

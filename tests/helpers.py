@@ -124,3 +124,19 @@ def dot_precisions(fn, *args) -> list:
 
     walk(jax.make_jaxpr(fn)(*args).jaxpr)
     return found
+
+
+def torch_asl(logits, target, *, gamma_pos: float, gamma_neg: float, clip: float = 0.05):
+    """ASL as the authors' torch code computes it, per entry (the caller reduces): log terms
+    clamped at 1e-8, p_neg = min(1 - p + clip, 1) (1 - p at clip 0), focusing weight
+    torch.pow(1 - pt, gamma_pos y + gamma_neg (1 - y)) with pt = p y + p_neg (1 - y) and its
+    gradient kept. `logits`, `target`: torch tensors of the same shape (target in {0, 1})."""
+    import torch
+
+    p = torch.sigmoid(logits)
+    p_neg = (1 - p + clip).clamp(max=1) if clip > 0 else 1 - p
+    log_terms = target * torch.log(p.clamp(min=1e-8)) + (1 - target) * torch.log(
+        p_neg.clamp(min=1e-8)
+    )
+    pt = p * target + p_neg * (1 - target)
+    return -log_terms * torch.pow(1 - pt, gamma_pos * target + gamma_neg * (1 - target))

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import torch_asl
 
 from mlrpl_jax.losses import contrastive
 from mlrpl_jax.losses.contrastive import instance_contrastive_loss, prototype_contrastive_loss
@@ -397,12 +398,7 @@ def test_intra_asymmetric_loss_matches_torch_at_zero_exponents_and_saturated_log
     np.testing.assert_array_equal(y[0, :4], [1, 1, 0, 0])
 
     def theirs(x):
-        q = torch.sigmoid(x)
-        q_neg = (1 - q + 0.05).clamp(max=1)
-        yt = torch.tensor(y)
-        base = -(yt * torch.log(q.clamp(min=1e-8)) + (1 - yt) * torch.log(q_neg.clamp(min=1e-8)))
-        pt = q * yt + q_neg * (1 - yt)
-        return (base * torch.pow(1 - pt, gamma_pos * yt + gamma_neg * (1 - yt))).mean()
+        return torch_asl(x, torch.tensor(y), gamma_pos=gamma_pos, gamma_neg=gamma_neg).mean()
 
     xt = torch.tensor(logits, dtype=torch.float32, requires_grad=True)
     want = theirs(xt)

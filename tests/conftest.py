@@ -1,6 +1,8 @@
 """Test set-up: 8 simulated CPU devices, fast compilation, a per-session compilation cache."""
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -10,8 +12,26 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+_SESSION_PID, _SESSION_DIRS = os.getpid(), []
+
+
+def _session_dir(prefix: str) -> str:
+    """A temporary directory removed when this test session's process exits (not when a process
+    forked from it does: mutmut's workers are)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    _SESSION_DIRS.append(path)
+    return path
+
+
+@atexit.register
+def _remove_session_dirs() -> None:
+    if os.getpid() == _SESSION_PID:
+        for path in _SESSION_DIRS:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 # Caches the library writes (label indexes of read-only datasets, label statistics) stay per session.
-os.environ["MLRPL_JAX_CACHE"] = tempfile.mkdtemp(prefix="mlrpl_jax_test_user_cache_")
+os.environ["MLRPL_JAX_CACHE"] = _session_dir("mlrpl_jax_test_user_cache_")
 
 import jax
 
@@ -21,7 +41,7 @@ jax.config.update("jax_disable_most_optimizations", True)
 # scripts/mutation_score.py shares one cache between its mutants' processes (MLRPL_JAX_TEST_CACHE_DIR).
 jax.config.update(
     "jax_compilation_cache_dir",
-    os.environ.get("MLRPL_JAX_TEST_CACHE_DIR") or tempfile.mkdtemp(prefix="mlrpl_jax_test_cache_"),
+    os.environ.get("MLRPL_JAX_TEST_CACHE_DIR") or _session_dir("mlrpl_jax_test_cache_"),
 )
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 

@@ -21,8 +21,10 @@ The methods with per-example state (`imbalance`'s table op, ROLE's learned table
 refreshes (`sarb`'s K-means, `dsrb`'s location prototypes) compare 1 x 2 with 2 x 1.
 """
 
+import atexit
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,6 +39,8 @@ pytestmark = pytest.mark.slow
 
 
 _CACHE = tempfile.mkdtemp(prefix="mlrpl_jax_multiprocess_cache_")
+_PID = os.getpid()
+atexit.register(lambda: os.getpid() == _PID and shutil.rmtree(_CACHE, ignore_errors=True))
 
 
 def _env(devices: int, **extra) -> dict:

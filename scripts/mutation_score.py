@@ -209,7 +209,8 @@ def harvest(store: dict, mutants: dict[str, Mutant], mutants_dir: str, commit: s
 
 def save_store(store: dict, path: str) -> None:
     """Writes `store` to `path` atomically: functions by key, each one's verdicts by number."""
-    functions = {k: {**v, "exit_codes": dict(sorted(v["exit_codes"].items(), key=lambda x: int(x[0])))}
+    functions = {k: {**dict(sorted(v.items())),  # commit, exit_codes, hash
+                     "exit_codes": dict(sorted(v["exit_codes"].items(), key=lambda x: int(x[0])))}
                  for k, v in sorted(store["functions"].items())}  # fmt: skip
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     atomic_write(path, json.dumps({"functions": functions}, indent=2) + "\n")

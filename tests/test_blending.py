@@ -74,6 +74,8 @@ def test_alpha_and_beta_get_gradients_only_once_blending_starts(method):
     assert "cond[" in str(jaxpr)
 
 
+@pytest.mark.slow
+@pytest.mark.mutation
 def test_blended_branches_go_through_the_same_classifier():
     """With top_k = C every class is blended with a prototype; with the 4 quadrant prototypes of a
     class equal, the DSRB branch is beta v + (1 - beta) p_c with target 1 - beta everywhere."""
@@ -140,6 +142,8 @@ def test_coefficients_are_clamped_after_each_update():
 
 
 @pytest.mark.parametrize("mode", ["image", "feature_map"])
+@pytest.mark.slow
+@pytest.mark.mutation
 def test_mixup_baselines_add_a_mixed_branch(mode):
     """SSGRL w/ IP-Mixup / FM-Mixup: no blended branches and no coefficients, one branch on the
     batch mixed with its reverse (`ops.mixup` targets) from blend_epoch on, and the BatchNorm

@@ -93,6 +93,7 @@ def read_jsonl(path):
 # --- user errors before anything is built (fast: no training) ------------------------------------
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_user_errors_are_one_message_and_status_2(tmp_path):
     work = tmp_path / "work"
     cases = {
@@ -211,6 +212,7 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_help_and_print_config():
     helps, printed = (
         run_all(

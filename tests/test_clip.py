@@ -93,6 +93,7 @@ def check_parity(torch_model, size, text_len, vocab, dense=True, seed=0):
     return config, variables
 
 
+@pytest.mark.slow
 def test_tiny_clip_matches_open_clip_embeddings_and_dense_features():
     torch_model = tiny_torch_clip()
     config, variables = check_parity(torch_model, size=64, text_len=16, vocab=100)
@@ -111,6 +112,7 @@ def test_tiny_clip_matches_open_clip_embeddings_and_dense_features():
         np.testing.assert_array_equal(v, ref[k], err_msg=k)
 
 
+@pytest.mark.slow
 def test_dense_features_at_twice_the_pretraining_resolution():
     # 128 px on a 64-px CLIP: a 4x4 map, the 2x2 positional grid resized bicubically (official).
     torch_model = tiny_torch_clip(seed=1)

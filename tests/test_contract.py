@@ -17,6 +17,7 @@ from mlrpl_jax.methods import base
 from mlrpl_jax.models import clip
 
 
+@pytest.mark.slow
 def test_loss_fn_never_sees_the_full_labels_only_diagnostics_do():
     plain = methods.get("plain")
     seen = {}
@@ -102,6 +103,7 @@ def test_step_compiles_once_across_activation_epochs(name, monkeypatch):
     assert fns.step_fn._cache_size() == 1
 
 
+@pytest.mark.slow
 def test_ema_update_rule_and_eval_weights():
     config = tiny_config()
     config.train.ema_decay = 0.75

@@ -93,6 +93,8 @@ def by_hand(model, variables, images):
 
 @pytest.mark.parametrize(("variant", "class_specific"),
                          [("author", True), ("official", True), ("author", False)])  # fmt: skip
+@pytest.mark.slow
+@pytest.mark.mutation
 def test_logits_match_the_equations(variant, class_specific):
     _, model, variables, images = build(variant, class_specific)
     logits, aux = model.apply(variables, images)
@@ -164,6 +166,8 @@ def test_gradients_reach_the_contexts_and_scales_only():
     assert all(float(jnp.abs(g).max()) == 0 for g in jax.tree_util.tree_leaves(image_tower))
 
 
+@pytest.mark.slow
+@pytest.mark.mutation
 def test_remat_modes_give_the_same_gradients():
     """What the text blocks keep for the backward pass changes memory, not the gradients."""
     config, model, variables, images = build("author")
@@ -220,6 +224,8 @@ def test_official_recipe_weighs_the_summed_loss_by_the_known_proportion(known):
     np.testing.assert_allclose(got, 0.03 * 0.5 * 200 * per_entry, rtol=1e-5)
 
 
+@pytest.mark.slow
+@pytest.mark.mutation
 def test_frozen_towers_have_no_optimiser_state():
     config = config_for("/nonexistent")
     info = data_info(5)
@@ -244,6 +250,8 @@ def test_the_model_holds_every_clip_variable_in_the_checkpoint_layout():
         ), collection
 
 
+@pytest.mark.slow
+@pytest.mark.mutation
 def test_clip_weights_are_loaded_strictly_and_checked_against_the_arch(tmp_path):
     variables = clip.init_variables(TINY, jax.random.key(3))
     path = tmp_path / "tiny_clip.npz"

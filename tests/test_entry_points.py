@@ -243,6 +243,7 @@ def test_convert_clip_converts_an_open_clip_state_dict(tmp_path):
 # --- python -m mlrpl_jax.pretrain / pretrain_clip ------------------------------------------------
 
 
+@pytest.mark.slow
 def test_pretrain_bad_config_key_or_output(tmp_path):
     workdir, out = str(tmp_path / "pre"), str(tmp_path / "w" / "backbone.npz")
     proc = run("-m", "mlrpl_jax.pretrain", "--workdir", workdir, "--out", out,
@@ -302,6 +303,7 @@ def test_launch_local_runs_the_command_once_per_process_with_its_environment():
 # --- scripts/learning_margins.py (its runs: tests/test_methods_learn.py) --------------------------
 
 
+@pytest.mark.slow
 def test_learning_margins_errors_and_the_committed_margins(tmp_path):
     out = str(tmp_path / "m.json")
     assert_user_error(run("scripts/learning_margins.py", "--methods", "plainn", "--out", out),

@@ -190,6 +190,8 @@ def _batch_of_16(info):
     }
 
 
+@pytest.mark.slow
+@pytest.mark.mutation
 def test_a_method_shards_its_table_through_the_trainer():
     config = base_config.get_config("plain")
     with config.unlocked():

@@ -43,6 +43,8 @@ def tiny():
     return config, model, variables, method_state, batch
 
 
+@pytest.mark.slow
+@pytest.mark.mutation
 def test_margins_get_gradients_only_from_the_activation_epoch(tiny):
     """Before epoch 5 every term that involves the margins is multiplied by 0: their gradient is
     exactly 0, so `start_on_first_gradient` keeps them out of Adam (no step, no L2) as PyTorch does."""
@@ -70,6 +72,8 @@ def test_margins_get_gradients_only_from_the_activation_epoch(tiny):
     assert base.ParamGroup(("method",), delayed=True) in hst.param_groups(config)
 
 
+@pytest.mark.slow
+@pytest.mark.mutation
 def test_refresh_clusters_the_known_positive_features_of_one_pass(tiny):
     config, model, variables, method_state, _ = tiny
     batches = [fake_batch(batch_size=8, seed=s) for s in range(3)]

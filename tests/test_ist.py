@@ -64,6 +64,8 @@ def test_any_chunk_size_gives_the_same_logits(head, chunk):
     )
 
 
+@pytest.mark.slow
+@pytest.mark.mutation
 def test_gradients_match_reference_layers(head):
     """Every parameter and the input features get the reference gradients."""
     module, params, v = head

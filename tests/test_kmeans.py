@@ -248,6 +248,8 @@ def _greedy_kmeans_plusplus_by_hand(x, mask, key, k, trials):
     return x[chosen]
 
 
+@pytest.mark.slow
+@pytest.mark.mutation
 def test_kmeans_plusplus_init_is_the_greedy_rule_by_hand():
     """The initial centres themselves (the final clustering hides most init details), four restarts
     each: classes with padding in the middle and at the end, one of two distinct points

@@ -275,6 +275,8 @@ def test_epr_and_role_require_the_expected_number_of_positives(tmp_path):
         config_validation.validate(config)
 
 
+@pytest.mark.slow
+@pytest.mark.mutation
 def test_curriculum_rounds_label_confident_unknowns_once_and_keep_them():
     from mlrpl_jax.methods import curriculum
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from sklearn.metrics import average_precision_score
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,6 +71,7 @@ def expected_numbers(x, labels, pair_logits, full, theta=0.9):
     return bce, known.mean(), completed, m_ap, of1, cf1
 
 
+@pytest.mark.slow
 def test_notebook_section_runs_and_prints_what_it_promises():
     where, section = notebook_section()
     code = fenced(section, "python")

@@ -166,6 +166,7 @@ def test_report_from_csv_prints_the_rows_and_its_errors_are_messages(tmp_path):
 # ---- report_maps
 
 
+@pytest.mark.slow
 def test_report_maps_user_errors_without_a_model(tmp_path):
     """A missing or non-run directory, a run without (that) checkpoint, a damaged config.json, an
     --out that is a file: found before anything is written."""

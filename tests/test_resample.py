@@ -150,6 +150,8 @@ def test_asl_augmentation_on_device_is_a_config_error():
     config_validation.validate(config)
 
 
+@pytest.mark.slow
+@pytest.mark.mutation
 def test_a_batch_renders_each_image_with_its_own_view():
     """`render_views` (the train step's call) = `render_view` of each (canvas, view) pair."""
     canvases, views = [], []

@@ -131,6 +131,8 @@ def test_straightforward_transcription_matches_formulas(setup):
     np.testing.assert_allclose(logits, ref_logits, atol=1e-5)
 
 
+@pytest.mark.slow
+@pytest.mark.mutation
 def test_gradients_match_straightforward_transcription(setup):
     """The chunked, rematerialised SD gives the reference gradients for every parameter."""
     f, heads = setup

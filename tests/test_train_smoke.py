@@ -56,6 +56,7 @@ def test_rerun_resumes_instead_of_restarting(finished_run, capsys):
     assert steps == list(range(1, 9))
 
 
+@pytest.mark.slow
 def test_resume_from_epoch_one_equals_uninterrupted_run(finished_run, tmp_path):
     """Delete the final checkpoint: resuming from epoch 1 must reproduce the same final metrics."""
     config, workdir, final = finished_run
@@ -169,6 +170,7 @@ def test_refresh_runs_before_every_epoch_with_a_deterministic_pass(tmp_path, mon
     assert not np.array_equal(calls[0][2], calls[1][2])  # a new permutation each epoch
 
 
+@pytest.mark.slow
 def test_early_stop_when_selection_map_drops_and_a_rerun_does_not_resume(tmp_path, monkeypatch):
     """train.early_stop_drop: stop once the validation mAP is more than `drop` below its best
     (LargeLoss's protocol, 3 points); results.json records it and a rerun trains no further."""

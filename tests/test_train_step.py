@@ -67,6 +67,8 @@ def test_eight_devices_match_one_device():
     assert int(state8.step) == 2
 
 
+@pytest.mark.slow
+@pytest.mark.mutation
 def test_frozen_stages_get_no_update_and_no_optimizer_state():
     config = tiny_config(frozen_stages=2)  # stem + layer1 frozen
     mesh = sharding.make_mesh(jax.devices()[:1])
@@ -99,6 +101,8 @@ def test_frozen_stages_get_no_update_and_no_optimizer_state():
 
 
 @pytest.mark.parametrize("category_features", ["sd", "sa"])
+@pytest.mark.slow
+@pytest.mark.mutation
 def test_ssgrl_step_trains_heads_and_layer4_only(category_features):
     """Reference recipe: stem + layer1-3 frozen (BN on running stats), embeddings and adjacency are
     frozen data; layer4 and every head parameter move."""
@@ -131,6 +135,8 @@ def test_ssgrl_step_trains_heads_and_layer4_only(category_features):
     assert ("cam_bce" in metrics) == (category_features == "sa")
 
 
+@pytest.mark.slow
+@pytest.mark.mutation
 def test_step_compiles_once():
     config = tiny_config()
     mesh = sharding.make_mesh(jax.devices()[:1])

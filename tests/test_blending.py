@@ -106,6 +106,8 @@ def test_blended_branches_go_through_the_same_classifier():
     )
 
 
+@pytest.mark.slow
+@pytest.mark.mutation
 def test_location_prototype_is_from_another_quadrant_than_the_peak():
     _, _, model, variables, state, batch = setup("dsrb")
     (_, aux), _ = base.apply_train(
@@ -121,6 +123,8 @@ def test_location_prototype_is_from_another_quadrant_than_the_peak():
                 assert len(match) == 1 and match[0] != q[b, c]
 
 
+@pytest.mark.slow
+@pytest.mark.mutation
 def test_kmeans_prototype_index_is_shared_by_all_classes():
     *_, state, _ = setup("sarb")
     protos = np.asarray(state["prototypes"])  # (C, K, D)

@@ -185,6 +185,8 @@ def test_remat_modes_give_the_same_gradients():
         np.testing.assert_allclose(grads[mode], grads["none"], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
+@pytest.mark.mutation
 def test_losses_of_the_variants_and_loss_w():
     config, model, variables, images = build("official")
     labels = jnp.asarray([[1, -1, 0, 1, -1], [0, 1, -1, -1, 1]], jnp.int8)
@@ -240,6 +242,8 @@ def test_frozen_towers_have_no_optimiser_state():
     assert sum(sizes.values()) == 2 * trained  # Adam's two moments of ctx_pos and ctx_neg
 
 
+@pytest.mark.slow
+@pytest.mark.mutation
 def test_the_model_holds_every_clip_variable_in_the_checkpoint_layout():
     _, _, variables, _ = build("official")
     want = clip.abstract_variables(TINY)

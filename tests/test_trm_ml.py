@@ -216,6 +216,8 @@ def test_stage_two_freezes_text_prototypes_and_turns_pseudo_labels_on():
     assert again is new  # frozen once
 
 
+@pytest.mark.slow
+@pytest.mark.mutation
 def test_switches_and_bad_values_are_checked():
     for overrides, match in (
         ({"method_config.use_carl": False}, "use_carl"),
